@@ -1,0 +1,1 @@
+//! STOMP broker and chat rooms on the Sockeye engine.

@@ -1,0 +1,1 @@
+//! Sockeye: a WebSocket engine.
