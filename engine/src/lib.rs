@@ -1,1 +1,34 @@
 //! Sockeye: a WebSocket engine.
+//!
+//! Two layers in one crate:
+//!
+//! * **The sans-IO core** (always built): the opening handshake ([`handshake`]), the frame codec
+//!   ([`frame`]), incremental UTF-8 validation ([`utf8`]), the close handshake ([`close`]) and
+//!   the connection state machine ([`connection`]). Pure functions and state machines over byte
+//!   slices: no sockets, no clocks, no threads. Other servers embed this layer alone; build with
+//!   `default-features = false` to get only it.
+//! * **The event loop** (feature `io`, on by default): a server built directly on mio
+//!   ([`server`]), with a handler API in the style of uWebSockets.
+
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod utf8;
+
+#[cfg(feature = "io")]
+pub mod server;
+
+pub use close::CloseFrame;
+pub use config::Limits;
+pub use connection::{Connection, DataKind, Event, Read, Receiver, Role, Sender, Sink};
+pub use error::{ProtocolError, SendError};
+
+/// The result of a push parser: a value and the bytes it used, or a request for more input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status<T> {
+    Complete(T, usize),
+    Partial,
+}
