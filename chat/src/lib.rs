@@ -1,1 +1,3 @@
 //! STOMP broker and chat rooms on the Sockeye engine.
+
+pub mod stomp;
