@@ -22,6 +22,8 @@ mod frame;
 mod parse;
 #[cfg(test)]
 mod testutil;
+#[cfg(test)]
+mod vectors;
 
 pub use command::{Command, Version};
 pub use encode::{

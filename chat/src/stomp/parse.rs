@@ -620,7 +620,7 @@ mod tests {
         let mut rng = Rng::new(0x5eed_5707);
         for _ in 0..3000 {
             let mut input = Vec::new();
-            for _ in 0..rng.below(12) {
+            for _ in 0..rng.below(30) {
                 input.extend_from_slice(pieces[rng.below(pieces.len())]);
             }
             for version in [None, Some(Version::V1_0), Some(Version::V1_1), V12] {
