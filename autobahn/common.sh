@@ -1,5 +1,5 @@
 # Helpers shared by run-server.sh and run-client.sh. Sourced, not run.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the variables are for the scripts that source this
 
 AB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 AB_ROOT="$(cd "$AB_DIR/.." && pwd)"
@@ -92,4 +92,37 @@ ab_show_log() {
     echo "---- last lines of $1 ----" >&2
     tail -n 30 "$1" >&2
     echo "----" >&2
+}
+
+# ab_run_logged LOG CMD...: runs CMD in the background with its output in LOG
+# (and shown live with AUTOBAHN_VERBOSE=1), waits for it and returns its status.
+# Running it in the background keeps the script's signal traps responsive;
+# the pid is in AB_JOB meanwhile, for the cleanup trap to stop it.
+AB_JOB=""
+ab_run_logged() {
+    local log=$1 status=0 tail_pid=""
+    shift
+    "$@" >"$log" 2>&1 &
+    AB_JOB=$!
+    if [[ "${AUTOBAHN_VERBOSE:-}" == 1 ]]; then
+        tail -n +1 -f --pid="$AB_JOB" "$log" &
+        tail_pid=$!
+    fi
+    wait "$AB_JOB" || status=$?
+    AB_JOB=""
+    if [[ -n "$tail_pid" ]]; then
+        wait "$tail_pid" 2>/dev/null || true
+    fi
+    return "$status"
+}
+
+# ab_lock NAME: one run of a suite at a time in this work tree (they share
+# reports/); waits for a running one, at most $AB_TIMEOUT s. Held until exit.
+ab_lock() {
+    mkdir -p "$AB_REPORTS"
+    exec 8>"$AB_REPORTS/.$1.lock"
+    if ! flock -n 8; then
+        ab_log "another $1 is running in this work tree; waiting for it"
+        flock -w "$AB_TIMEOUT" 8 || ab_die "gave up waiting for the other $1"
+    fi
 }

@@ -19,7 +19,7 @@
 # This script requests /updateReports itself too, after the client exits.
 # Exit status: the checker's (0 = every case OK/INFORMATIONAL and no drift).
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 cases="${AUTOBAHN_CASES:-}"
@@ -51,6 +51,7 @@ fi
 ab_log "building the checker"
 cargo build -q -p sockeye-autobahn
 
+ab_lock run-client
 outdir="$AB_REPORTS/clients"
 rm -rf "$outdir"
 mkdir -p "$outdir"
@@ -68,6 +69,9 @@ fi
 
 fuzz_pid=""
 cleanup() {
+    if [[ -n "$AB_JOB" ]]; then
+        ab_stop "$AB_JOB"
+    fi
     if [[ -n "$fuzz_pid" ]]; then
         ab_stop "$fuzz_pid"
     fi
@@ -79,7 +83,7 @@ trap 'exit 143' TERM
 ab_spec fuzzingserver "$AB_DIR/fuzzingserver.json" "$spec" "$url" "$outdir" "$cases"
 ab_log "starting: wstest -m fuzzingserver -s $spec${cases:+ (cases $cases)} (log: $fuzz_log)"
 # -u 0: no embedded web server (it would take port 8080).
-(cd "$AB_DIR" && exec "$AB_VENV/bin/wstest" -m fuzzingserver -u 0 -s "$spec") >"$fuzz_log" 2>&1 &
+"$AB_VENV/bin/wstest" -m fuzzingserver -u 0 -s "$spec" >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
 ab_wait_port "$port" "$fuzz_pid" "wstest -m fuzzingserver"
 ab_log "fuzzing server listening on $url (pid $fuzz_pid)"
@@ -87,13 +91,7 @@ ab_log "fuzzing server listening on $url (pid $fuzz_pid)"
 ab_log "running: $client_cmd (log: $client_log)"
 suite_start=$SECONDS
 client_status=0
-if [[ "${AUTOBAHN_VERBOSE:-}" == 1 ]]; then
-    # shellcheck disable=SC2086 # the command is meant to be split into words
-    timeout "$AB_TIMEOUT" bash -c "exec $client_cmd" 2>&1 | tee "$client_log" || client_status=$?
-else
-    # shellcheck disable=SC2086
-    timeout "$AB_TIMEOUT" bash -c "exec $client_cmd" >"$client_log" 2>&1 || client_status=$?
-fi
+ab_run_logged "$client_log" timeout "$AB_TIMEOUT" bash -c "exec $client_cmd" || client_status=$?
 ab_log "the fuzzing server ran $(grep -c '^Running test case' "$fuzz_log" || true) cases in $((SECONDS - suite_start))s"
 
 if ! kill -0 "$fuzz_pid" 2>/dev/null; then
@@ -103,6 +101,7 @@ fi
 # Ask the fuzzing server to (re)write the reports, in case the client did not:
 # a WebSocket handshake on /updateReports; the server writes them, sends a
 # close frame and drops the connection.
+# shellcheck disable=SC2016 # expanded by the inner bash
 if ! timeout 120 bash -c '
     exec 3<>"/dev/tcp/127.0.0.1/$1"
     printf "GET /updateReports?agent=sockeye HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" "$1" >&3

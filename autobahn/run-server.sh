@@ -15,7 +15,7 @@
 #   AUTOBAHN_VERBOSE=1         show wstest's output instead of only logging it
 # Exit status: the checker's (0 = every case OK/INFORMATIONAL and no drift).
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 cases="${AUTOBAHN_CASES:-}"
@@ -46,6 +46,7 @@ fi
 ab_log "building the checker"
 cargo build -q -p sockeye-autobahn
 
+ab_lock run-server
 outdir="$AB_REPORTS/servers"
 rm -rf "$outdir"
 mkdir -p "$outdir"
@@ -63,6 +64,9 @@ fi
 
 server_pid=""
 cleanup() {
+    if [[ -n "$AB_JOB" ]]; then
+        ab_stop "$AB_JOB"
+    fi
     if [[ -n "$server_pid" ]]; then
         ab_stop "$server_pid"
     fi
@@ -72,7 +76,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 ab_log "starting: $server_cmd (log: $server_log)"
-# shellcheck disable=SC2086 # the command is meant to be split into words
 bash -c "exec $server_cmd" >"$server_log" 2>&1 &
 server_pid=$!
 ab_wait_port "$port" "$server_pid" "the server"
@@ -82,13 +85,8 @@ ab_spec fuzzingclient "$AB_DIR/fuzzingclient.json" "$spec" "ws://$addr" "$outdir
 ab_log "running wstest -m fuzzingclient -s $spec${cases:+ (cases $cases)} (log: $wstest_log)"
 suite_start=$SECONDS
 wstest_status=0
-if [[ "${AUTOBAHN_VERBOSE:-}" == 1 ]]; then
-    (cd "$AB_DIR" && timeout "$AB_TIMEOUT" "$AB_VENV/bin/wstest" -m fuzzingclient -s "$spec") 2>&1 \
-        | tee "$wstest_log" || wstest_status=$?
-else
-    (cd "$AB_DIR" && timeout "$AB_TIMEOUT" "$AB_VENV/bin/wstest" -m fuzzingclient -s "$spec") \
-        >"$wstest_log" 2>&1 || wstest_status=$?
-fi
+ab_run_logged "$wstest_log" timeout "$AB_TIMEOUT" "$AB_VENV/bin/wstest" -m fuzzingclient -s "$spec" \
+    || wstest_status=$?
 ab_log "wstest ran $(grep -c '^Running test case' "$wstest_log" || true) cases in $((SECONDS - suite_start))s"
 
 if ! kill -0 "$server_pid" 2>/dev/null; then

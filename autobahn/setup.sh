@@ -34,7 +34,9 @@ find_python2() {
     fi
     local root="${PYENV_ROOT:-$HOME/.pyenv}" p
     # Newest 2.7.x first (version sort).
-    for p in $(ls -d "$root"/versions/2.7.*/bin/python2.7 2>/dev/null | sort -rV); do
+    local candidates=()
+    mapfile -t candidates < <(printf '%s\n' "$root"/versions/2.7.*/bin/python2.7 | sort -rV)
+    for p in "${candidates[@]}"; do
         if [[ -x "$p" ]]; then
             echo "$p"
             return

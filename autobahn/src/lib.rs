@@ -481,7 +481,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<i32, String> {
         for (id, r) in &failures {
             writeln!(
                 out,
-                "  {id:width$}  behavior {:<13} close {:<13} {}",
+                "  {id:width$}  behavior {:<16} close {:<16} {}",
                 r.outcome.behavior,
                 r.outcome.behavior_close,
                 report_path(&opts.index, r.report_file.as_deref())
