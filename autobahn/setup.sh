@@ -32,7 +32,10 @@ find_python2() {
         echo "$AUTOBAHN_PYTHON2"
         return
     fi
-    local root="${PYENV_ROOT:-$HOME/.pyenv}" p
+    local root="${PYENV_ROOT:-}" p
+    if [[ -z "$root" ]]; then
+        root="$(pyenv root 2>/dev/null || echo "${HOME:-/root}/.pyenv")"
+    fi
     # Newest 2.7.x first (version sort).
     local candidates=()
     mapfile -t candidates < <(printf '%s\n' "$root"/versions/2.7.*/bin/python2.7 | sort -rV)
