@@ -245,7 +245,8 @@ impl Receiver {
                 Ok(Status::Partial) => return Ok(Found::NeedMore),
                 Err(_) => return Err((ProtocolError::LengthOverflow, None)),
             };
-            let skip = Some(h.payload_len);
+            // After a (bad) close frame from the peer nothing else is coming: stop reading.
+            let skip = (h.opcode != OpCode::Close).then_some(h.payload_len);
             self.check_header(&h).map_err(|e| {
                 *consumed += hlen;
                 (e, skip)
@@ -262,10 +263,13 @@ impl Receiver {
                 if let Some(key) = h.mask {
                     apply_mask(payload, key, 0);
                 }
+                // A bad close frame still ends the peer's side: nothing follows it, so there
+                // is no close reply to wait for.
+                let skip = (h.opcode != OpCode::Close).then_some(0);
                 return self
                     .control(h.opcode, payload, tx, out)
                     .map(Found::Event)
-                    .map_err(|e| (e, Some(0)));
+                    .map_err(|e| (e, skip));
             }
             self.check_data_limits(&h).map_err(|e| {
                 *consumed += hlen;

@@ -147,7 +147,10 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 
     /// Every header called `name`, in order.
-    pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b [u8]> + 's {
+    pub fn headers_named<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'b [u8]> + Clone + 's {
         self.headers
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
@@ -166,7 +169,7 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 
     /// Sub-protocols the client offered, in its order.
-    pub fn protocols<'s>(&'s self) -> impl Iterator<Item = &'b str> + 's {
+    pub fn protocols<'s>(&'s self) -> impl Iterator<Item = &'b str> + Clone + 's {
         self.headers_named("sec-websocket-protocol")
             .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))

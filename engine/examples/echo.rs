@@ -1,0 +1,56 @@
+//! Echo server: every text or binary message comes back unchanged.
+//!
+//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001`
+//!
+//! Limits are raised to what the Autobahn testsuite sends (16 MiB messages, 4 MiB in 64-byte
+//! fragments). One worker: the testsuite opens one connection at a time.
+
+use std::net::SocketAddr;
+
+use sockeye::handshake::Request;
+use sockeye::server::{Handler, Message, Rejection, Server, ServerConfig, Session, Upgrading};
+
+struct Echo;
+
+impl Handler for Echo {
+    type Data = ();
+
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _up: &mut Upgrading) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn on_message(&mut self, session: &mut Session<'_, ()>, message: Message<'_>) {
+        let _ = match message {
+            Message::Text(text) => session.send_text(text),
+            Message::Binary(bytes) => session.send_binary(bytes),
+        };
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into())
+        .parse()
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad address: {e}"),
+            )
+        })?;
+    let mut config = ServerConfig {
+        workers: 1,
+        ..ServerConfig::default()
+    };
+    config.limits.max_frame_size = 16 << 20;
+    config.limits.max_message_size = 16 << 20;
+    config.limits.max_fragments = 1 << 20;
+    let server = Server::bind(addr, config)?;
+    eprintln!("echo server listening on ws://{}", server.local_addr());
+    server.run(|| Echo)
+}

@@ -1,0 +1,216 @@
+//! Outgoing bytes: the loop's shared cork buffer and each connection's backlog.
+//!
+//! Everything a connection sends while the loop works on it (replies written by the protocol
+//! core, the handler's sends) goes into one [`Cork`] owned by the loop, and is written with one
+//! vectored write when the loop is done with that connection — so everything answered to one
+//! read goes out in one syscall, and a connection that is keeping up owns no write buffer at
+//! all. What the socket does not take moves into the connection's [`Backlog`], which is drained
+//! on writability before anything newer is written.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::Bytes;
+
+use crate::connection::Sink;
+use crate::frame::apply_mask;
+
+/// Most slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// The loop's shared staging area for the connection it is serving.
+#[derive(Debug, Default)]
+pub struct Cork {
+    buf: Vec<u8>,
+    /// Shared payloads, each to be written after `buf[..at]`.
+    shared: Vec<(usize, Bytes)>,
+}
+
+impl Sink for Cork {
+    fn frame(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
+        self.buf.extend_from_slice(head);
+        let start = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.buf[start..], key, 0);
+        }
+    }
+}
+
+impl Cork {
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Queues `head` followed by a payload shared with other connections (not copied).
+    pub fn frame_shared(&mut self, head: &[u8], payload: Bytes) {
+        self.buf.extend_from_slice(head);
+        self.shared.push((self.buf.len(), payload));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.shared.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.shared.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
+    /// Calls `f` on each piece in order.
+    fn for_each_piece<'a>(&'a self, mut f: impl FnMut(&'a [u8])) {
+        let mut last = 0;
+        for (at, payload) in &self.shared {
+            f(&self.buf[last..*at]);
+            f(payload);
+            last = *at;
+        }
+        f(&self.buf[last..]);
+    }
+
+    /// Writes the corked bytes (after the backlog, if any) and moves what the socket did not
+    /// take into `backlog`. Leaves the cork empty.
+    pub fn flush_into<W: Write>(&mut self, w: &mut W, backlog: &mut Backlog) -> io::Result<()> {
+        if self.is_empty() {
+            return backlog.flush(w);
+        }
+        if !backlog.is_empty() {
+            self.spill(backlog, 0);
+            return backlog.flush(w);
+        }
+        let total = self.len();
+        let mut done = 0;
+        while done < total {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            let mut skip = done;
+            self.for_each_piece(|piece| {
+                if count == MAX_IOV || piece.is_empty() {
+                    return;
+                }
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                    return;
+                }
+                iov[count] = IoSlice::new(&piece[skip..]);
+                skip = 0;
+                count += 1;
+            });
+            match w.write_vectored(&iov[..count]) {
+                Ok(0) => {
+                    self.clear();
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.clear();
+                    return Err(e);
+                }
+            }
+        }
+        self.spill(backlog, done);
+        Ok(())
+    }
+
+    /// Moves everything after the first `skip` bytes into the backlog.
+    fn spill(&mut self, backlog: &mut Backlog, mut skip: usize) {
+        let mut last = 0;
+        let shared = std::mem::take(&mut self.shared);
+        for (at, payload) in shared {
+            skip = backlog.push_tail(&self.buf[last..at], skip);
+            skip = backlog.push_shared(payload, skip);
+            last = at;
+        }
+        backlog.push_tail(&self.buf[last..], skip);
+        self.clear();
+    }
+
+    /// Throws away what was corked (for a connection that is being dropped).
+    pub fn discard(&mut self) {
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.shared.clear();
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// A connection's unsent bytes, oldest first.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Backlog {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes waiting for the socket.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends `bytes` minus its first `skip`; returns what is left of `skip`.
+    fn push_tail(&mut self, bytes: &[u8], skip: usize) -> usize {
+        if skip >= bytes.len() {
+            return skip - bytes.len();
+        }
+        let part = &bytes[skip..];
+        self.len += part.len();
+        self.chunks.push_back(Bytes::copy_from_slice(part));
+        0
+    }
+
+    fn push_shared(&mut self, mut bytes: Bytes, skip: usize) -> usize {
+        if skip >= bytes.len() {
+            return skip - bytes.len();
+        }
+        let _ = bytes.split_to(skip);
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+        0
+    }
+
+    /// Writes until the backlog is empty or the socket would block.
+    pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
+        while !self.chunks.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, chunk) in iov.iter_mut().zip(&self.chunks) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            let n = match w.write_vectored(&iov[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.advance(n);
+        }
+        self.chunks = VecDeque::new();
+        Ok(())
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let front = self.chunks.front_mut().expect("advance within length");
+            if n >= front.len() {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+}
