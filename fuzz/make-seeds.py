@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus: fuzz/corpus/TARGET/seed-NAME.
+
+Each seed follows the input layout its target documents (fuzz/src/targets/*.rs). Run it again
+after changing a layout; libFuzzer's own finds go next to the seeds and are not committed.
+"""
+
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def masked(data, key=KEY):
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+def frame(opcode, payload=b"", fin=True, key=None, rsv=0):
+    """A frame; masked with `key` when given (what a client sends)."""
+    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if key is not None else 0
+    n = len(payload)
+    if n < 126:
+        head.append(mask_bit | n)
+    elif n < 65536:
+        head.append(mask_bit | 126)
+        head += struct.pack(">H", n)
+    else:
+        head.append(mask_bit | 127)
+        head += struct.pack(">Q", n)
+    if key is not None:
+        head += key
+        payload = masked(payload, key)
+    return bytes(head) + payload
+
+
+def close_payload(code, reason=b""):
+    return struct.pack(">H", code) + reason
+
+
+def sized(sizes):
+    return bytes([len(sizes)]) + bytes(sizes)
+
+
+def write(target, name, data):
+    d = os.path.join(ROOT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def frame_header():
+    t = "frame_header"
+    write(t, "rfc-hello", bytes([0x81, 0x85]) + KEY + masked(b"Hello"))
+    write(t, "len16", bytes([0x82, 0x7E, 0x01, 0x00]))
+    write(t, "len64-masked", bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 16) + KEY)
+    write(t, "non-minimal", bytes([0x02, 0x7E, 0x00, 0x05]))
+    write(t, "overflow", bytes([0x82, 0x7F, 0x80]) + bytes(7))
+    write(t, "reserved", bytes([0x7B, 0x00]))
+    write(t, "close-empty", bytes([0x88, 0x80]) + KEY)
+    write(t, "partial", bytes([0x81]))
+
+
+def connection(role):
+    t = "connection_" + role
+    key = KEY if role == "server" else None
+    f = lambda op, p=b"", fin=True, **kw: frame(op, p, fin, key, **kw)  # noqa: E731
+    bye = f(0x8, close_payload(1000, b"bye"))
+    write(t, "hello", b"\x00" + sized([]) + f(0x1, b"Hello") + bye)
+    write(
+        t,
+        "fragments-ping",
+        b"\x00"
+        + sized([1, 7, 0x81, 3])
+        + f(0x1, "κό".encode()[:3], fin=False)
+        + f(0x9, b"ping")
+        + f(0x0, "κόσμε".encode()[3:], fin=False)
+        + f(0x0, b"", fin=False)
+        + f(0x0, b"!")
+        + f(0x2, bytes(range(200)))
+        + f(0xA, b"pong")
+        + bye,
+    )
+    write(t, "bad-utf8", b"\x00" + sized([5]) + f(0x1, b"ok\xf4\x90\x80\x80") + bye)
+    wrong_mask = frame(0x2, b"data", True, None if role == "server" else KEY)
+    write(t, "wrong-mask", b"\x00" + sized([2]) + wrong_mask + bye)
+    write(t, "tiny-limits", b"\x02" + sized([0x90]) + f(0x2, bytes(300)) + bye)
+    write(
+        t,
+        "too-many-fragments",
+        b"\x02" + sized([2, 0]) + b"".join(f(0x0 if i else 0x2, b"x", fin=False) for i in range(10)),
+    )
+    write(t, "close-first", b"\x01" + sized([3]) + f(0x9, b"p") + bye)
+    write(t, "bad-close", b"\x00" + sized([]) + f(0x8, close_payload(1005)))
+    write(t, "rsv-opcode", b"\x00" + sized([]) + f(0x3, b"", rsv=4) + f(0x8))
+    write(t, "long-ping", b"\x00" + sized([]) + f(0x9, bytes(126)) + bye)
+
+
+REQUEST = (
+    b"GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: https://chat.example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+)
+
+
+def handshake():
+    t = "handshake"
+    write(t, "request", b"\x00" + REQUEST)
+    write(t, "request-origins-protocols", b"\x30" + REQUEST)
+    write(t, "request-version-8", b"\x00" + REQUEST.replace(b"Version: 13", b"Version: 8"))
+    write(t, "request-post", b"\x00" + REQUEST.replace(b"GET", b"POST"))
+    write(t, "request-small-head", b"\x03" + REQUEST)
+    write(t, "request-few-headers", b"\x04" + REQUEST)
+    write(t, "plain-http", b"\x00GET /index.html HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    write(t, "response", b"\x20" + RESPONSE)
+    write(t, "response-404", b"\x00HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+
+def utf8():
+    t = "utf8_incremental"
+    write(t, "greek", sized([1, 1, 3]) + "κόσμε".encode())
+    write(t, "astral", sized([2, 1]) + "a€b𝄞c".encode())
+    write(t, "above-max", sized([1]) + b"\xf4\x90\x80\x80")
+    write(t, "surrogate", sized([1, 2]) + b"ab\xed\xa0\x80cd")
+    write(t, "overlong", sized([3]) + b"ab\xc0\xafcd")
+    write(t, "truncated", sized([1]) + b"x\xe2\x82")
+    write(t, "long", sized([0x81, 7]) + ("ascii and ünïcödé 𝄞 " * 20).encode())
+
+
+def mask():
+    t = "mask"
+    head = lambda off, start, sizes: KEY + struct.pack("<I", off) + bytes([start]) + sized(sizes)  # noqa: E731
+    write(t, "rfc", head(0, 0, []) + b"Hello")
+    write(t, "unaligned", head(1, 3, [5, 101]) + bytes(range(256)) + bytes(44))
+    write(t, "tails", head(0xFFFFFFFF, 7, [1, 2, 3, 4, 5, 6, 7, 8, 9]) + bytes(range(100)))
+
+
+def roundtrip():
+    t = "roundtrip"
+    seed = struct.pack("<Q", 42)
+
+    def msg(op, payload):
+        return bytes([op]) + struct.pack("<H", len(payload)) + payload
+
+    ops = (
+        msg(0x04, "héllo".encode())  # text, one frame
+        + msg(0x00, bytes(range(256)))  # binary, one frame
+        + msg(0x02, b"ping")
+        + msg(0x03, b"pong")
+        # text in 4 fragments with a ping after the second; cuts inside code points
+        + msg(0x1D, "κόσμε𝄞".encode())
+        + bytes([1, 0x83, 0, 0])
+        # binary in 2 fragments, empty payload
+        + msg(0x09, b"")
+        + bytes([0, 0])
+    )
+    write(t, "client-mixed", b"\x00" + seed + sized([]) + ops)
+    write(t, "server-mixed-close", b"\x03" + seed + sized([1, 0x82]) + bytes([0]) + bytes([3]) + b"bye" + ops)
+    write(t, "invalid-text", b"\x02" + seed + sized([7]) + bytes([5]) + bytes([0]) + msg(0x04, b"\xff\xfe ok \xc3"))
+    many = b"".join(msg(0x00, bytes([i])) for i in range(70))  # > 64 keys: refills the pool
+    write(t, "many-frames", b"\x00" + seed + sized([3]) + many)
+
+
+if __name__ == "__main__":
+    frame_header()
+    connection("server")
+    connection("client")
+    handshake()
+    utf8()
+    mask()
+    roundtrip()

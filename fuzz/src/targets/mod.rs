@@ -1,0 +1,33 @@
+//! The bodies of the fuzz targets, one module each; `fuzz_targets/NAME.rs` calls `NAME::run`.
+
+pub mod connection;
+pub mod frame_header;
+pub mod handshake;
+pub mod mask;
+pub mod roundtrip;
+pub mod utf8_incremental;
+
+/// Runs the body of the target called `name` (for replaying files without libFuzzer).
+pub fn run(name: &str, data: &[u8]) {
+    match name {
+        "frame_header" => frame_header::run(data),
+        "connection_server" => connection::run(sockeye::Role::Server, data),
+        "connection_client" => connection::run(sockeye::Role::Client, data),
+        "handshake" => handshake::run(data),
+        "utf8_incremental" => utf8_incremental::run(data),
+        "mask" => mask::run(data),
+        "roundtrip" => roundtrip::run(data),
+        other => panic!("no fuzz target called {other}"),
+    }
+}
+
+/// Every target name, as `cargo fuzz list` prints them.
+pub const NAMES: &[&str] = &[
+    "connection_client",
+    "connection_server",
+    "frame_header",
+    "handshake",
+    "mask",
+    "roundtrip",
+    "utf8_incremental",
+];
