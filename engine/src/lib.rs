@@ -8,7 +8,8 @@
 //!   slices: no sockets, no clocks, no threads. Other servers embed this layer alone; build with
 //!   `default-features = false` to get only it.
 //! * **The event loop** (feature `io`, on by default): a server built directly on mio
-//!   ([`server`]), with a handler API in the style of uWebSockets.
+//!   ([`server`]), with a handler API in the style of uWebSockets, and a blocking client
+//!   ([`client`]).
 
 pub mod close;
 pub mod config;
@@ -18,6 +19,8 @@ pub mod frame;
 pub mod handshake;
 pub mod utf8;
 
+#[cfg(feature = "io")]
+pub mod client;
 #[cfg(feature = "io")]
 pub mod server;
 
