@@ -1,3 +1,4 @@
 //! STOMP broker and chat rooms on the Sockeye engine.
 
+pub mod broker;
 pub mod stomp;

@@ -1,0 +1,490 @@
+//! Broker behaviour, frame by frame.
+
+use super::*;
+use crate::stomp::{parse, Limits, Status};
+
+/// Parses one complete frame from `text` (with `\0` terminator added).
+fn frame(text: &str) -> Frame<'static> {
+    let bytes: &'static [u8] = Box::leak(format!("{text}\0").into_bytes().into_boxed_slice());
+    match parse(bytes, &Limits::default(), Some(Version::V1_2)) {
+        Ok(Status::Complete(f, _)) => f,
+        other => panic!("bad test frame {text:?}: {other:?}"),
+    }
+}
+
+struct Harness {
+    broker: Broker,
+    out: Vec<Action>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            broker: Broker::new(BrokerConfig::default()),
+            out: Vec::new(),
+        }
+    }
+
+    fn with(config: BrokerConfig) -> Self {
+        Harness {
+            broker: Broker::new(config),
+            out: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, session: SessionId, text: &str) -> Vec<Action> {
+        self.broker.handle(session, &frame(text), &mut self.out);
+        std::mem::take(&mut self.out)
+    }
+
+    fn connect(&mut self, session: SessionId) {
+        let actions = self.send(session, "CONNECT\naccept-version:1.2\nhost:x\n\n");
+        assert!(
+            matches!(&actions[0], Action::Send { frame, .. } if frame.to_vec().starts_with(b"CONNECTED\n"))
+        );
+    }
+}
+
+/// The frames sent to `session`, as text.
+fn frames_to(actions: &[Action], session: SessionId) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, frame } if *to == session => {
+                Some(String::from_utf8_lossy(&frame.to_vec()).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(actions: &[Action], session: SessionId) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Close { to } if *to == session))
+}
+
+fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
+    frame
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+}
+
+#[test]
+fn connect_negotiates_version_and_heart_beat() {
+    let mut h = Harness::new();
+    let actions = h.send(
+        1,
+        "CONNECT\naccept-version:1.0,1.1\nheart-beat:5000,20000\n\n",
+    );
+    let connected = &frames_to(&actions, 1)[0];
+    assert_eq!(header(connected, "version"), Some("1.1"));
+    // We send every max(10000, 20000); we expect every max(5000, 10000).
+    assert_eq!(header(connected, "heart-beat"), Some("20000,10000"));
+    assert!(actions.contains(&Action::HeartBeat {
+        to: 1,
+        send_every: 20000,
+        expect_every: 10000
+    }));
+    assert!(actions.contains(&Action::Event(BrokerEvent::Connected {
+        session: 1,
+        user: None
+    })));
+    // No accept-version: 1.0. heart-beat 0,0: none.
+    let actions = h.send(2, "CONNECT\nheart-beat:0,0\n\n");
+    let connected = &frames_to(&actions, 2)[0];
+    assert_eq!(header(connected, "version"), Some("1.0"));
+    assert!(actions.contains(&Action::HeartBeat {
+        to: 2,
+        send_every: 0,
+        expect_every: 0
+    }));
+}
+
+#[test]
+fn unsupported_version_and_frames_before_connect_are_errors() {
+    let mut h = Harness::new();
+    let actions = h.send(1, "CONNECT\naccept-version:2.0\n\n");
+    assert!(frames_to(&actions, 1)[0].starts_with("ERROR\n"));
+    assert!(header(&frames_to(&actions, 1)[0], "message")
+        .unwrap()
+        .contains("version"));
+    assert!(closed(&actions, 1));
+    let actions = h.send(2, "SEND\ndestination:/topic/x\n\nhi");
+    assert_eq!(
+        header(&frames_to(&actions, 2)[0], "message"),
+        Some("SEND before CONNECT")
+    );
+    assert!(closed(&actions, 2));
+}
+
+#[test]
+fn authentication_hook_names_or_refuses() {
+    let config = BrokerConfig {
+        authenticator: Some(Box::new(|req: &ConnectRequest<'_>| {
+            match (req.login, req.passcode) {
+                (Some(u), Some("secret")) => Ok(Some(u.to_owned())),
+                _ => Err("bad credentials".into()),
+            }
+        })),
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    let actions = h.send(
+        1,
+        "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:secret\n\n",
+    );
+    assert_eq!(header(&frames_to(&actions, 1)[0], "user-name"), Some("ann"));
+    assert_eq!(h.broker.user(1), Some("ann"));
+    let actions = h.send(
+        2,
+        "CONNECT\naccept-version:1.2\nlogin:bob\npasscode:nope\n\n",
+    );
+    assert_eq!(
+        header(&frames_to(&actions, 2)[0], "message"),
+        Some("not authorized: bad credentials")
+    );
+    assert!(closed(&actions, 2));
+}
+
+#[test]
+fn topic_fans_out_one_shared_body() {
+    let mut h = Harness::new();
+    for s in 1..=3 {
+        h.connect(s);
+        h.send(
+            s,
+            &format!("SUBSCRIBE\nid:sub-{s}\ndestination:/topic/rooms.1\n\n"),
+        );
+    }
+    let actions = h.send(9, "CONNECT\naccept-version:1.2\n\n");
+    assert!(!closed(&actions, 9));
+    let actions = h.send(
+        9,
+        "SEND\ndestination:/topic/rooms.1\ncontent-type:text/plain\nx-app:7\n\nhello",
+    );
+    let mut tails = Vec::new();
+    for s in 1..=3 {
+        let frames = frames_to(&actions, s);
+        assert_eq!(frames.len(), 1);
+        let m = &frames[0];
+        assert!(m.starts_with("MESSAGE\n"), "{m}");
+        assert_eq!(header(m, "subscription"), Some(format!("sub-{s}").as_str()));
+        assert_eq!(header(m, "destination"), Some("/topic/rooms.1"));
+        assert_eq!(header(m, "content-type"), Some("text/plain"));
+        assert_eq!(header(m, "content-length"), Some("5"));
+        assert_eq!(header(m, "x-app"), Some("7"));
+        assert!(m.ends_with("\n\nhello\0"));
+    }
+    for a in &actions {
+        if let Action::Send { frame, .. } = a {
+            tails.push(frame.tail.as_ref().unwrap().as_ptr());
+        }
+    }
+    assert!(
+        tails.windows(2).all(|w| w[0] == w[1]),
+        "every subscriber shares one body buffer"
+    );
+    let ids: Vec<String> = (1..=3)
+        .map(|s| {
+            header(&frames_to(&actions, s)[0], "message-id")
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(ids.iter().all(|id| id == &ids[0]));
+    // Another message gets another id.
+    let actions = h.send(9, "SEND\ndestination:/topic/rooms.1\n\nagain");
+    assert_ne!(
+        header(&frames_to(&actions, 1)[0], "message-id").unwrap(),
+        ids[0]
+    );
+}
+
+#[test]
+fn wildcard_subscriptions() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(1, "SUBSCRIBE\nid:a\ndestination:/topic/rooms.*\n\n");
+    h.send(1, "SUBSCRIBE\nid:b\ndestination:/topic/**\n\n");
+    let actions = h.send(1, "SEND\ndestination:/topic/rooms.42\n\nx");
+    assert_eq!(frames_to(&actions, 1).len(), 2);
+    let actions = h.send(1, "SEND\ndestination:/topic/other/deep\n\nx");
+    assert_eq!(frames_to(&actions, 1).len(), 1);
+}
+
+#[test]
+fn queue_round_robin_and_hold() {
+    let mut h = Harness::new();
+    h.connect(9);
+    // Nobody subscribed: held.
+    h.send(9, "SEND\ndestination:/queue/jobs\n\nearly");
+    h.connect(1);
+    let actions = h.send(1, "SUBSCRIBE\nid:q\ndestination:/queue/jobs\n\n");
+    assert!(frames_to(&actions, 1)[0].ends_with("\n\nearly\0"));
+    h.connect(2);
+    h.send(2, "SUBSCRIBE\nid:q\ndestination:/queue/jobs\n\n");
+    let mut got = [0, 0];
+    for i in 0..10 {
+        let actions = h.send(9, &format!("SEND\ndestination:/queue/jobs\n\njob{i}"));
+        let n1 = frames_to(&actions, 1).len();
+        let n2 = frames_to(&actions, 2).len();
+        assert_eq!(n1 + n2, 1, "exactly one subscriber per message");
+        got[0] += n1;
+        got[1] += n2;
+    }
+    assert_eq!(got, [5, 5]);
+}
+
+#[test]
+fn held_queue_is_bounded() {
+    let config = BrokerConfig {
+        max_held_per_queue: 3,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.connect(9);
+    for i in 0..10 {
+        h.send(9, &format!("SEND\ndestination:/queue/q\n\n{i}"));
+    }
+    h.connect(1);
+    let actions = h.send(1, "SUBSCRIBE\nid:q\ndestination:/queue/q\n\n");
+    let bodies: Vec<String> = frames_to(&actions, 1)
+        .iter()
+        .map(|f| {
+            f.rsplit("\n\n")
+                .next()
+                .unwrap()
+                .trim_end_matches('\0')
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(bodies, ["7", "8", "9"]);
+}
+
+#[test]
+fn user_destinations_reach_all_sessions_of_that_user_only() {
+    let config = BrokerConfig {
+        authenticator: Some(Box::new(|req: &ConnectRequest<'_>| {
+            Ok(req.login.map(str::to_owned))
+        })),
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    for (s, user) in [(1, "ann"), (2, "ann"), (3, "bob")] {
+        h.send(s, &format!("CONNECT\naccept-version:1.2\nlogin:{user}\n\n"));
+        h.send(s, "SUBSCRIBE\nid:u\ndestination:/user/queue/replies\n\n");
+    }
+    h.send(3, "SUBSCRIBE\nid:plain\ndestination:/queue/replies\n\n");
+    let mut out = Vec::new();
+    h.broker.publish_to_user(
+        "ann",
+        "/queue/replies",
+        vec![],
+        Bytes::from_static(b"for ann"),
+        &mut out,
+    );
+    assert_eq!(frames_to(&out, 1).len(), 1);
+    assert_eq!(frames_to(&out, 2).len(), 1);
+    assert!(frames_to(&out, 3).is_empty());
+    assert_eq!(
+        header(&frames_to(&out, 1)[0], "destination"),
+        Some("/user/queue/replies")
+    );
+    // A plain /queue/replies message does not leak into user subscriptions.
+    let actions = h.send(1, "SEND\ndestination:/queue/replies\n\nplain");
+    assert_eq!(frames_to(&actions, 3).len(), 1);
+    assert!(frames_to(&actions, 1).is_empty() && frames_to(&actions, 2).is_empty());
+    // SEND to /user/bob/queue/replies reaches bob's user subscription.
+    let actions = h.send(1, "SEND\ndestination:/user/bob/queue/replies\n\nhi bob");
+    assert_eq!(frames_to(&actions, 3).len(), 1);
+    assert_eq!(
+        header(&frames_to(&actions, 3)[0], "subscription"),
+        Some("u")
+    );
+}
+
+#[test]
+fn client_individual_nack_redelivers_to_another_subscriber() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.connect(2);
+    h.send(
+        1,
+        "SUBSCRIBE\nid:a\ndestination:/queue/work\nack:client-individual\n\n",
+    );
+    h.send(
+        2,
+        "SUBSCRIBE\nid:b\ndestination:/queue/work\nack:client-individual\n\n",
+    );
+    h.connect(9);
+    let actions = h.send(9, "SEND\ndestination:/queue/work\n\ntask");
+    let (first, other) = if frames_to(&actions, 1).is_empty() {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    let m = &frames_to(&actions, first)[0];
+    let ack = header(m, "ack")
+        .expect("ack header in client-individual mode")
+        .to_owned();
+    let actions = h.send(first, &format!("NACK\nid:{ack}\n\n"));
+    let again = frames_to(&actions, other);
+    assert_eq!(again.len(), 1, "redelivered to the other subscriber");
+    assert_eq!(header(&again[0], "redelivered"), Some("true"));
+    let ack2 = header(&again[0], "ack").unwrap().to_owned();
+    let actions = h.send(other, &format!("ACK\nid:{ack2}\nreceipt:r1\n\n"));
+    assert!(frames_to(&actions, other)[0].starts_with("RECEIPT\nreceipt-id:r1\n"));
+}
+
+#[test]
+fn client_ack_is_cumulative_and_unacked_messages_survive_a_disconnect() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(
+        1,
+        "SUBSCRIBE\nid:a\ndestination:/queue/work\nack:client\n\n",
+    );
+    h.connect(9);
+    let mut acks = Vec::new();
+    for i in 0..3 {
+        let actions = h.send(9, &format!("SEND\ndestination:/queue/work\n\nt{i}"));
+        acks.push(
+            header(&frames_to(&actions, 1)[0], "ack")
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Acking the second settles the first two.
+    h.send(1, &format!("ACK\nid:{}\n\n", acks[1]));
+    // Session 1 goes away: only t2 is redelivered, to the next subscriber.
+    let mut out = Vec::new();
+    h.broker.closed(1, &mut out);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Event(BrokerEvent::Disconnected { session: 1, .. })
+    )));
+    h.connect(2);
+    let actions = h.send(2, "SUBSCRIBE\nid:b\ndestination:/queue/work\n\n");
+    let got = frames_to(&actions, 2);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].ends_with("\n\nt2\0"));
+}
+
+#[test]
+fn transactions_apply_at_commit_and_vanish_on_abort() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(1, "SUBSCRIBE\nid:a\ndestination:/topic/t\n\n");
+    h.connect(9);
+    h.send(9, "BEGIN\ntransaction:tx1\n\n");
+    let actions = h.send(9, "SEND\ndestination:/topic/t\ntransaction:tx1\n\nlater");
+    assert!(frames_to(&actions, 1).is_empty());
+    let actions = h.send(9, "COMMIT\ntransaction:tx1\nreceipt:c\n\n");
+    assert_eq!(frames_to(&actions, 1).len(), 1);
+    assert!(frames_to(&actions, 9)[0].starts_with("RECEIPT"));
+    h.send(9, "BEGIN\ntransaction:tx2\n\n");
+    h.send(9, "SEND\ndestination:/topic/t\ntransaction:tx2\n\nnever");
+    let actions = h.send(9, "ABORT\ntransaction:tx2\n\n");
+    assert!(frames_to(&actions, 1).is_empty());
+    let actions = h.send(9, "COMMIT\ntransaction:tx2\n\n");
+    assert_eq!(
+        header(&frames_to(&actions, 9)[0], "message"),
+        Some("unknown transaction tx2")
+    );
+}
+
+#[test]
+fn bad_frames_get_an_error_naming_the_problem_and_a_close() {
+    let cases = [
+        ("SEND\n\nx", "SEND without destination"),
+        (
+            "SUBSCRIBE\ndestination:/topic/a\n\n",
+            "SUBSCRIBE without id",
+        ),
+        (
+            "SUBSCRIBE\nid:1\ndestination:/nowhere\n\n",
+            "unknown destination /nowhere",
+        ),
+        (
+            "SUBSCRIBE\nid:1\ndestination:/topic/a\nack:sometimes\n\n",
+            "invalid ack mode sometimes",
+        ),
+        ("UNSUBSCRIBE\nid:nope\n\n", "no subscription with id nope"),
+        ("BEGIN\n\n", "BEGIN without transaction"),
+        ("MESSAGE\n\n", "MESSAGE is a server frame"),
+        ("CONNECT\n\n", "already connected"),
+    ];
+    for (text, message) in cases {
+        let mut h = Harness::new();
+        h.connect(1);
+        h.connect(2);
+        h.send(2, "SUBSCRIBE\nid:s\ndestination:/topic/a\n\n");
+        let actions = h.send(1, text);
+        let frames = frames_to(&actions, 1);
+        assert!(frames[0].starts_with("ERROR\n"), "{text}");
+        assert_eq!(header(&frames[0], "message"), Some(message), "{text}");
+        assert!(closed(&actions, 1));
+        assert!(!closed(&actions, 2), "other sessions untouched");
+    }
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(1, "SUBSCRIBE\nid:s\ndestination:/topic/a\n\n");
+    let actions = h.send(1, "SUBSCRIBE\nid:s\ndestination:/topic/b\nreceipt:77\n\n");
+    let error = &frames_to(&actions, 1)[0];
+    assert_eq!(
+        header(error, "message"),
+        Some("duplicate subscription id s")
+    );
+    assert_eq!(header(error, "receipt-id"), Some("77"));
+}
+
+#[test]
+fn application_destinations_go_to_the_application() {
+    let mut h = Harness::new();
+    h.connect(1);
+    let actions = h.send(
+        1,
+        "SEND\ndestination:/app/chat.send\ncontent-type:application/json\n\n{\"a\":1}",
+    );
+    let app = actions.iter().find_map(|a| match a {
+        Action::App(m) => Some(m.clone()),
+        _ => None,
+    });
+    let app = app.expect("app message");
+    assert_eq!(app.destination, "/chat.send");
+    assert_eq!(app.session, 1);
+    assert_eq!(&app.body[..], b"{\"a\":1}");
+    assert!(app
+        .headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v == "application/json"));
+}
+
+#[test]
+fn disconnect_with_receipt_answers_then_closes() {
+    let mut h = Harness::new();
+    h.connect(1);
+    let actions = h.send(1, "DISCONNECT\nreceipt:bye\n\n");
+    assert!(frames_to(&actions, 1)[0].starts_with("RECEIPT\nreceipt-id:bye"));
+    assert!(matches!(actions.last(), Some(Action::Close { to: 1 })));
+}
+
+#[test]
+fn binary_bodies_are_flagged() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(1, "SUBSCRIBE\nid:s\ndestination:/topic/a\n\n");
+    let mut out = Vec::new();
+    h.broker.publish(
+        "/topic/a",
+        vec![],
+        Bytes::from_static(b"\xff\x00\xfe"),
+        &mut out,
+    );
+    match &out[0] {
+        Action::Send { frame, .. } => assert!(!frame.utf8),
+        other => panic!("{other:?}"),
+    }
+}
