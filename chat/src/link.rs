@@ -1,0 +1,229 @@
+//! A STOMP byte stream bound to the broker: buffering of partial frames, parsing with the
+//! negotiated version, liveness bookkeeping. Transport-neutral (WebSocket messages or TCP reads
+//! feed it alike) and free of I/O.
+//!
+//! Over WebSocket, STOMP frames may be split across messages or several may share one; the
+//! link does not care where message boundaries fall. Bytes are parsed straight from the
+//! caller's slice when no partial frame is pending, and only an incomplete tail is copied.
+
+use crate::broker::{Action, Broker, SessionId};
+use crate::stomp::{parse, Limits, Status};
+
+/// One connection's side of the STOMP stream.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Bytes of an incomplete frame (bounded by the parser's limits).
+    pending: Vec<u8>,
+    /// Set once an ERROR was sent: everything after is ignored.
+    failed: bool,
+}
+
+/// What one [`Link::feed`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fed {
+    pub frames: usize,
+    pub heart_beats: usize,
+}
+
+impl Link {
+    pub fn new() -> Self {
+        Link::default()
+    }
+
+    /// True after a protocol error: the connection is being closed.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Bytes held for an incomplete frame.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Parses every complete frame in `bytes` (after what was pending) and hands each to the
+    /// broker, appending the resulting actions to `out`.
+    pub fn feed(
+        &mut self,
+        session: SessionId,
+        bytes: &[u8],
+        broker: &mut Broker,
+        limits: &Limits,
+        out: &mut Vec<Action>,
+    ) -> Fed {
+        if self.failed {
+            return Fed::default();
+        }
+        if self.pending.is_empty() {
+            let (fed, used) = self.run(session, bytes, broker, limits, out);
+            if !self.failed {
+                self.pending.extend_from_slice(&bytes[used..]);
+            }
+            fed
+        } else {
+            let mut buf = std::mem::take(&mut self.pending);
+            buf.extend_from_slice(bytes);
+            let (fed, used) = self.run(session, &buf, broker, limits, out);
+            if !self.failed {
+                buf.drain(..used);
+                self.pending = buf;
+            }
+            fed
+        }
+    }
+
+    fn run(
+        &mut self,
+        session: SessionId,
+        buf: &[u8],
+        broker: &mut Broker,
+        limits: &Limits,
+        out: &mut Vec<Action>,
+    ) -> (Fed, usize) {
+        let mut fed = Fed::default();
+        let mut pos = 0;
+        while pos < buf.len() {
+            match parse(&buf[pos..], limits, broker.version(session)) {
+                Ok(Status::Complete(frame, used)) => {
+                    pos += used;
+                    fed.frames += 1;
+                    broker.handle(session, &frame, out);
+                    if out
+                        .iter()
+                        .any(|a| matches!(a, Action::Close { to } if *to == session))
+                    {
+                        // ERROR or DISCONNECT: nothing after it is read.
+                        self.failed = true;
+                        self.pending = Vec::new();
+                        return (fed, buf.len());
+                    }
+                }
+                Ok(Status::HeartBeat(used)) => {
+                    pos += used;
+                    fed.heart_beats += 1;
+                }
+                Ok(Status::Partial) => break,
+                Err(error) => {
+                    broker.parse_error(session, &error, out);
+                    self.failed = true;
+                    self.pending = Vec::new();
+                    return (fed, buf.len());
+                }
+            }
+        }
+        (fed, pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+
+    fn sent_to(actions: &[Action], session: SessionId) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, frame } if *to == session => {
+                    Some(String::from_utf8_lossy(&frame.to_vec()).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    const STREAM: &[u8] = b"CONNECT\naccept-version:1.2\n\n\0\nSUBSCRIBE\nid:0\ndestination:/topic/a\nreceipt:r\n\n\0\r\nSEND\ndestination:/topic/a\ncontent-length:3\n\na\0b\0\n";
+
+    #[test]
+    fn frames_split_or_batched_anywhere_give_the_same_result() {
+        let whole = {
+            let mut broker = Broker::new(BrokerConfig::default());
+            let mut link = Link::new();
+            let mut out = Vec::new();
+            let fed = link.feed(1, STREAM, &mut broker, &Limits::default(), &mut out);
+            assert_eq!(
+                fed,
+                Fed {
+                    frames: 3,
+                    heart_beats: 3
+                }
+            );
+            sent_to(&out, 1)
+        };
+        assert_eq!(whole.len(), 3, "CONNECTED, RECEIPT, MESSAGE: {whole:?}");
+        assert!(whole[2].ends_with("\n\na\0b\0"));
+        for cut in 0..STREAM.len() {
+            let mut broker = Broker::new(BrokerConfig::default());
+            let mut link = Link::new();
+            let mut out = Vec::new();
+            link.feed(1, &STREAM[..cut], &mut broker, &Limits::default(), &mut out);
+            link.feed(1, &STREAM[cut..], &mut broker, &Limits::default(), &mut out);
+            assert_eq!(sent_to(&out, 1), whole, "cut at {cut}");
+            assert_eq!(link.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn a_bad_frame_errors_once_and_stops_reading() {
+        let mut broker = Broker::new(BrokerConfig::default());
+        let mut link = Link::new();
+        let mut out = Vec::new();
+        link.feed(
+            1,
+            b"CONNECT\naccept-version:1.2\n\n\0",
+            &mut broker,
+            &Limits::default(),
+            &mut out,
+        );
+        out.clear();
+        link.feed(
+            1,
+            b"BOGUS\n\n\0SEND\ndestination:/topic/a\n\nx\0",
+            &mut broker,
+            &Limits::default(),
+            &mut out,
+        );
+        let frames = sent_to(&out, 1);
+        assert_eq!(frames.len(), 1);
+        assert!(frames[0].starts_with("ERROR\n"), "{frames:?}");
+        assert!(link.is_failed());
+        out.clear();
+        link.feed(
+            1,
+            b"SEND\ndestination:/topic/a\n\nx\0",
+            &mut broker,
+            &Limits::default(),
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_before_it_arrives() {
+        let mut broker = Broker::new(BrokerConfig::default());
+        let mut link = Link::new();
+        let mut out = Vec::new();
+        let limits = Limits {
+            max_body: 16,
+            ..Limits::default()
+        };
+        link.feed(
+            1,
+            b"CONNECT\naccept-version:1.2\n\n\0",
+            &mut broker,
+            &limits,
+            &mut out,
+        );
+        out.clear();
+        link.feed(
+            1,
+            b"SEND\ndestination:/topic/a\ncontent-length:1000000\n\n",
+            &mut broker,
+            &limits,
+            &mut out,
+        );
+        let frames = sent_to(&out, 1);
+        assert!(frames[0].starts_with("ERROR\n"), "{frames:?}");
+        assert!(frames[0].contains("message:"), "{frames:?}");
+        assert!(matches!(out.last(), Some(Action::Close { to: 1 })));
+    }
+}
