@@ -91,6 +91,31 @@ def connection(role):
         "too-many-fragments",
         b"\x02" + sized([2, 0]) + b"".join(f(0x0 if i else 0x2, b"x", fin=False) for i in range(10)),
     )
+    write(
+        t,
+        "tiny-limits-fragments",
+        b"\x02" + sized([0x83, 60]) + b"".join(f(0x0 if i else 0x2, bytes([i]) * 100, fin=i == 2) for i in range(3)) + bye,
+    )
+    # Structured (flags bit 2): frame descriptions, encoded by the target.
+    def d(b0, payload, wrong=False):
+        masked = (role == "server") != wrong
+        return bytes([0x80 if wrong else 0, b0]) + struct.pack("<H", len(payload)) + payload + (KEY if masked else b"")
+
+    write(
+        t,
+        "frames-fragments",
+        b"\x06" + sized([0x85])
+        + d(0x01, "κόσμε".encode() * 9)
+        + d(0x89, b"ping")
+        + d(0x00, b"a" * 100)
+        + d(0x80, b"b" * 100)
+        + d(0x88, close_payload(1000)),
+    )
+    write(
+        t,
+        "frames-raw-wrong-mask",
+        b"\x04" + sized([3]) + d(0x82, bytes(range(200))) + bytes([0x40, 2, 0x81, 0x00]) + d(0x82, b"x", wrong=True),
+    )
     write(t, "close-first", b"\x01" + sized([3]) + f(0x9, b"p") + bye)
     write(t, "bad-close", b"\x00" + sized([]) + f(0x8, close_payload(1005)))
     write(t, "rsv-opcode", b"\x00" + sized([]) + f(0x3, b"", rsv=4) + f(0x8))
@@ -164,6 +189,8 @@ def roundtrip():
     write(t, "server-mixed-close", b"\x03" + seed + sized([1, 0x82]) + bytes([0]) + bytes([3]) + b"bye" + ops)
     write(t, "invalid-text", b"\x02" + seed + sized([7]) + bytes([5]) + bytes([0]) + msg(0x04, b"\xff\xfe ok \xc3"))
     many = b"".join(msg(0x00, bytes([i])) for i in range(70))  # > 64 keys: refills the pool
+    large = bytes([0x0C]) + struct.pack("<H", 3) + "é!".encode() + struct.pack("<H", 1000)
+    write(t, "large-text", b"\x00" + seed + sized([0xFF, 0x81]) + large + msg(0x02, b"after"))
     write(t, "many-frames", b"\x00" + seed + sized([3]) + many)
 
 

@@ -88,3 +88,15 @@ impl Record {
         }
     }
 }
+
+/// Appends a frame with `header` (its length is taken as given) and `payload`, masked with the
+/// header's key if it has one.
+pub fn encode_frame(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
+    let (head, n) = header.encode();
+    out.extend_from_slice(&head[..n]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = header.mask {
+        apply_mask_bytewise(&mut out[start..], key, 0);
+    }
+}

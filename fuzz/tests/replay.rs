@@ -31,3 +31,24 @@ fn seeds_pass() {
     }
     eprintln!("replayed {replayed} seeds");
 }
+
+/// Replays `regressions/TARGET-NAME`: inputs that made a target fail. Ignored while any of them
+/// records an open finding (listed in regressions/README.md); run with `-- --ignored`, and drop
+/// the `ignore` once they all pass.
+#[test]
+#[ignore = "open findings in fuzz/regressions/README.md"]
+fn regressions_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .expect("regressions dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let target = name.split('-').next().unwrap();
+        eprintln!("{target} {}", file.display());
+        targets::run(target, &fs::read(&file).expect("read regression"));
+    }
+}

@@ -35,7 +35,7 @@ fn config(b: u8) -> HandshakeConfig {
 
 /// A response head and the rest, parsed with httparse directly.
 fn parse_head(out: &[u8]) -> (u16, Vec<(String, Vec<u8>)>, usize) {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(out) {
         Ok(httparse::Status::Complete(n)) => n,

@@ -3,8 +3,8 @@
 //!
 //! Input: a flags byte (bit 0: server to client instead of client to server; bit 1: end with a
 //! close), the mask-key seed (8 bytes), a length-prefixed run of delivery piece sizes, then
-//! operations until the input runs out. Each operation byte picks a whole message, a
-//! fragmented one (with pings between fragments when the input says so), a ping or a pong;
+//! operations until the input runs out. Each operation byte picks a whole message (with bit 3,
+//! at most twice, one over 64 KiB repeating a short pattern), a fragmented one (with pings between fragments when the input says so), a ping or a pong;
 //! lengths, fragment sizes and payloads follow it. Text payloads are made valid with
 //! `String::from_utf8_lossy`, then cut into fragments anywhere, inside code points too.
 
@@ -48,6 +48,7 @@ fn record(kind: DataKind, payload: &[u8]) -> Record {
 /// Sends what the input describes; returns the events the receiver should report.
 fn send_all(input: &mut Cursor<'_>, tx: &mut Sender, wire: &mut Vec<u8>) -> Vec<Record> {
     let mut expected = Vec::new();
+    let mut large = 0;
     while !input.is_empty() && expected.len() < 256 {
         let op = input.u8();
         let kind = if op & 4 != 0 {
@@ -56,6 +57,20 @@ fn send_all(input: &mut Cursor<'_>, tx: &mut Sender, wire: &mut Vec<u8>) -> Vec<
             DataKind::Binary
         };
         match op & 3 {
+            0 if op & 8 != 0 && large < 2 => {
+                // Past 65,535 bytes: the 64-bit length form, read back in many pieces.
+                large += 1;
+                let seed = payload(input, kind == DataKind::Text, 64);
+                let seed = if seed.is_empty() { vec![b'x'] } else { seed };
+                let len = 0x1_0000 + usize::from(input.u16());
+                let p: Vec<u8> = seed.iter().copied().cycle().take(len).collect();
+                let p = match kind {
+                    DataKind::Text => String::from_utf8_lossy(&p).into_owned().into_bytes(),
+                    DataKind::Binary => p,
+                };
+                tx.send(kind, &p, wire).expect("send");
+                expected.push(record(kind, &p));
+            }
             0 => {
                 let p = payload(input, kind == DataKind::Text, 4096);
                 tx.send(kind, &p, wire).expect("send");
