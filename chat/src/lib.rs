@@ -1,5 +1,6 @@
 //! STOMP broker and chat rooms on the Sockeye engine.
 
 pub mod broker;
-pub mod stomp;
 pub mod link;
+pub mod rooms;
+pub mod stomp;
