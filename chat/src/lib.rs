@@ -1,6 +1,7 @@
 //! STOMP broker and chat rooms on the Sockeye engine.
 
 pub mod broker;
+pub mod http;
 pub mod link;
 pub mod rooms;
 pub mod stomp;
