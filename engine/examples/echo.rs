@@ -3,12 +3,16 @@
 //! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001`
 //!
 //! Limits are raised to what the Autobahn testsuite sends (16 MiB messages, 4 MiB in 64-byte
-//! fragments). One worker: the testsuite opens one connection at a time.
+//! fragments), and the send queue cap to hold a few of them. One worker: the testsuite opens
+//! one connection at a time. No automatic pings: the testsuite checks every frame it receives.
+//! SIGINT / SIGTERM shut it down gracefully (a second one exits at once).
 
 use std::net::SocketAddr;
 
 use sockeye::handshake::Request;
-use sockeye::server::{Handler, Message, Rejection, Server, ServerConfig, Session, Upgrading};
+use sockeye::server::{
+    shutdown_on_signals, Handler, Message, Rejection, Server, ServerConfig, Session, Upgrading,
+};
 
 struct Echo;
 
@@ -20,10 +24,7 @@ impl Handler for Echo {
     }
 
     fn on_message(&mut self, session: &mut Session<'_, ()>, message: Message<'_>) {
-        let _ = match message {
-            Message::Text(text) => session.send_text(text),
-            Message::Binary(bytes) => session.send_binary(bytes),
-        };
+        let _ = session.send(message);
     }
 }
 
@@ -45,12 +46,15 @@ fn main() -> std::io::Result<()> {
         })?;
     let mut config = ServerConfig {
         workers: 1,
+        max_backpressure: 64 << 20,
+        ping_interval: None,
         ..ServerConfig::default()
     };
     config.limits.max_frame_size = 16 << 20;
     config.limits.max_message_size = 16 << 20;
     config.limits.max_fragments = 1 << 20;
     let server = Server::bind(addr, config)?;
+    shutdown_on_signals(server.shutdown_handle())?;
     eprintln!("echo server listening on ws://{}", server.local_addr());
     server.run(|| Echo)
 }

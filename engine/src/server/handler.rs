@@ -4,12 +4,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-
-use super::out::{Backlog, Cork};
-use crate::connection::{DataKind, Sender};
-use crate::error::{ProtocolError, SendError};
-use crate::frame::OpCode;
+pub use super::session::Session;
+use crate::error::ProtocolError;
 use crate::handshake::Request;
 
 /// A data message, borrowed from the loop's buffer (or the connection's reassembly buffer).
@@ -30,6 +26,9 @@ pub enum SessionError {
     Dropped,
     /// The peer did not finish the close handshake in time.
     CloseTimeout,
+    /// No pong (nor anything else) arrived within `pong_timeout` of an automatic ping: the
+    /// peer is presumed gone (a half-open TCP connection) and the socket was dropped.
+    PongTimeout,
 }
 
 impl fmt::Display for SessionError {
@@ -39,6 +38,7 @@ impl fmt::Display for SessionError {
             SessionError::Io(e) => write!(f, "i/o error: {e}"),
             SessionError::Dropped => f.write_str("connection dropped without a close frame"),
             SessionError::CloseTimeout => f.write_str("close handshake timed out"),
+            SessionError::PongTimeout => f.write_str("no pong in time: peer presumed gone"),
         }
     }
 }
@@ -98,7 +98,8 @@ impl HttpResponse {
 
 /// The callbacks of a server. One instance runs on each worker thread; every call for a given
 /// connection happens on the same thread, in order: `on_upgrade`, `on_open`, any number of
-/// `on_message`, then exactly one `on_close` (after `on_error` when the session ended badly).
+/// `on_message`, `on_pong` and `on_drain`, then exactly one `on_close` (after `on_error` when
+/// the session ended badly).
 pub trait Handler: 'static {
     /// Per-connection data, made by `on_upgrade` and kept next to the protocol state.
     type Data: 'static;
@@ -123,89 +124,15 @@ pub trait Handler: 'static {
 
     fn on_pong(&mut self, _session: &mut Session<'_, Self::Data>, _payload: &[u8]) {}
 
+    /// The socket took some of the session's queued output
+    /// ([`Session::buffered_amount`] shrank): a producer that paused on
+    /// [`SendStatus::Queued`](super::SendStatus::Queued) can send more.
+    fn on_drain(&mut self, _session: &mut Session<'_, Self::Data>) {}
+
     /// Called before `on_close` when the session ends because of an error.
     fn on_error(&mut self, _session: &mut Session<'_, Self::Data>, _error: &SessionError) {}
 
     /// The session is over: `code` is the peer's close code (1005 if its close had none), the
     /// code we sent when we failed the connection, or 1006 when TCP dropped without a close.
     fn on_close(&mut self, _session: &mut Session<'_, Self::Data>, _code: u16, _reason: &str) {}
-}
-
-/// The per-connection state that outlives callbacks.
-#[derive(Debug)]
-pub(crate) struct SessionState<D> {
-    pub id: u64,
-    pub tx: Sender,
-    pub backlog: Backlog,
-    pub protocol: Option<Box<str>>,
-    pub data: D,
-}
-
-/// A connection as a handler sees it during a callback: sends are corked and written together
-/// when the callback returns.
-pub struct Session<'a, D> {
-    pub(crate) state: &'a mut SessionState<D>,
-    pub(crate) cork: &'a mut Cork,
-}
-
-impl<D> Session<'_, D> {
-    /// Unique within the server.
-    pub fn id(&self) -> u64 {
-        self.state.id
-    }
-
-    pub fn data(&self) -> &D {
-        &self.state.data
-    }
-
-    pub fn data_mut(&mut self) -> &mut D {
-        &mut self.state.data
-    }
-
-    /// The negotiated sub-protocol.
-    pub fn protocol(&self) -> Option<&str> {
-        self.state.protocol.as_deref()
-    }
-
-    /// Bytes queued for this connection that the socket has not taken yet.
-    pub fn buffered_amount(&self) -> usize {
-        self.state.backlog.len() + self.cork.len()
-    }
-
-    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.state
-            .tx
-            .send(DataKind::Text, text.as_bytes(), self.cork)
-    }
-
-    pub fn send_binary(&mut self, bytes: &[u8]) -> Result<(), SendError> {
-        self.state.tx.send(DataKind::Binary, bytes, self.cork)
-    }
-
-    /// Sends a payload shared with other sessions without copying it.
-    pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
-        self.state.tx.check_data()?;
-        let opcode = match kind {
-            DataKind::Text => OpCode::Text,
-            DataKind::Binary => OpCode::Binary,
-        };
-        let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
-        debug_assert!(mask.is_none(), "server frames are not masked");
-        self.cork.frame_shared(&head[..n], payload);
-        Ok(())
-    }
-
-    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.state.tx.ping(payload, self.cork)
-    }
-
-    /// Starts the close handshake; the connection ends when the peer answers (or at the close
-    /// deadline).
-    pub fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
-        self.state.tx.close(code, reason, self.cork)
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.state.tx.is_close_sent()
-    }
 }

@@ -1,28 +1,60 @@
 //! The server: a hand-rolled mio event loop per worker thread.
 //!
 //! Each worker owns a listener bound to the same address with `SO_REUSEPORT` (the kernel
-//! spreads connections across them), a slab of connections, one read buffer, one cork buffer
-//! and its timers. Connections never move between workers. See [`worker`] for the loop itself
-//! and [`handler`] for the application's API.
+//! spreads connections across them), a slab of connections, one read buffer, one cork buffer,
+//! its timers and an inbox for sends from other threads. Connections never move between
+//! workers. See `worker/mod.rs` for the loop itself, [`handler`] for the application's callbacks,
+//! [`Session`] for sending with backpressure and [`SessionHandle`] for sending from anywhere.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::close::code;
 use crate::config::Limits;
 use crate::handshake::HandshakeConfig;
 
 pub mod handler;
+mod inbox;
 pub mod out;
+mod session;
+#[cfg(unix)]
+mod signals;
 pub mod timers;
 mod worker;
 
-pub use handler::{Handler, HttpResponse, Message, Rejection, Session, SessionError, Upgrading};
+pub use handler::{Handler, HttpResponse, Message, Rejection, SessionError, Upgrading};
+pub use inbox::{broadcast, PostError, SessionHandle};
+pub use session::{Outgoing, SendStatus, Session};
+#[cfg(unix)]
+pub use signals::shutdown_on_signals;
+
+/// What happens to a message that would push a session's queued bytes over
+/// [`ServerConfig::max_backpressure`]. Either way the message is dropped and the sender sees
+/// [`SendStatus::Dropped`], so a peer that stops reading never costs more than the cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the message; the session stays open (uWebSockets' default). For feeds where a
+    /// slow reader may skip updates.
+    Drop,
+    /// Drop the message and start the close handshake with this code: typically
+    /// [`code::POLICY_VIOLATION`] (1008) or [`code::TRY_AGAIN_LATER`] (1013). For streams
+    /// where a gap is worse than a reconnect. If the peer does not answer (it is not reading),
+    /// the close deadline drops TCP.
+    Close(u16),
+}
+
+impl Overflow {
+    /// Close with 1008 (policy violation).
+    pub const CLOSE_POLICY: Overflow = Overflow::Close(code::POLICY_VIOLATION);
+    /// Close with 1013 (try again later).
+    pub const CLOSE_TRY_AGAIN: Overflow = Overflow::Close(code::TRY_AGAIN_LATER);
+}
 
 /// Server settings, each default with its reason.
 #[derive(Clone, Debug)]
@@ -40,12 +72,40 @@ pub struct ServerConfig {
     pub read_buffer_size: usize,
     /// Worker threads (event loops). Default: the number of available cores.
     pub workers: usize,
-    /// Connections per worker beyond which new ones are answered 503. Default 100,000.
+    /// Open connections (all workers together, handshakes and sessions alike) beyond which new
+    /// ones are answered 503 and closed before any upgrade. Default 100,000: within the usual
+    /// open-files limit of a tuned host.
     pub max_connections: usize,
     /// Largest body of a plain HTTP request. Default 64 KiB.
     pub max_http_body: usize,
     /// How long a graceful shutdown waits for close handshakes. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Most bytes queued for one session that its socket has not taken yet. A send that would
+    /// go over it is dropped (see [`Overflow`]), except that a message is always accepted when
+    /// nothing is queued (so one message larger than the cap can still be sent to a reader
+    /// that keeps up). Default 1 MiB: room for bursts, while 1,000 stalled readers cost at
+    /// most about 1 GiB of queues.
+    pub max_backpressure: usize,
+    /// What to do when a send would exceed `max_backpressure`. Default [`Overflow::Drop`].
+    pub overflow: Overflow,
+    /// Interval of automatic pings, `None` for none. Default 30 s: under the idle timeouts of
+    /// common proxies and NATs (60 s and up), so a ping also keeps the path open.
+    pub ping_interval: Option<Duration>,
+    /// Time after an automatic ping within which something (the pong, or any other bytes) must
+    /// arrive; otherwise the peer is presumed gone and TCP is dropped (1006, half-open
+    /// detection). A vanished peer is so detected within `ping_interval + pong_timeout`.
+    /// Clamped to `ping_interval`. Default 10 s.
+    pub pong_timeout: Duration,
+    /// Closes (1001) a session from which nothing at all has arrived for this long, `None` for
+    /// no limit. Pongs count, so with automatic pings it only closes peers that stopped
+    /// answering. Checked lazily: the close comes between one and two timeouts after the last
+    /// byte. Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of messages other threads may have posted to one worker through
+    /// [`SessionHandle`]s that the loop has not taken yet; a post beyond it fails with
+    /// [`PostError::Full`]. The loop takes the whole inbox every turn, so this is reached only
+    /// if producers outrun the loop itself. Default 64 MiB.
+    pub max_inbox_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +120,64 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_http_body: 64 << 10,
             shutdown_timeout: Duration::from_secs(5),
+            max_backpressure: 1 << 20,
+            overflow: Overflow::Drop,
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            max_inbox_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters of a running server, over all its workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Open TCP connections: handshakes, sessions and answered HTTP requests still lingering.
+    pub connections: usize,
+    /// Connections answered 503 because `max_connections` were open.
+    pub refused: u64,
+    /// Messages dropped because a session was at `max_backpressure`.
+    pub dropped_messages: u64,
+    /// Sessions whose close handshake was started by [`Overflow::Close`].
+    pub overflow_closes: u64,
+    /// Sessions dropped because no pong came in time.
+    pub pong_timeouts: u64,
+    /// The most bytes one session had queued (not taken by its socket), since the start.
+    pub peak_queued: usize,
+}
+
+/// The atomics behind [`ServerStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections: AtomicUsize,
+    pub refused: AtomicU64,
+    pub dropped_messages: AtomicU64,
+    pub overflow_closes: AtomicU64,
+    pub pong_timeouts: AtomicU64,
+    pub peak_queued: AtomicUsize,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a session's queue length if it is a new peak.
+    pub fn note_queued(&self, len: usize) {
+        if len > self.peak_queued.load(Ordering::Relaxed) {
+            self.peak_queued.fetch_max(len, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> ServerStats {
+        ServerStats {
+            connections: self.connections.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            dropped_messages: self.dropped_messages.load(Ordering::Relaxed),
+            overflow_closes: self.overflow_closes.load(Ordering::Relaxed),
+            pong_timeouts: self.pong_timeouts.load(Ordering::Relaxed),
+            peak_queued: self.peak_queued.load(Ordering::Relaxed),
         }
     }
 }
@@ -69,6 +187,7 @@ impl Default for ServerConfig {
 pub(crate) struct Shared {
     pub stopping: AtomicBool,
     pub wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    pub counters: Counters,
 }
 
 /// Stops a running server from any thread: stop accepting, close every session with 1001,
@@ -208,6 +327,11 @@ impl RunningServer {
             }
         }
         result
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.handle.shared.counters.snapshot()
     }
 
     /// Graceful shutdown, then waits for the workers.

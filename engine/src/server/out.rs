@@ -24,6 +24,10 @@ pub struct Cork {
     buf: Vec<u8>,
     /// Shared payloads, each to be written after `buf[..at]`.
     shared: Vec<(usize, Bytes)>,
+    /// Total length of `shared`.
+    shared_len: usize,
+    /// A write error met by an early flush, reported by the next `flush_into`.
+    error: Option<io::Error>,
 }
 
 impl Sink for Cork {
@@ -45,6 +49,7 @@ impl Cork {
     /// Queues `head` followed by a payload shared with other connections (not copied).
     pub fn frame_shared(&mut self, head: &[u8], payload: Bytes) {
         self.buf.extend_from_slice(head);
+        self.shared_len += payload.len();
         self.shared.push((self.buf.len(), payload));
     }
 
@@ -53,7 +58,17 @@ impl Cork {
     }
 
     pub fn len(&self) -> usize {
-        self.buf.len() + self.shared.iter().map(|(_, b)| b.len()).sum::<usize>()
+        self.buf.len() + self.shared_len
+    }
+
+    /// Flushes in the middle of a callback (the cork grew large): like `flush_into`, but an
+    /// error is kept for the `flush_into` that ends the callback.
+    pub fn flush_early<W: Write>(&mut self, w: &mut W, backlog: &mut Backlog) {
+        if self.error.is_none() {
+            if let Err(e) = self.flush_into(w, backlog) {
+                self.error = Some(e);
+            }
+        }
     }
 
     /// Calls `f` on each piece in order.
@@ -70,6 +85,10 @@ impl Cork {
     /// Writes the corked bytes (after the backlog, if any) and moves what the socket did not
     /// take into `backlog`. Leaves the cork empty.
     pub fn flush_into<W: Write>(&mut self, w: &mut W, backlog: &mut Backlog) -> io::Result<()> {
+        if let Some(e) = self.error.take() {
+            self.clear();
+            return Err(e);
+        }
         if self.is_empty() {
             return backlog.flush(w);
         }
@@ -117,6 +136,7 @@ impl Cork {
     fn spill(&mut self, backlog: &mut Backlog, mut skip: usize) {
         let mut last = 0;
         let shared = std::mem::take(&mut self.shared);
+        self.shared_len = 0;
         for (at, payload) in shared {
             skip = backlog.push_tail(&self.buf[last..at], skip);
             skip = backlog.push_shared(payload, skip);
@@ -128,12 +148,14 @@ impl Cork {
 
     /// Throws away what was corked (for a connection that is being dropped).
     pub fn discard(&mut self) {
+        self.error = None;
         self.clear();
     }
 
     fn clear(&mut self) {
         self.buf.clear();
         self.shared.clear();
+        self.shared_len = 0;
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
         }

@@ -3,7 +3,9 @@
 //! Every deadline of one kind is "now + the same duration", so pushing in arrival order keeps
 //! each queue sorted: arming is a push, expiry pops from the front, and a connection that went
 //! away (or moved on) is recognised by its generation and skipped. No allocation per connection
-//! per tick, no thread, no sorting.
+//! per tick, no thread, no sorting. Timeouts that depend on activity (idle) are not re-armed on
+//! every byte: the connection keeps a 4-byte [`Clock`] tick of its last activity, and the
+//! expiry looks at it and re-arms for the remainder.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,28 +17,43 @@ pub struct Tag {
     pub gen: u32,
 }
 
+/// One kind of deadline. A queue made with `None` is switched off: arming it does nothing.
 #[derive(Debug)]
 pub struct Deadlines {
-    after: Duration,
+    after: Option<Duration>,
     queue: VecDeque<(Instant, Tag)>,
 }
 
 impl Deadlines {
     pub fn new(after: Duration) -> Self {
+        Deadlines::maybe(Some(after))
+    }
+
+    pub fn maybe(after: Option<Duration>) -> Self {
         Deadlines {
             after,
             queue: VecDeque::new(),
         }
     }
 
-    /// Arms a deadline `after` from `now`.
-    pub fn arm(&mut self, now: Instant, tag: Tag) {
-        self.queue.push_back((now + self.after, tag));
+    pub fn after(&self) -> Option<Duration> {
+        self.after
     }
 
-    /// Arms a deadline at `at`, which must not be earlier than the ones already armed
-    /// (used to clamp to a shutdown deadline).
+    /// Arms a deadline `after` from `now`.
+    pub fn arm(&mut self, now: Instant, tag: Tag) {
+        if let Some(after) = self.after {
+            self.queue.push_back((now + after, tag));
+        }
+    }
+
+    /// Arms a deadline at `at`, or at the latest one already armed if that is later (so the
+    /// queue stays sorted; used for a shutdown deadline and for re-arming the remainder of an
+    /// activity timeout, where being late by less than one period is fine).
     pub fn arm_at(&mut self, at: Instant, tag: Tag) {
+        if self.after.is_none() {
+            return;
+        }
         let at = self.queue.back().map_or(at, |(last, _)| at.max(*last));
         self.queue.push_back((at, tag));
     }
@@ -59,6 +76,29 @@ impl Deadlines {
     }
 }
 
+/// Milliseconds since the loop started, as a wrapping `u32`: a 4-byte timestamp for fields
+/// kept per connection. Differences are right while they stay under 49 days, far beyond any
+/// timeout they are compared with.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub fn new(epoch: Instant) -> Self {
+        Clock { epoch }
+    }
+
+    pub fn tick(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
+    /// Time from `tick` to `now`.
+    pub fn since(&self, tick: u32, now: Instant) -> Duration {
+        Duration::from_millis(u64::from(self.tick(now).wrapping_sub(tick)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +115,34 @@ mod tests {
         assert_eq!(d.pop_expired(later), Some(Tag { key: 1, gen: 0 }));
         assert_eq!(d.pop_expired(later), Some(Tag { key: 2, gen: 0 }));
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn arm_at_keeps_the_queue_sorted_and_off_does_nothing() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(Duration::from_secs(1));
+        d.arm(t0, Tag { key: 1, gen: 0 });
+        d.arm_at(t0, Tag { key: 2, gen: 0 });
+        assert_eq!(
+            d.pop_expired(t0 + Duration::from_secs(1)),
+            Some(Tag { key: 1, gen: 0 })
+        );
+        assert_eq!(d.next(), Some(t0 + Duration::from_secs(1)));
+        let mut off = Deadlines::maybe(None);
+        off.arm(t0, Tag { key: 1, gen: 0 });
+        off.arm_at(t0, Tag { key: 1, gen: 0 });
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn clock_measures_across_the_wrap() {
+        let t0 = Instant::now();
+        let clock = Clock::new(t0);
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(
+            clock.since(clock.tick(t0), later),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(clock.since(u32::MAX, later), Duration::from_millis(1501));
     }
 }

@@ -4,7 +4,10 @@
 //! connection which keeps delivering is cut off after [`READS_PER_TURN`] reads and put on the
 //! `pending` list, so one fast peer cannot starve the rest. Sockets are registered once for
 //! both readable and writable; a writable edge only arrives after a write would have blocked,
-//! which is exactly when the backlog needs draining.
+//! which is exactly when the backlog needs draining (and `on_drain` is due).
+//!
+//! A loop turn: poll, serve the events, serve the `pending` connections, apply the commands
+//! other threads posted to the inbox, then fire the timers that are due.
 //!
 //! Connection phases:
 //!
@@ -25,10 +28,16 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
-use super::handler::{Handler, Message, Session, SessionError, SessionState, Upgrading};
+mod commands;
+mod deadlines;
+mod shutdown;
+
+use super::handler::{Handler, Message, SessionError, Upgrading};
+use super::inbox::{Command, Inbox};
 use super::out::{Backlog, Cork};
-use super::timers::{Deadlines, Tag};
-use super::{ServerConfig, Shared};
+use super::session::{Env, Out, Session, SessionState};
+use super::timers::{Clock, Deadlines, Tag};
+use super::{Counters, ServerConfig, Shared};
 use crate::close::code;
 use crate::connection::{Event, Failure, Read, Receiver, Role, Sender};
 use crate::handshake::{self, Request, MAX_HEADERS};
@@ -44,8 +53,11 @@ struct Open<D> {
     state: SessionState<D>,
     /// Unconsumed bytes of an incomplete frame header or control frame (at most 139).
     stash: Vec<u8>,
-    close: Option<(u16, Box<str>)>,
+    /// [`Clock`] tick of the last read that returned bytes (for the idle timeout).
+    last_rx: u32,
     close_armed: bool,
+    /// An automatic ping is out and nothing has arrived since.
+    awaiting_pong: bool,
 }
 
 // Most connections are `Open`; boxing it would add an allocation each without saving memory.
@@ -69,6 +81,27 @@ struct Conn<D> {
     phase: Phase<D>,
 }
 
+/// The open session in `conn` and where its bytes go (a free function, so that the caller can
+/// borrow the loop's other fields at the same time).
+fn open_parts<'a, D>(
+    conn: &'a mut Conn<D>,
+    key: usize,
+    cork: &'a mut Cork,
+    env: &'a Env,
+) -> Option<(&'a mut Open<D>, Out<'a>)> {
+    let Phase::Open(open) = &mut conn.phase else {
+        return None;
+    };
+    let tag = Tag { key, gen: conn.gen };
+    let out = Out {
+        cork,
+        stream: &mut conn.stream,
+        env,
+        tag,
+    };
+    Some((open, out))
+}
+
 /// What to do with a connection after serving an event.
 enum Next {
     Keep,
@@ -81,6 +114,42 @@ pub(crate) struct Worker {
     listener: Option<TcpListener>,
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
+    inbox: Arc<Inbox>,
+}
+
+/// The loop's deadlines, one FIFO queue per kind.
+struct Timers {
+    handshakes: Deadlines,
+    closes: Deadlines,
+    pings: Deadlines,
+    pongs: Deadlines,
+    idles: Deadlines,
+}
+
+impl Timers {
+    fn new(config: &ServerConfig) -> Self {
+        let pong = config.ping_interval.map(|i| config.pong_timeout.min(i));
+        Timers {
+            handshakes: Deadlines::new(config.handshake_timeout),
+            closes: Deadlines::new(config.close_timeout),
+            pings: Deadlines::maybe(config.ping_interval),
+            pongs: Deadlines::maybe(pong),
+            idles: Deadlines::maybe(config.idle_timeout),
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        [
+            self.handshakes.next(),
+            self.closes.next(),
+            self.pings.next(),
+            self.pongs.next(),
+            self.idles.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }
 
 /// The loop's state, split from the handler so both can be borrowed at once.
@@ -88,10 +157,14 @@ struct Loop<D> {
     conns: Slab<Conn<D>>,
     buf: Box<[u8]>,
     cork: Cork,
-    config: Arc<ServerConfig>,
-    handshakes: Deadlines,
-    closes: Deadlines,
+    env: Env,
+    timers: Timers,
+    clock: Clock,
+    /// When the current turn started.
+    now: Instant,
     pending: Vec<usize>,
+    /// The inbox's commands being applied (kept to reuse the allocation).
+    commands: Vec<Command>,
     next_id: u64,
     next_gen: u32,
 }
@@ -108,6 +181,7 @@ impl Worker {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let inbox = Arc::new(Inbox::new(waker.clone(), config.max_inbox_bytes));
         shared
             .wakers
             .lock()
@@ -119,32 +193,49 @@ impl Worker {
             listener: Some(listener),
             config,
             shared,
+            inbox,
         })
     }
 
     pub fn run<H: Handler>(mut self, mut handler: H) -> io::Result<()> {
+        let now = Instant::now();
         let mut lp = Loop::<H::Data> {
             conns: Slab::new(),
             buf: vec![0; self.config.read_buffer_size.max(4096)].into_boxed_slice(),
             cork: Cork::default(),
-            handshakes: Deadlines::new(self.config.handshake_timeout),
-            closes: Deadlines::new(self.config.close_timeout),
-            config: self.config.clone(),
+            env: Env {
+                config: self.config.clone(),
+                inbox: self.inbox.clone(),
+                shared: self.shared.clone(),
+            },
+            timers: Timers::new(&self.config),
+            clock: Clock::new(now),
+            now,
             pending: Vec::new(),
+            commands: Vec::new(),
             next_id: (self.index as u64) << 48,
             next_gen: 0,
         };
+        let result = self.turns(&mut lp, &mut handler);
+        self.inbox.stop();
+        // Whatever is still open (shutdown deadline passed, or poll failed) ends here.
+        lp.abort_all(&mut handler);
+        result
+    }
+
+    fn turns<H: Handler>(&mut self, lp: &mut Loop<H::Data>, handler: &mut H) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut stop_at: Option<Instant> = None;
         loop {
-            if self.shared.stopping.load(Ordering::SeqCst) && stop_at.is_none() {
-                stop_at = Some(Instant::now() + self.config.shutdown_timeout);
+            if stop_at.is_none() && self.shared.stopping.load(Ordering::SeqCst) {
+                lp.now = Instant::now();
+                let at = lp.now + self.config.shutdown_timeout;
+                stop_at = Some(at);
                 self.listener = None;
-                lp.begin_shutdown(&mut handler, stop_at.unwrap_or_else(Instant::now));
+                lp.begin_shutdown(handler, at);
             }
             if let Some(at) = stop_at {
                 if lp.conns.is_empty() || Instant::now() >= at {
-                    lp.abort_all(&mut handler);
                     return Ok(());
                 }
             }
@@ -155,22 +246,24 @@ impl Worker {
                 }
                 return Err(e);
             }
+            lp.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(&mut lp),
+                    LISTENER => self.accept(lp),
                     WAKER => {}
                     Token(key) => {
+                        // Writable needs no flag: every event ends with a flush of the backlog.
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
-                        let writable = event.is_writable() || event.is_write_closed();
-                        lp.serve(&mut handler, key, readable, writable);
+                        lp.serve(handler, key, readable);
                     }
                 }
             }
             for key in std::mem::take(&mut lp.pending) {
-                lp.serve(&mut handler, key, true, false);
+                lp.serve(handler, key, true);
             }
-            lp.expire(&mut handler, Instant::now());
+            lp.run_commands(handler);
+            lp.expire(handler);
         }
     }
 
@@ -190,7 +283,7 @@ impl Worker {
                 }
             };
             let _ = stream.set_nodelay(true);
-            if lp.conns.len() >= lp.config.max_connections {
+            if !lp.admit() {
                 info!(%peer, "refusing connection: at max_connections");
                 let mut out = Vec::new();
                 handshake::write_response(
@@ -210,6 +303,7 @@ impl Worker {
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 warn!(error = %e, "register failed");
+                lp.release();
                 continue;
             }
             lp.next_gen = lp.next_gen.wrapping_add(1);
@@ -220,44 +314,70 @@ impl Worker {
                 gen,
                 phase: Phase::Handshake { head: Vec::new() },
             });
-            lp.handshakes.arm(Instant::now(), Tag { key, gen });
+            lp.timers.handshakes.arm(lp.now, Tag { key, gen });
         }
     }
 }
 
 impl<D> Loop<D> {
+    fn counters(&self) -> &Counters {
+        self.env.counters()
+    }
+
+    /// Counts a new connection against `max_connections` (over all workers); false if full.
+    fn admit(&self) -> bool {
+        let counters = self.counters();
+        let open = counters.connections.fetch_add(1, Ordering::Relaxed);
+        if open < self.env.config.max_connections {
+            return true;
+        }
+        counters.connections.fetch_sub(1, Ordering::Relaxed);
+        Counters::bump(&counters.refused);
+        false
+    }
+
+    fn release(&self) {
+        self.counters().connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Drops a connection (closing its socket, after it stops counting: a peer that sees the
+    /// hang-up sees the count without it).
+    fn remove(&mut self, key: usize) {
+        if let Some(conn) = self.conns.try_remove(key) {
+            self.release();
+            drop(conn);
+        }
+    }
+
+    /// The slot `tag` names still holds that connection and it is a WebSocket session.
+    fn is_open(&self, tag: Tag) -> bool {
+        self.conns
+            .get(tag.key)
+            .is_some_and(|c| c.gen == tag.gen && matches!(c.phase, Phase::Open(_)))
+    }
+
     fn timeout(&self, stop_at: Option<Instant>) -> Option<Duration> {
         if !self.pending.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [self.handshakes.next(), self.closes.next(), stop_at]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let next = [self.timers.next(), stop_at].into_iter().flatten().min()?;
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
-    fn serve<H: Handler<Data = D>>(
-        &mut self,
-        handler: &mut H,
-        key: usize,
-        readable: bool,
-        writable: bool,
-    ) {
+    fn serve<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize, readable: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let next = match conn.phase {
             Phase::Handshake { .. } if readable => self.read_handshake(handler, key),
             Phase::Handshake { .. } => Next::Keep,
-            Phase::Open(_) => self.serve_open(handler, key, readable, writable),
+            Phase::Open(_) => self.serve_open(handler, key, readable),
             Phase::Linger { .. } => self.serve_linger(key),
         };
         if let Next::Drop = next {
-            self.conns.remove(key);
+            self.remove(key);
         }
     }
-
     /// Reads what is there into `head`. `Err` when the peer hung up or the socket failed.
     fn read_into(
         stream: &mut TcpStream,
@@ -286,26 +406,27 @@ impl<D> Loop<D> {
         let Phase::Handshake { head } = &mut conn.phase else {
             return Next::Keep;
         };
-        let cap = self.config.handshake.max_head_size + self.config.max_http_body;
+        let cap = self.env.config.handshake.max_head_size + self.env.config.max_http_body;
         if let Err(e) = Self::read_into(&mut conn.stream, &mut self.buf, head, cap) {
             debug!(peer = %conn.peer, error = %e, "connection closed during handshake");
             return Next::Drop;
         }
         let head = std::mem::take(head);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let (req, n) = match handshake::parse_request(&head, &mut headers, &self.config.handshake) {
-            Ok(Status::Complete(req, n)) => (req, n),
-            Ok(Status::Partial) => {
-                conn.phase = Phase::Handshake { head };
-                return Next::Keep;
-            }
-            Err(e) => {
-                info!(peer = %conn.peer, status = e.status(), error = %e, "bad request head");
-                let mut out = Vec::new();
-                handshake::write_rejection(&mut out, &e);
-                return self.respond(key, &out);
-            }
-        };
+        let (req, n) =
+            match handshake::parse_request(&head, &mut headers, &self.env.config.handshake) {
+                Ok(Status::Complete(req, n)) => (req, n),
+                Ok(Status::Partial) => {
+                    conn.phase = Phase::Handshake { head };
+                    return Next::Keep;
+                }
+                Err(e) => {
+                    info!(peer = %conn.peer, status = e.status(), error = %e, "bad request head");
+                    let mut out = Vec::new();
+                    handshake::write_rejection(&mut out, &e);
+                    return self.respond(key, &out);
+                }
+            };
         if req.is_websocket() {
             return self.upgrade(handler, key, &req, &head[n..]);
         }
@@ -321,7 +442,7 @@ impl<D> Loop<D> {
     ) -> Next {
         let peer = self.conns[key].peer;
         let mut out = Vec::new();
-        let up = match handshake::validate_upgrade(req, &self.config.handshake) {
+        let up = match handshake::validate_upgrade(req, &self.env.config.handshake) {
             Ok(up) => up,
             Err(e) => {
                 info!(%peer, status = e.status(), error = %e, "websocket handshake refused");
@@ -330,8 +451,11 @@ impl<D> Loop<D> {
             }
         };
         let mut upgrading = Upgrading {
-            protocol: handshake::select_protocol(&self.config.handshake.protocols, req.protocols())
-                .map(String::from),
+            protocol: handshake::select_protocol(
+                &self.env.config.handshake.protocols,
+                req.protocols(),
+            )
+            .map(String::from),
             headers: Vec::new(),
             peer: Some(peer),
         };
@@ -357,33 +481,41 @@ impl<D> Loop<D> {
         handshake::write_accept(&mut out, up.key, upgrading.protocol.as_deref(), &extra);
         self.cork.extend(&out);
         self.next_id += 1;
+        let gen = self.conns[key].gen;
         let open = Open {
-            rx: Receiver::new(Role::Server, self.config.limits.clone()),
+            rx: Receiver::new(Role::Server, self.env.config.limits.clone()),
             state: SessionState {
                 id: self.next_id,
                 tx: Sender::server(),
                 backlog: Backlog::default(),
                 protocol: upgrading.protocol.map(String::into_boxed_str),
+                close: None,
                 data,
             },
             stash: rest.to_vec(),
-            close: None,
+            last_rx: self.clock.tick(self.now),
             close_armed: false,
+            awaiting_pong: false,
         };
         self.conns[key].phase = Phase::Open(open);
         debug!(%peer, "websocket open");
-        let Phase::Open(open) = &mut self.conns[key].phase else {
-            unreachable!()
+        let tag = Tag { key, gen };
+        self.timers.pings.arm(self.now, tag);
+        self.timers.idles.arm(self.now, tag);
+        let Some((open, mut out)) =
+            open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+        else {
+            unreachable!("just opened")
         };
         handler.on_open(&mut Session {
             state: &mut open.state,
-            cork: &mut self.cork,
+            out: out.reborrow(),
         });
         // Frames that arrived with the request head.
         if !open.stash.is_empty() {
             let mut early = std::mem::take(&mut open.stash);
             let n = early.len();
-            Self::dispatch(handler, open, &mut self.cork, &mut early, n);
+            Self::dispatch(handler, open, &mut out, &mut early, n);
         }
         self.after_open_io(handler, key, None, false)
     }
@@ -414,7 +546,7 @@ impl<D> Loop<D> {
                 return self.respond(key, &out);
             }
         };
-        if length > self.config.max_http_body {
+        if length > self.env.config.max_http_body {
             info!(%peer, length, "request body too large");
             handshake::write_response(&mut out, 413, &[], b"request body too large\n");
             return self.respond(key, &out);
@@ -453,7 +585,7 @@ impl<D> Loop<D> {
             backlog,
             shut: false,
         };
-        self.closes.arm(Instant::now(), Tag { key, gen: conn.gen });
+        self.timers.closes.arm(self.now, Tag { key, gen: conn.gen });
         self.serve_linger(key)
     }
 
@@ -489,27 +621,30 @@ impl<D> Loop<D> {
         handler: &mut H,
         key: usize,
         readable: bool,
-        _writable: bool,
     ) -> Next {
+        let tick = self.clock.tick(self.now);
         let mut eof = false;
         let mut failure = None;
-        if readable {
-            let conn = &mut self.conns[key];
-            let Phase::Open(open) = &mut conn.phase else {
+        {
+            let Some((open, mut out)) =
+                open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+            else {
                 return Next::Keep;
             };
             let mut reads = 0;
-            loop {
+            while readable && failure.is_none() {
                 let carry = open.stash.len();
-                match conn.stream.read(&mut self.buf[carry..]) {
+                match out.stream.read(&mut self.buf[carry..]) {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
                     Ok(n) => {
+                        open.last_rx = tick;
+                        open.awaiting_pong = false;
                         self.buf[..carry].copy_from_slice(&open.stash);
                         open.stash.clear();
-                        Self::dispatch(handler, open, &mut self.cork, &mut self.buf, carry + n);
+                        Self::dispatch(handler, open, &mut out, &mut self.buf, carry + n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -532,21 +667,17 @@ impl<D> Loop<D> {
     fn dispatch<H: Handler<Data = D>>(
         handler: &mut H,
         open: &mut Open<D>,
-        cork: &mut Cork,
+        out: &mut Out<'_>,
         buf: &mut [u8],
         len: usize,
     ) {
         let Open {
-            rx,
-            state,
-            stash,
-            close,
-            ..
+            rx, state, stash, ..
         } = open;
         let data = &mut buf[..len];
         let mut pos = 0;
         loop {
-            match rx.read(&mut data[pos..], &mut state.tx, cork) {
+            match rx.read(&mut data[pos..], &mut state.tx, out.cork) {
                 Ok(Read { consumed, event }) => {
                     pos += consumed;
                     let Some(event) = event else {
@@ -557,7 +688,7 @@ impl<D> Loop<D> {
                     };
                     let mut session = Session {
                         state: &mut *state,
-                        cork: &mut *cork,
+                        out: out.reborrow(),
                     };
                     match event {
                         Event::Text(text) => handler.on_message(&mut session, Message::Text(text)),
@@ -569,17 +700,19 @@ impl<D> Loop<D> {
                         Event::Close(frame) => {
                             let (c, reason) =
                                 frame.map_or((code::NO_STATUS, ""), |f| (f.code, f.reason));
-                            close.get_or_insert_with(|| (c, reason.into()));
+                            state.close.get_or_insert_with(|| (c, reason.into()));
                         }
                     }
                 }
                 Err(Failure { error, consumed }) => {
                     pos += consumed;
                     info!(code = error.close_code(), %error, "closing websocket: protocol error");
-                    close.get_or_insert_with(|| (error.close_code(), error.to_string().into()));
+                    state
+                        .close
+                        .get_or_insert_with(|| (error.close_code(), error.to_string().into()));
                     let mut session = Session {
                         state: &mut *state,
-                        cork: &mut *cork,
+                        out: out.reborrow(),
                     };
                     handler.on_error(&mut session, &SessionError::Protocol(error));
                 }
@@ -596,41 +729,67 @@ impl<D> Loop<D> {
         failure: Option<io::Error>,
         eof: bool,
     ) -> Next {
+        let write_error = self.flush_session(handler, key).err();
         let conn = &mut self.conns[key];
         let Phase::Open(open) = &mut conn.phase else {
             return Next::Keep;
         };
-        let write_error = self
-            .cork
-            .flush_into(&mut conn.stream, &mut open.state.backlog)
-            .err();
         if let Some(e) = failure.or(write_error) {
             debug!(peer = %conn.peer, error = %e, "socket error");
             return self.end(handler, key, Some(SessionError::Io(e)));
         }
-        let open_ref = match &mut self.conns[key].phase {
-            Phase::Open(open) => open,
-            _ => return Next::Keep,
-        };
-        let closed_both = open_ref.rx.is_closed() && open_ref.state.tx.is_close_sent();
-        if closed_both && open_ref.state.backlog.is_empty() {
+        let closed_both = open.rx.is_closed() && open.state.tx.is_close_sent();
+        if closed_both && open.state.backlog.is_empty() {
             // Close handshake complete and our close is written: the server drops TCP first.
             return self.end(handler, key, None);
         }
         if eof {
-            let error = if open_ref.rx.is_closed() {
-                None
-            } else {
-                Some(SessionError::Dropped)
-            };
+            let error = (!open.rx.is_closed()).then_some(SessionError::Dropped);
             return self.end(handler, key, error);
         }
-        if open_ref.state.tx.is_close_sent() && !open_ref.close_armed {
-            open_ref.close_armed = true;
-            let gen = self.conns[key].gen;
-            self.closes.arm(Instant::now(), Tag { key, gen });
+        if open.state.tx.is_close_sent() && !open.close_armed {
+            open.close_armed = true;
+            self.timers.closes.arm(self.now, Tag { key, gen: conn.gen });
         }
         Next::Keep
+    }
+
+    /// Writes the cork after the backlog. If that took some of what was already queued, the
+    /// peer is alive (its TCP is taking bytes) and `on_drain` is due; what it sends is written
+    /// too.
+    fn flush_session<H: Handler<Data = D>>(
+        &mut self,
+        handler: &mut H,
+        key: usize,
+    ) -> io::Result<()> {
+        let Some((open, mut out)) =
+            open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+        else {
+            return Ok(());
+        };
+        let before = open.state.backlog.len();
+        let corked = out.cork.len();
+        out.cork.flush_into(out.stream, &mut open.state.backlog)?;
+        if before > 0 && open.state.backlog.len() < before + corked {
+            open.awaiting_pong = false;
+            handler.on_drain(&mut Session {
+                state: &mut open.state,
+                out: out.reborrow(),
+            });
+            out.cork.flush_into(out.stream, &mut open.state.backlog)?;
+        }
+        out.env.counters().note_queued(open.state.backlog.len());
+        Ok(())
+    }
+
+    /// Flushes a session after work done outside a read (commands, timers); drops it if over.
+    fn settle<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if let Next::Drop = self.after_open_io(handler, key, None, false) {
+            self.remove(key);
+        }
     }
 
     /// Ends a session: `on_error` if it ended badly, then `on_close`; the socket is dropped.
@@ -640,100 +799,37 @@ impl<D> Loop<D> {
         key: usize,
         error: Option<SessionError>,
     ) -> Next {
-        let conn = &mut self.conns[key];
-        let Phase::Open(open) = &mut conn.phase else {
+        let peer = self.conns[key].peer;
+        let Some((open, mut out)) =
+            open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+        else {
             return Next::Drop;
-        };
-        let mut session = Session {
-            state: &mut open.state,
-            cork: &mut self.cork,
         };
         if let Some(error) = &error {
             if !matches!(error, SessionError::Protocol(_)) {
-                debug!(peer = %conn.peer, %error, "session ended");
+                debug!(%peer, %error, "session ended");
             }
-            handler.on_error(&mut session, error);
+            handler.on_error(
+                &mut Session {
+                    state: &mut open.state,
+                    out: out.reborrow(),
+                },
+                error,
+            );
         }
-        let (c, reason) = match (&open.close, &error) {
-            (Some((c, reason)), _) => (*c, reason.clone()),
-            (None, _) => (code::ABNORMAL, Box::from("")),
+        let (c, reason) = match &open.state.close {
+            Some((c, reason)) => (*c, reason.clone()),
+            None => (code::ABNORMAL, Box::from("")),
         };
-        let mut session = Session {
-            state: &mut open.state,
-            cork: &mut self.cork,
-        };
-        handler.on_close(&mut session, c, &reason);
+        handler.on_close(
+            &mut Session {
+                state: &mut open.state,
+                out,
+            },
+            c,
+            &reason,
+        );
         self.cork.discard();
         Next::Drop
-    }
-
-    fn expire<H: Handler<Data = D>>(&mut self, handler: &mut H, now: Instant) {
-        while let Some(tag) = self.handshakes.pop_expired(now) {
-            if let Some(conn) = self.conns.get(tag.key) {
-                if conn.gen == tag.gen && matches!(conn.phase, Phase::Handshake { .. }) {
-                    info!(peer = %conn.peer, "handshake timed out");
-                    self.conns.remove(tag.key);
-                }
-            }
-        }
-        while let Some(tag) = self.closes.pop_expired(now) {
-            let Some(conn) = self.conns.get(tag.key) else {
-                continue;
-            };
-            if conn.gen != tag.gen {
-                continue;
-            }
-            match conn.phase {
-                Phase::Open(_) => {
-                    info!(peer = %conn.peer, "close handshake timed out");
-                    if let Next::Drop = self.end(handler, tag.key, Some(SessionError::CloseTimeout))
-                    {
-                        self.conns.remove(tag.key);
-                    }
-                }
-                Phase::Linger { .. } => {
-                    self.conns.remove(tag.key);
-                }
-                Phase::Handshake { .. } => {}
-            }
-        }
-    }
-
-    /// Stops new work: refuse handshakes in progress, send 1001 to every session.
-    fn begin_shutdown<H: Handler<Data = D>>(&mut self, handler: &mut H, deadline: Instant) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let conn = &mut self.conns[key];
-            let gen = conn.gen;
-            match &mut conn.phase {
-                Phase::Open(open) => {
-                    let mut session = Session {
-                        state: &mut open.state,
-                        cork: &mut self.cork,
-                    };
-                    let _ = session.close(code::GOING_AWAY, "server shutting down");
-                    if let Next::Drop = self.after_open_io(handler, key, None, false) {
-                        self.conns.remove(key);
-                    } else {
-                        self.closes.arm_at(deadline, Tag { key, gen });
-                    }
-                }
-                Phase::Handshake { .. } => {
-                    self.conns.remove(key);
-                }
-                Phase::Linger { .. } => {}
-            }
-        }
-    }
-
-    /// At the end of a shutdown: whatever is left is dropped.
-    fn abort_all<H: Handler<Data = D>>(&mut self, handler: &mut H) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if let Phase::Open(_) = self.conns[key].phase {
-                let _ = self.end(handler, key, Some(SessionError::CloseTimeout));
-            }
-            self.conns.remove(key);
-        }
     }
 }

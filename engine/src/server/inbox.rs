@@ -1,0 +1,279 @@
+//! Sending from other threads: each worker's inbox, the handles that post to it, broadcast.
+//!
+//! A [`SessionHandle`] names a session by its worker's inbox and its slot (slab key plus
+//! generation, so a handle to a session that ended never reaches a later one in the same
+//! slot). Posting locks the inbox, pushes a command and — only when the inbox was empty —
+//! wakes the loop; the loop takes the whole inbox once per turn and applies the commands in
+//! order, so messages from one sender arrive in the order they were posted. Nothing blocks on
+//! the loop: the outcome (written, queued or dropped at the session's cap) is decided there,
+//! and shows in [`ServerStats`](super::ServerStats).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::mem::size_of;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use mio::Waker;
+
+use super::session::data_opcode;
+use super::timers::Tag;
+use crate::close;
+use crate::connection::DataKind;
+use crate::frame::FrameHeader;
+
+/// A frame header encoded once, for any number of recipients.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    bytes: [u8; 14],
+    len: u8,
+}
+
+impl Head {
+    fn data(kind: DataKind, len: usize) -> Head {
+        let (bytes, n) = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: data_opcode(kind),
+            mask: None,
+            payload_len: len as u64,
+        }
+        .encode();
+        Head {
+            bytes,
+            len: n as u8,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// What other threads ask a loop to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send {
+        to: Tag,
+        head: Head,
+        payload: Bytes,
+    },
+    Broadcast {
+        to: Vec<Tag>,
+        head: Head,
+        payload: Bytes,
+    },
+    Close {
+        to: Tag,
+        code: u16,
+        reason: Box<str>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    commands: Vec<Command>,
+    /// What `commands` holds, as counted against the limit.
+    bytes: usize,
+    stopped: bool,
+}
+
+/// One worker's inbox.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    queue: Mutex<Queue>,
+    waker: Arc<Waker>,
+    limit: usize,
+}
+
+impl Inbox {
+    pub fn new(waker: Arc<Waker>, limit: usize) -> Inbox {
+        Inbox {
+            queue: Mutex::default(),
+            waker,
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned queue is still a valid queue: commands are pushed and taken whole.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a command costing `bytes` and wakes the loop if it may be waiting.
+    fn post(&self, command: Command, bytes: usize) -> Result<(), PostError> {
+        let bytes = bytes + size_of::<Command>();
+        let mut queue = self.lock();
+        if queue.stopped {
+            return Err(PostError::Stopped);
+        }
+        // An empty inbox takes any one command, so a message larger than the limit can pass.
+        if queue.bytes > 0 && queue.bytes + bytes > self.limit {
+            return Err(PostError::Full);
+        }
+        let wake = queue.commands.is_empty();
+        queue.commands.push(command);
+        queue.bytes += bytes;
+        drop(queue);
+        if wake {
+            // Failing to wake means the poll is gone, that is, the worker is stopping.
+            let _ = self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Moves every queued command into `into` (which the loop keeps, to reuse its capacity).
+    pub fn take(&self, into: &mut Vec<Command>) {
+        let mut queue = self.lock();
+        std::mem::swap(&mut queue.commands, into);
+        queue.bytes = 0;
+    }
+
+    /// Refuses further posts and drops what is queued: the worker has stopped.
+    pub fn stop(&self) {
+        let commands = {
+            let mut queue = self.lock();
+            queue.stopped = true;
+            queue.bytes = 0;
+            std::mem::take(&mut queue.commands)
+        };
+        drop(commands);
+    }
+}
+
+/// Why a post from another thread was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostError {
+    /// The session's worker has stopped (the server shut down).
+    Stopped,
+    /// The worker's inbox already holds `max_inbox_bytes`: producers are outrunning the loop.
+    /// Nothing was queued; retry later or drop.
+    Full,
+}
+
+impl fmt::Display for PostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PostError::Stopped => f.write_str("the session's worker has stopped"),
+            PostError::Full => f.write_str("the worker's inbox is full"),
+        }
+    }
+}
+
+impl std::error::Error for PostError {}
+
+/// A session that any thread can send to: `Clone + Send + Sync`, 32 bytes.
+///
+/// Sends are posted to the session's worker and applied there in order (per sender); the
+/// session's backpressure cap and policy apply as for [`Session`](super::Session)'s sends.
+/// A session that has ended silently ignores what is posted to it. `Ok` means posted, not
+/// delivered.
+#[derive(Clone)]
+pub struct SessionHandle {
+    inbox: Arc<Inbox>,
+    tag: Tag,
+    id: u64,
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// Handles are equal when they name the same session.
+impl PartialEq for SessionHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for SessionHandle {}
+
+impl Hash for SessionHandle {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(inbox: Arc<Inbox>, tag: Tag, id: u64) -> Self {
+        SessionHandle { inbox, tag, id }
+    }
+
+    /// The session's [`Session::id`](super::Session::id).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Copies `text` once and posts it.
+    pub fn send_text(&self, text: &str) -> Result<(), PostError> {
+        self.send_shared(DataKind::Text, Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Copies `bytes` once and posts them.
+    pub fn send_binary(&self, bytes: &[u8]) -> Result<(), PostError> {
+        self.send_shared(DataKind::Binary, Bytes::copy_from_slice(bytes))
+    }
+
+    /// Posts a payload without copying it. A `Text` payload must be UTF-8.
+    pub fn send_shared(&self, kind: DataKind, payload: Bytes) -> Result<(), PostError> {
+        let len = payload.len();
+        let command = Command::Send {
+            to: self.tag,
+            head: Head::data(kind, len),
+            payload,
+        };
+        self.inbox.post(command, len)
+    }
+
+    /// Starts the session's close handshake (the reason is cut to fit a control frame; an
+    /// invalid code is ignored when applied).
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), PostError> {
+        let command = Command::Close {
+            to: self.tag,
+            code,
+            reason: close::truncate_reason(reason).into(),
+        };
+        self.inbox.post(command, 0)
+    }
+}
+
+/// Sends one message to many sessions, on any workers. The frame header is encoded once and
+/// the payload is shared by every recipient (no copy per recipient, nor per worker); each
+/// worker gets a single command listing its recipients. Returns the number of recipients it
+/// was posted for: those whose worker stopped or whose inbox is full are skipped. A `Text`
+/// payload must be UTF-8.
+pub fn broadcast<'a>(
+    to: impl IntoIterator<Item = &'a SessionHandle>,
+    kind: DataKind,
+    payload: Bytes,
+) -> usize {
+    let mut groups: Vec<(&Arc<Inbox>, Vec<Tag>)> = Vec::new();
+    for handle in to {
+        match groups
+            .iter_mut()
+            .find(|(i, _)| Arc::ptr_eq(i, &handle.inbox))
+        {
+            Some((_, tags)) => tags.push(handle.tag),
+            None => groups.push((&handle.inbox, vec![handle.tag])),
+        }
+    }
+    let head = Head::data(kind, payload.len());
+    let mut posted = 0;
+    for (inbox, tags) in groups {
+        let count = tags.len();
+        let cost = payload.len() + count * size_of::<Tag>();
+        let command = Command::Broadcast {
+            to: tags,
+            head,
+            payload: payload.clone(),
+        };
+        if inbox.post(command, cost).is_ok() {
+            posted += count;
+        }
+    }
+    posted
+}

@@ -1,0 +1,290 @@
+//! A session as a handler sees it: sends with backpressure, the per-session cap and its policy.
+//!
+//! Sends made during a callback are corked: they go into the loop's shared [`Cork`] and out in
+//! one vectored write when the callback returns (or earlier, once the cork holds
+//! [`CORK_LIMIT`] bytes, so a callback that sends a lot streams it instead of buffering it).
+//! What the socket does not take waits in the session's [`Backlog`]. Every send is checked
+//! against [`ServerConfig::max_backpressure`](super::ServerConfig::max_backpressure) before
+//! anything is copied, so a peer that stops reading costs at most the cap.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use super::handler::Message;
+use super::inbox::{Inbox, SessionHandle};
+use super::out::{Backlog, Cork};
+use super::timers::Tag;
+use super::{Counters, Overflow, ServerConfig, Shared};
+use crate::connection::{DataKind, Sender};
+use crate::error::SendError;
+use crate::frame::OpCode;
+
+/// Corked bytes beyond which a send writes to the socket at once instead of at the end of the
+/// callback. 64 KiB: large enough that small messages still share one syscall, small enough
+/// that a big burst is not staged twice.
+pub const CORK_LIMIT: usize = 64 << 10;
+
+/// What [`Session::send`] did with the message (uWebSockets' SUCCESS / BACKPRESSURE /
+/// DROPPED).
+///
+/// Failures of the protocol (sending after our close) are the `Err` of the `Result` these come
+/// in; these three are all outcomes of a valid call, and only `Dropped` means the peer will not
+/// get the message.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Nothing was waiting for the socket: the message has been written, or is corked and
+    /// written when the callback returns.
+    Written,
+    /// Accepted, but queued behind bytes the socket has not taken (backpressure). It goes out
+    /// as the peer reads; a producer should pause until [`Handler::on_drain`].
+    ///
+    /// [`Handler::on_drain`]: super::Handler::on_drain
+    Queued,
+    /// Not sent: it would have taken the session's queued bytes over `max_backpressure`. With
+    /// [`Overflow::Close`] the close handshake has also begun.
+    Dropped,
+}
+
+/// The per-connection state that outlives callbacks.
+#[derive(Debug)]
+pub(crate) struct SessionState<D> {
+    pub id: u64,
+    pub tx: Sender,
+    pub backlog: Backlog,
+    pub protocol: Option<Box<str>>,
+    /// The code and reason `on_close` reports, once known (the peer's close, or ours when we
+    /// failed the connection).
+    pub close: Option<(u16, Box<str>)>,
+    pub data: D,
+}
+
+/// What every session of one worker shares.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub config: Arc<ServerConfig>,
+    pub inbox: Arc<Inbox>,
+    pub shared: Arc<Shared>,
+}
+
+impl Env {
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+}
+
+/// Where a session's bytes go: the loop's cork, then its socket.
+pub(crate) struct Out<'a> {
+    pub cork: &'a mut Cork,
+    pub stream: &'a mut TcpStream,
+    pub env: &'a Env,
+    pub tag: Tag,
+}
+
+impl Out<'_> {
+    pub fn reborrow(&mut self) -> Out<'_> {
+        Out {
+            cork: self.cork,
+            stream: self.stream,
+            env: self.env,
+            tag: self.tag,
+        }
+    }
+}
+
+/// A payload to frame: borrowed (copied into the cork) or shared (referenced, never copied).
+pub(crate) enum Payload<'a> {
+    Copied(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Copied(p) => p.len(),
+            Payload::Shared(p) => p.len(),
+        }
+    }
+}
+
+/// A message to send: borrowed (copied once, into the loop's cork) or shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+    /// A payload several sessions share; never copied. A `Text` payload must be UTF-8.
+    Shared(DataKind, Bytes),
+}
+
+impl<'a> From<Message<'a>> for Outgoing<'a> {
+    fn from(message: Message<'a>) -> Self {
+        match message {
+            Message::Text(text) => Outgoing::Text(text),
+            Message::Binary(bytes) => Outgoing::Binary(bytes),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Outgoing<'a> {
+    fn from(text: &'a str) -> Self {
+        Outgoing::Text(text)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Outgoing<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Outgoing::Binary(bytes)
+    }
+}
+
+/// The opcode of a whole data message.
+pub(crate) fn data_opcode(kind: DataKind) -> OpCode {
+    match kind {
+        DataKind::Text => OpCode::Text,
+        DataKind::Binary => OpCode::Binary,
+    }
+}
+
+/// A connection as a handler sees it during a callback.
+pub struct Session<'a, D> {
+    pub(crate) state: &'a mut SessionState<D>,
+    pub(crate) out: Out<'a>,
+}
+
+impl<D> Session<'_, D> {
+    /// Unique within the server.
+    pub fn id(&self) -> u64 {
+        self.state.id
+    }
+
+    pub fn data(&self) -> &D {
+        &self.state.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut D {
+        &mut self.state.data
+    }
+
+    /// The negotiated sub-protocol.
+    pub fn protocol(&self) -> Option<&str> {
+        self.state.protocol.as_deref()
+    }
+
+    /// Bytes sent to this session that the socket has not taken yet (queued, plus corked in
+    /// this callback). Never more than `max_backpressure`, save for one message sent while
+    /// nothing was queued.
+    pub fn buffered_amount(&self) -> usize {
+        self.state.backlog.len() + self.out.cork.len()
+    }
+
+    /// A handle for sending to this session from any thread (see [`SessionHandle`]).
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle::new(self.out.env.inbox.clone(), self.out.tag, self.state.id)
+    }
+
+    /// Sends a message and says what became of it: written, queued behind backpressure, or
+    /// dropped at the session's cap (see [`SendStatus`]). Takes a [`Message`] (so an echo is
+    /// `session.send(message)`), a `&str`, a `&[u8]`, or a shared payload.
+    pub fn send<'m>(&mut self, message: impl Into<Outgoing<'m>>) -> Result<SendStatus, SendError> {
+        match message.into() {
+            Outgoing::Text(text) => self.send_frame(OpCode::Text, Payload::Copied(text.as_bytes())),
+            Outgoing::Binary(bytes) => self.send_frame(OpCode::Binary, Payload::Copied(bytes)),
+            Outgoing::Shared(kind, bytes) => {
+                self.send_frame(data_opcode(kind), Payload::Shared(bytes))
+            }
+        }
+    }
+
+    /// Sends a text message. `Ok` when it was written, queued or dropped at the cap: use
+    /// [`Session::send`] to tell which.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send(text).map(drop)
+    }
+
+    /// Sends a binary message; see [`Session::send_text`].
+    pub fn send_binary(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.send(bytes).map(drop)
+    }
+
+    /// Sends a payload shared with other sessions without copying it; see
+    /// [`Session::send_text`]. A `Text` payload must be UTF-8.
+    pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        self.send(Outgoing::Shared(kind, payload)).map(drop)
+    }
+
+    fn send_frame(
+        &mut self,
+        opcode: OpCode,
+        payload: Payload<'_>,
+    ) -> Result<SendStatus, SendError> {
+        self.state.tx.check_data()?;
+        let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
+        debug_assert!(mask.is_none(), "server frames are not masked");
+        self.send_encoded(&head[..n], payload)
+    }
+
+    /// Sends a frame whose header is already encoded (a broadcast encodes it once for all).
+    pub(crate) fn send_encoded(
+        &mut self,
+        head: &[u8],
+        payload: Payload<'_>,
+    ) -> Result<SendStatus, SendError> {
+        self.state.tx.check_data()?;
+        let queued = self.buffered_amount();
+        if queued > 0 && queued + head.len() + payload.len() > self.out.env.config.max_backpressure
+        {
+            return Ok(self.overflow());
+        }
+        match payload {
+            Payload::Copied(p) => crate::connection::Sink::frame(self.out.cork, head, p, None),
+            Payload::Shared(p) => self.out.cork.frame_shared(head, p),
+        }
+        if self.out.cork.len() >= CORK_LIMIT {
+            self.out
+                .cork
+                .flush_early(self.out.stream, &mut self.state.backlog);
+            self.out
+                .env
+                .counters()
+                .note_queued(self.state.backlog.len());
+        }
+        Ok(if self.state.backlog.is_empty() {
+            SendStatus::Written
+        } else {
+            SendStatus::Queued
+        })
+    }
+
+    /// The cap would be exceeded: count the drop and apply the policy.
+    fn overflow(&mut self) -> SendStatus {
+        let counters = self.out.env.counters();
+        Counters::bump(&counters.dropped_messages);
+        if let Overflow::Close(code) = self.out.env.config.overflow {
+            const REASON: &str = "send queue full";
+            if self.state.tx.close(code, REASON, self.out.cork).is_ok() {
+                self.state
+                    .close
+                    .get_or_insert_with(|| (code, REASON.into()));
+                Counters::bump(&counters.overflow_closes);
+            }
+        }
+        SendStatus::Dropped
+    }
+
+    /// Sends a ping (not subject to the cap: control frames are at most 127 bytes).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.state.tx.ping(payload, self.out.cork)
+    }
+
+    /// Starts the close handshake; the connection ends when the peer answers (or at the close
+    /// deadline).
+    pub fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
+        self.state.tx.close(code, reason, self.out.cork)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.state.tx.is_close_sent()
+    }
+}

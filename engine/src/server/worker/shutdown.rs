@@ -1,0 +1,51 @@
+//! Graceful shutdown: close every session with 1001, then drop what is left at the deadline.
+
+use std::time::Instant;
+
+use super::{open_parts, Loop, Next, Phase};
+use crate::close::code;
+use crate::server::handler::{Handler, SessionError};
+use crate::server::session::Session;
+use crate::server::timers::Tag;
+
+impl<D> Loop<D> {
+    /// Stops new work: refuse handshakes in progress, send 1001 to every session.
+    pub(super) fn begin_shutdown<H: Handler<Data = D>>(
+        &mut self,
+        handler: &mut H,
+        deadline: Instant,
+    ) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let gen = self.conns[key].gen;
+            let handshake = matches!(self.conns[key].phase, Phase::Handshake { .. });
+            match open_parts(&mut self.conns[key], key, &mut self.cork, &self.env) {
+                Some((open, out)) => {
+                    let mut session = Session {
+                        state: &mut open.state,
+                        out,
+                    };
+                    let _ = session.close(code::GOING_AWAY, "server shutting down");
+                    if let Next::Drop = self.after_open_io(handler, key, None, false) {
+                        self.remove(key);
+                    } else {
+                        self.timers.closes.arm_at(deadline, Tag { key, gen });
+                    }
+                }
+                None if handshake => self.remove(key),
+                None => {}
+            }
+        }
+    }
+
+    /// At the end of a shutdown: whatever is left is dropped.
+    pub(super) fn abort_all<H: Handler<Data = D>>(&mut self, handler: &mut H) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Phase::Open(_) = self.conns[key].phase {
+                let _ = self.end(handler, key, Some(SessionError::CloseTimeout));
+            }
+            self.remove(key);
+        }
+    }
+}
