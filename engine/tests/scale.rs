@@ -680,6 +680,28 @@ fn eight_threads_ten_thousand_messages_each_arrive_once_in_order() {
 }
 
 #[test]
+fn a_handle_to_an_ended_session_never_reaches_the_next_one_in_its_slot() {
+    let h = start(quiet_config());
+    let mut first = connect(&h, "/");
+    let (old, _) = h.opened();
+    first.close(1000, "").unwrap();
+    assert_eq!(h.closed(old.id()).0, 1000);
+    // Same worker, same (now free) slab slot, a new generation.
+    let mut second = connect(&h, "/");
+    let (new, _) = h.opened();
+    assert_ne!(old.id(), new.id());
+    old.send_text("to the old session").unwrap();
+    new.send_text("to the new session").unwrap();
+    assert_eq!(
+        read_data(&mut second),
+        OwnedEvent::Text("to the new session".into())
+    );
+    second.close(1000, "").unwrap();
+    assert_eq!(h.closed(new.id()).0, 1000);
+    h.stop();
+}
+
+#[test]
 fn broadcast_reaches_every_session_on_every_worker_once() {
     const CLIENTS: usize = 40;
     let h = start(ServerConfig {

@@ -45,7 +45,8 @@ pub enum Overflow {
     /// Drop the message and start the close handshake with this code: typically
     /// [`code::POLICY_VIOLATION`] (1008) or [`code::TRY_AGAIN_LATER`] (1013). For streams
     /// where a gap is worse than a reconnect. If the peer does not answer (it is not reading),
-    /// the close deadline drops TCP.
+    /// the close deadline drops TCP. A code that may not be sent (1005, 1006, ...) makes this
+    /// behave as `Drop`.
     Close(u16),
 }
 
