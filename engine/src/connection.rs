@@ -535,7 +535,8 @@ pub struct Sender {
     close_sent: bool,
     /// Opcode of a fragmented message being sent, if any.
     fragmenting: bool,
-    keys: Option<MaskKeys>,
+    /// Boxed: servers never mask, and an idle server connection should not carry the pool.
+    keys: Option<Box<MaskKeys>>,
 }
 
 /// Kinds of data message.
@@ -562,7 +563,7 @@ impl Sender {
             role: Role::Client,
             close_sent: false,
             fragmenting: false,
-            keys: Some(keys),
+            keys: Some(Box::new(keys)),
         }
     }
 
@@ -576,7 +577,7 @@ impl Sender {
     }
 
     fn mask(&mut self) -> Option<[u8; 4]> {
-        self.keys.as_mut().map(MaskKeys::next_key)
+        self.keys.as_mut().map(|k| k.next_key())
     }
 
     /// Encodes a frame header for a payload of `len` bytes (the server's zero-copy path: the

@@ -1357,7 +1357,6 @@ fn violation_without_answer_drops_at_the_close_deadline() {
 }
 
 #[test]
-#[ignore = "bug: the handshake phase drops a connection at EOF without parsing what it already read (worker.rs read_into/read_handshake), so a request followed by a half-close gets no response"]
 fn http_request_followed_by_half_close_is_answered() {
     let (server, calls) = web(test_config());
     let mut stream = connect(server.addr());
@@ -1372,7 +1371,6 @@ fn http_request_followed_by_half_close_is_answered() {
 }
 
 #[test]
-#[ignore = "bug: the handshake phase drops a connection at EOF without parsing what it already read (worker.rs read_into/read_handshake), so a request followed by a half-close gets no response"]
 fn rejected_request_followed_by_half_close_is_answered() {
     let (server, _notes) = probe(test_config());
     let mut stream = connect(server.addr());

@@ -379,6 +379,8 @@ impl<D> Loop<D> {
         }
     }
     /// Reads what is there into `head`. `Err` when the peer hung up or the socket failed.
+    /// Reads what is there into `head`, up to `cap`. `Ok(true)` when the peer has half-closed
+    /// (what arrived before its FIN still deserves an answer).
     fn read_into(
         stream: &mut TcpStream,
         buf: &mut [u8],
@@ -387,14 +389,14 @@ impl<D> Loop<D> {
     ) -> io::Result<bool> {
         loop {
             match stream.read(buf) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => return Ok(true),
                 Ok(n) => {
                     head.extend_from_slice(&buf[..n]);
                     if head.len() >= cap {
-                        return Ok(true);
+                        return Ok(false);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -407,15 +409,22 @@ impl<D> Loop<D> {
             return Next::Keep;
         };
         let cap = self.env.config.handshake.max_head_size + self.env.config.max_http_body;
-        if let Err(e) = Self::read_into(&mut conn.stream, &mut self.buf, head, cap) {
-            debug!(peer = %conn.peer, error = %e, "connection closed during handshake");
-            return Next::Drop;
-        }
+        let eof = match Self::read_into(&mut conn.stream, &mut self.buf, head, cap) {
+            Ok(eof) => eof,
+            Err(e) => {
+                debug!(peer = %conn.peer, error = %e, "connection failed during handshake");
+                return Next::Drop;
+            }
+        };
         let head = std::mem::take(head);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let (req, n) =
             match handshake::parse_request(&head, &mut headers, &self.env.config.handshake) {
                 Ok(Status::Complete(req, n)) => (req, n),
+                Ok(Status::Partial) if eof => {
+                    debug!(peer = %conn.peer, "connection closed during handshake");
+                    return Next::Drop;
+                }
                 Ok(Status::Partial) => {
                     conn.phase = Phase::Handshake { head };
                     return Next::Keep;
