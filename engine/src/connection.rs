@@ -679,6 +679,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Records that the stream is ending without writing a close frame (for drivers that carry
+    /// something other than WebSocket frames, or end the connection some other way).
+    pub fn mark_closed(&mut self) {
+        self.close_sent = true;
+    }
+
     /// Starts (or answers) the close handshake. The reason is cut to fit a control frame.
     pub fn close(&mut self, code: u16, reason: &str, out: &mut impl Sink) -> Result<(), SendError> {
         if self.close_sent {

@@ -118,6 +118,19 @@ pub trait Handler: 'static {
         HttpResponse::not_found()
     }
 
+    /// A connection arrived on a stream listener ([`Server::bind_stream`]): accept it with its
+    /// data, or refuse it (`None`: the socket is closed).
+    ///
+    /// [`Server::bind_stream`]: super::Server::bind_stream
+    fn on_stream_open(&mut self, _peer: std::net::SocketAddr) -> Option<Self::Data> {
+        None
+    }
+
+    /// Bytes from a stream connection, as they arrived (no framing; the handler buffers what
+    /// it needs). The session's sends write their payloads as they are; `close` ends the
+    /// stream once what was sent is written.
+    fn on_stream_data(&mut self, _session: &mut Session<'_, Self::Data>, _bytes: &[u8]) {}
+
     fn on_open(&mut self, _session: &mut Session<'_, Self::Data>) {}
 
     fn on_message(&mut self, session: &mut Session<'_, Self::Data>, message: Message<'_>);

@@ -56,6 +56,8 @@ pub(crate) enum Command {
     Send {
         to: Tag,
         head: Head,
+        /// Copied before `payload` inside the same message (empty for most sends).
+        prefix: Bytes,
         payload: Bytes,
     },
     Broadcast {
@@ -220,10 +222,22 @@ impl SessionHandle {
 
     /// Posts a payload without copying it. A `Text` payload must be UTF-8.
     pub fn send_shared(&self, kind: DataKind, payload: Bytes) -> Result<(), PostError> {
-        let len = payload.len();
+        self.send_parts(kind, Bytes::new(), payload)
+    }
+
+    /// Posts one message made of `prefix` followed by `payload`, neither copied (a STOMP
+    /// MESSAGE: its per-subscriber head, then the body every subscriber shares).
+    pub fn send_parts(
+        &self,
+        kind: DataKind,
+        prefix: Bytes,
+        payload: Bytes,
+    ) -> Result<(), PostError> {
+        let len = prefix.len() + payload.len();
         let command = Command::Send {
             to: self.tag,
             head: Head::data(kind, len),
+            prefix,
             payload,
         };
         self.inbox.post(command, len)

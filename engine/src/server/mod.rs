@@ -217,6 +217,8 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<StdListener>,
+    /// Listeners for plain byte streams (see [`Server::bind_stream`]), one per worker.
+    stream_listeners: Vec<StdListener>,
     local_addr: SocketAddr,
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
@@ -244,6 +246,7 @@ impl Server {
         }
         Ok(Server {
             listeners,
+            stream_listeners: Vec::new(),
             local_addr,
             config: Arc::new(config),
             shared: Arc::default(),
@@ -252,6 +255,22 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Also listens on `addr` for plain byte streams, served by the same workers: a
+    /// connection there skips HTTP and WebSocket entirely and goes to
+    /// [`Handler::on_stream_open`] / [`Handler::on_stream_data`], and its session's sends
+    /// write payloads as they are (no framing). For protocols such as STOMP over TCP that
+    /// share a server with WebSocket. Returns the bound address.
+    pub fn bind_stream(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let first = listener(addr)?;
+        let bound = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..self.listeners.len() {
+            listeners.push(listener(bound)?);
+        }
+        self.stream_listeners = listeners;
+        Ok(bound)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -268,10 +287,12 @@ impl Server {
     {
         let factory = Arc::new(factory);
         let mut threads = Vec::new();
+        let mut stream_listeners = self.stream_listeners.into_iter();
         for (index, std_listener) in self.listeners.into_iter().enumerate() {
             let worker = worker::Worker::new(
                 index,
                 std_listener,
+                stream_listeners.next(),
                 self.config.clone(),
                 self.shared.clone(),
             )?;

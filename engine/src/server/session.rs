@@ -58,6 +58,8 @@ pub(crate) struct SessionState<D> {
     /// The code and reason `on_close` reports, once known (the peer's close, or ours when we
     /// failed the connection).
     pub close: Option<(u16, Box<str>)>,
+    /// A plain byte stream (no WebSocket framing), from a stream listener.
+    pub stream: bool,
     pub data: D,
 }
 
@@ -98,6 +100,9 @@ impl Out<'_> {
 pub(crate) enum Payload<'a> {
     Copied(&'a [u8]),
     Shared(Bytes),
+    /// A small copied prefix followed by a shared rest (a STOMP MESSAGE: per-subscriber head,
+    /// shared body).
+    Parts(&'a [u8], Bytes),
 }
 
 impl Payload<'_> {
@@ -105,6 +110,7 @@ impl Payload<'_> {
         match self {
             Payload::Copied(p) => p.len(),
             Payload::Shared(p) => p.len(),
+            Payload::Parts(a, b) => a.len() + b.len(),
         }
     }
 }
@@ -116,6 +122,9 @@ pub enum Outgoing<'a> {
     Binary(&'a [u8]),
     /// A payload several sessions share; never copied. A `Text` payload must be UTF-8.
     Shared(DataKind, Bytes),
+    /// One message made of a prefix (copied) and a shared rest (not copied). A `Text` message
+    /// must be UTF-8 as a whole.
+    Parts(DataKind, &'a [u8], Bytes),
 }
 
 impl<'a> From<Message<'a>> for Outgoing<'a> {
@@ -168,6 +177,11 @@ impl<D> Session<'_, D> {
     }
 
     /// The negotiated sub-protocol.
+    /// True for a plain byte stream from a stream listener (no WebSocket framing).
+    pub fn is_stream(&self) -> bool {
+        self.state.stream
+    }
+
     pub fn protocol(&self) -> Option<&str> {
         self.state.protocol.as_deref()
     }
@@ -193,6 +207,9 @@ impl<D> Session<'_, D> {
             Outgoing::Binary(bytes) => self.send_frame(OpCode::Binary, Payload::Copied(bytes)),
             Outgoing::Shared(kind, bytes) => {
                 self.send_frame(data_opcode(kind), Payload::Shared(bytes))
+            }
+            Outgoing::Parts(kind, prefix, rest) => {
+                self.send_frame(data_opcode(kind), Payload::Parts(prefix, rest))
             }
         }
     }
@@ -220,9 +237,23 @@ impl<D> Session<'_, D> {
         payload: Payload<'_>,
     ) -> Result<SendStatus, SendError> {
         self.state.tx.check_data()?;
+        if self.state.stream {
+            return self.send_encoded(&[], payload);
+        }
         let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
         debug_assert!(mask.is_none(), "server frames are not masked");
         self.send_encoded(&head[..n], payload)
+    }
+
+    /// Sends what another thread prepared: a WebSocket header encoded once (dropped for a
+    /// stream session) and the payload.
+    pub(crate) fn send_prepared(
+        &mut self,
+        head: &[u8],
+        payload: Payload<'_>,
+    ) -> Result<SendStatus, SendError> {
+        let head = if self.state.stream { &[][..] } else { head };
+        self.send_encoded(head, payload)
     }
 
     /// Sends a frame whose header is already encoded (a broadcast encodes it once for all).
@@ -240,6 +271,10 @@ impl<D> Session<'_, D> {
         match payload {
             Payload::Copied(p) => crate::connection::Sink::frame(self.out.cork, head, p, None),
             Payload::Shared(p) => self.out.cork.frame_shared(head, p),
+            Payload::Parts(prefix, p) => {
+                self.out.cork.extend(head);
+                self.out.cork.frame_shared(prefix, p);
+            }
         }
         if self.out.cork.len() >= CORK_LIMIT {
             self.out
@@ -275,12 +310,25 @@ impl<D> Session<'_, D> {
 
     /// Sends a ping (not subject to the cap: control frames are at most 127 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if self.state.stream {
+            return Ok(()); // nothing to ping with on a plain stream
+        }
         self.state.tx.ping(payload, self.out.cork)
     }
 
     /// Starts the close handshake; the connection ends when the peer answers (or at the close
     /// deadline).
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
+        if self.state.stream {
+            if self.state.tx.is_close_sent() {
+                return Err(SendError::Closed);
+            }
+            self.state.tx.mark_closed();
+            self.state
+                .close
+                .get_or_insert_with(|| (code, reason.into()));
+            return Ok(());
+        }
         self.state.tx.close(code, reason, self.out.cork)
     }
 

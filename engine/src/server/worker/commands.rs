@@ -15,16 +15,26 @@ impl<D> Loop<D> {
         let mut current = None;
         for command in commands.drain(..) {
             match command {
-                Command::Send { to, head, payload } => {
+                Command::Send {
+                    to,
+                    head,
+                    prefix,
+                    payload,
+                } => {
                     self.deliver(handler, &mut current, to, |s| {
-                        let _ = s.send_encoded(head.as_slice(), Payload::Shared(payload));
+                        let payload = if prefix.is_empty() {
+                            Payload::Shared(payload)
+                        } else {
+                            Payload::Parts(&prefix, payload)
+                        };
+                        let _ = s.send_prepared(head.as_slice(), payload);
                     });
                 }
                 Command::Broadcast { to, head, payload } => {
                     for tag in to {
                         self.deliver(handler, &mut current, tag, |s| {
                             let _ =
-                                s.send_encoded(head.as_slice(), Payload::Shared(payload.clone()));
+                                s.send_prepared(head.as_slice(), Payload::Shared(payload.clone()));
                         });
                     }
                 }

@@ -45,6 +45,7 @@ use crate::Status;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const STREAM_LISTENER: Token = Token(usize::MAX - 3);
 /// Reads of one connection per loop turn before others get their go.
 const READS_PER_TURN: usize = 16;
 
@@ -112,6 +113,7 @@ pub(crate) struct Worker {
     index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    stream_listener: Option<TcpListener>,
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     inbox: Arc<Inbox>,
@@ -173,6 +175,7 @@ impl Worker {
     pub fn new(
         index: usize,
         listener: StdListener,
+        stream_listener: Option<StdListener>,
         config: Arc<ServerConfig>,
         shared: Arc<Shared>,
     ) -> io::Result<Self> {
@@ -180,6 +183,15 @@ impl Worker {
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let stream_listener = match stream_listener {
+            Some(l) => {
+                let mut l = TcpListener::from_std(l);
+                poll.registry()
+                    .register(&mut l, STREAM_LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let inbox = Arc::new(Inbox::new(waker.clone(), config.max_inbox_bytes));
         shared
@@ -191,6 +203,7 @@ impl Worker {
             index,
             poll,
             listener: Some(listener),
+            stream_listener,
             config,
             shared,
             inbox,
@@ -232,6 +245,7 @@ impl Worker {
                 let at = lp.now + self.config.shutdown_timeout;
                 stop_at = Some(at);
                 self.listener = None;
+                self.stream_listener = None;
                 lp.begin_shutdown(handler, at);
             }
             if let Some(at) = stop_at {
@@ -249,7 +263,8 @@ impl Worker {
             lp.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(lp),
+                    LISTENER => self.accept(lp, handler, false),
+                    STREAM_LISTENER => self.accept(lp, handler, true),
                     WAKER => {}
                     Token(key) => {
                         // Writable needs no flag: every event ends with a flush of the backlog.
@@ -267,8 +282,13 @@ impl Worker {
         }
     }
 
-    fn accept<D>(&mut self, lp: &mut Loop<D>) {
-        let Some(listener) = self.listener.as_ref() else {
+    fn accept<H: Handler>(&mut self, lp: &mut Loop<H::Data>, handler: &mut H, stream_kind: bool) {
+        let listener = if stream_kind {
+            self.stream_listener.as_ref()
+        } else {
+            self.listener.as_ref()
+        };
+        let Some(listener) = listener else {
             return;
         };
         loop {
@@ -283,8 +303,12 @@ impl Worker {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let is_stream = stream_kind;
             if !lp.admit() {
                 info!(%peer, "refusing connection: at max_connections");
+                if is_stream {
+                    continue;
+                }
                 let mut out = Vec::new();
                 handshake::write_response(
                     &mut out,
@@ -308,6 +332,39 @@ impl Worker {
             }
             lp.next_gen = lp.next_gen.wrapping_add(1);
             let gen = lp.next_gen;
+            if is_stream {
+                let Some(data) = handler.on_stream_open(peer) else {
+                    debug!(%peer, "stream connection refused by the application");
+                    lp.release();
+                    continue;
+                };
+                lp.next_id += 1;
+                let open = Open {
+                    rx: Receiver::new(Role::Server, lp.env.config.limits.clone()),
+                    state: SessionState {
+                        id: lp.next_id,
+                        tx: Sender::server(),
+                        backlog: Backlog::default(),
+                        protocol: None,
+                        close: None,
+                        stream: true,
+                        data,
+                    },
+                    stash: Vec::new(),
+                    last_rx: lp.clock.tick(lp.now),
+                    close_armed: false,
+                    awaiting_pong: false,
+                };
+                entry.insert(Conn {
+                    stream,
+                    peer,
+                    gen,
+                    phase: Phase::Open(open),
+                });
+                lp.timers.idles.arm(lp.now, Tag { key, gen });
+                lp.open_stream(handler, key);
+                continue;
+            }
             entry.insert(Conn {
                 stream,
                 peer,
@@ -499,6 +556,7 @@ impl<D> Loop<D> {
                 backlog: Backlog::default(),
                 protocol: upgrading.protocol.map(String::into_boxed_str),
                 close: None,
+                stream: false,
                 data,
             },
             stash: rest.to_vec(),
@@ -651,9 +709,21 @@ impl<D> Loop<D> {
                     Ok(n) => {
                         open.last_rx = tick;
                         open.awaiting_pong = false;
-                        self.buf[..carry].copy_from_slice(&open.stash);
-                        open.stash.clear();
-                        Self::dispatch(handler, open, &mut out, &mut self.buf, carry + n);
+                        if open.state.stream {
+                            if !open.state.tx.is_close_sent() {
+                                handler.on_stream_data(
+                                    &mut Session {
+                                        state: &mut open.state,
+                                        out: out.reborrow(),
+                                    },
+                                    &self.buf[..n],
+                                );
+                            }
+                        } else {
+                            self.buf[..carry].copy_from_slice(&open.stash);
+                            open.stash.clear();
+                            Self::dispatch(handler, open, &mut out, &mut self.buf, carry + n);
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -670,6 +740,18 @@ impl<D> Loop<D> {
             }
         }
         self.after_open_io(handler, key, failure, eof)
+    }
+
+    /// Calls `on_open` for a new stream connection and writes what it sent.
+    fn open_stream<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize) {
+        if let Some((open, out)) = open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+        {
+            handler.on_open(&mut Session {
+                state: &mut open.state,
+                out,
+            });
+        }
+        self.settle(handler, key);
     }
 
     /// Runs the core over `buf[..len]`, calling the handler for each event; keeps the tail.
@@ -747,13 +829,16 @@ impl<D> Loop<D> {
             debug!(peer = %conn.peer, error = %e, "socket error");
             return self.end(handler, key, Some(SessionError::Io(e)));
         }
-        let closed_both = open.rx.is_closed() && open.state.tx.is_close_sent();
+        // A stream has no close handshake: once our side is closing and written, it is over.
+        let closed_both =
+            (open.state.stream || open.rx.is_closed()) && open.state.tx.is_close_sent();
         if closed_both && open.state.backlog.is_empty() {
             // Close handshake complete and our close is written: the server drops TCP first.
             return self.end(handler, key, None);
         }
         if eof {
-            let error = (!open.rx.is_closed()).then_some(SessionError::Dropped);
+            let ended = open.rx.is_closed() || open.state.stream;
+            let error = (!ended).then_some(SessionError::Dropped);
             return self.end(handler, key, error);
         }
         if open.state.tx.is_close_sent() && !open.close_armed {
