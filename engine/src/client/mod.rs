@@ -16,8 +16,10 @@ use crate::handshake::client::{
 };
 use crate::Status;
 
+pub mod event_loop;
 pub mod url;
 
+pub use event_loop::{ClientConn, ClientHandler, ClientId, Control, EventLoop, LoopConfig, Target};
 pub use url::{UrlError, WsUrl};
 
 /// Fills `buf` from the operating system's randomness (masking keys, handshake nonces).

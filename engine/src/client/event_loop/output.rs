@@ -168,7 +168,9 @@ mod tests {
             };
             let mut expected = Vec::new();
             for round in 0..50u8 {
-                let chunk: Vec<u8> = (0..usize::from(round % 17) + 1).map(|i| round ^ i as u8).collect();
+                let chunk: Vec<u8> = (0..usize::from(round % 17) + 1)
+                    .map(|i| round ^ i as u8)
+                    .collect();
                 out.extend(&chunk);
                 expected.extend_from_slice(&chunk);
                 out.flush(&mut sock).unwrap();
