@@ -1,7 +1,9 @@
 //! STOMP broker and chat rooms on the Sockeye engine.
 
+pub mod app;
 pub mod broker;
 pub mod http;
 pub mod link;
 pub mod rooms;
+pub mod server;
 pub mod stomp;

@@ -1,0 +1,474 @@
+//! The STOMP server on the engine: STOMP over WebSocket (sub-protocols `v12.stomp`,
+//! `v11.stomp`, `v10.stomp`, or none) and STOMP over plain TCP, both on the same Sockeye event
+//! loops, sharing one [`Broker`].
+//!
+//! * [`Hub`] owns the broker, the table of live sessions (their cross-thread handles) and the
+//!   [`Application`] behind `/app` destinations, and carries out the broker's [`Action`]s: a
+//!   frame for the session being served goes straight into its cork; a frame for any other
+//!   session is posted through its handle (the per-subscriber head and the shared body travel
+//!   as two `Bytes`, so a fan-out never copies the body).
+//! * [`StompHandler`] is the engine [`Handler`]: one per worker, all sharing the hub.
+//! * [`heartbeat`] sends EOL heart-beats at the negotiated rate and closes peers that fall
+//!   silent beyond theirs.
+//!
+//! The broker is a plain mutex: frames of one batch are handled under one lock (so a CONNECT
+//! and the frames after it in the same message see the negotiated version), delivery happens
+//! after it is released. Fan-out never mutates subscriptions; slow subscribers fall under the
+//! engine's backpressure cap and policy, never stalling the publisher.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use sockeye::handshake::Request;
+use sockeye::server::{
+    Handler, HttpResponse, Message, Outgoing, Rejection, Session, SessionHandle, Upgrading,
+};
+use sockeye::DataKind;
+use tracing::{debug, info};
+
+use crate::broker::{Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, SessionId};
+use crate::link::Link;
+use crate::stomp::Limits;
+
+pub mod heartbeat;
+
+/// The sub-protocols offered for STOMP over WebSocket, preferred first.
+pub const SUB_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+
+/// The application behind `/app` destinations (Spring's `@MessageMapping` controllers) and
+/// the broker's lifecycle events. Called on worker threads, outside the broker lock.
+pub trait Application: Send + Sync + 'static {
+    /// A SEND to an application destination.
+    fn on_app_message(&self, message: &AppMessage, messaging: &Messaging);
+
+    /// Connected, subscribed, unsubscribed, disconnected.
+    fn on_event(&self, _event: &BrokerEvent, _messaging: &Messaging) {}
+
+    /// A plain HTTP request on the WebSocket port.
+    fn on_http(
+        &self,
+        _req: &Request<'_, '_>,
+        _body: &[u8],
+        _messaging: &Messaging,
+    ) -> HttpResponse {
+        HttpResponse::not_found()
+    }
+}
+
+/// Lets the caller keep a handle on the application the hub owns.
+impl<T: Application> Application for Arc<T> {
+    fn on_app_message(&self, message: &AppMessage, messaging: &Messaging) {
+        (**self).on_app_message(message, messaging)
+    }
+
+    fn on_event(&self, event: &BrokerEvent, messaging: &Messaging) {
+        (**self).on_event(event, messaging)
+    }
+
+    fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {
+        (**self).on_http(req, body, messaging)
+    }
+}
+
+/// An application that routes nothing (a bare broker).
+#[derive(Debug, Default)]
+pub struct NoApplication;
+
+impl Application for NoApplication {
+    fn on_app_message(&self, message: &AppMessage, _messaging: &Messaging) {
+        debug!(destination = %message.destination, "no application handler");
+    }
+}
+
+/// STOMP server settings.
+#[derive(Debug)]
+pub struct StompConfig {
+    pub broker: BrokerConfig,
+    /// Frame limits (header count and length, body size).
+    pub limits: Limits,
+    /// The path STOMP over WebSocket is served on.
+    pub ws_path: String,
+}
+
+impl Default for StompConfig {
+    fn default() -> Self {
+        StompConfig {
+            broker: BrokerConfig::default(),
+            limits: Limits::default(),
+            ws_path: "/ws".into(),
+        }
+    }
+}
+
+/// A live session as the hub knows it.
+#[derive(Debug)]
+struct Peer {
+    handle: SessionHandle,
+    /// Milliseconds since the hub started, of the last bytes received.
+    last_in: AtomicU64,
+    /// Negotiated heart-beats in ms (0: none).
+    send_every: AtomicU64,
+    expect_every: AtomicU64,
+}
+
+/// The shared state of a STOMP server.
+pub struct Hub {
+    broker: Mutex<Broker>,
+    peers: RwLock<HashMap<SessionId, Peer>>,
+    app: Box<dyn Application>,
+    limits: Limits,
+    ws_path: String,
+    started: Instant,
+    stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("ws_path", &self.ws_path)
+            .finish()
+    }
+}
+
+/// Publishing from the application, or from any thread (Spring's `SimpMessagingTemplate`).
+#[derive(Clone, Debug)]
+pub struct Messaging {
+    hub: Arc<Hub>,
+}
+
+impl Messaging {
+    /// `convertAndSend`: to a broker destination (`/topic/...`, `/queue/...`).
+    pub fn publish(
+        &self,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: impl Into<Bytes>,
+    ) {
+        let mut actions = Vec::new();
+        self.hub
+            .broker()
+            .publish(destination, headers, body.into(), &mut actions);
+        self.hub.execute(actions, None);
+    }
+
+    /// `convertAndSendToUser`: to every session of `user` subscribed to `/user{destination}`.
+    pub fn publish_to_user(
+        &self,
+        user: &str,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: impl Into<Bytes>,
+    ) {
+        let mut actions = Vec::new();
+        self.hub
+            .broker()
+            .publish_to_user(user, destination, headers, body.into(), &mut actions);
+        self.hub.execute(actions, None);
+    }
+
+    /// The reply to one session (`@SendToUser` to the sender), on `/user{destination}`.
+    pub fn publish_to_session(
+        &self,
+        session: SessionId,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: impl Into<Bytes>,
+    ) {
+        let mut actions = Vec::new();
+        self.hub.broker().publish_to_session(
+            session,
+            destination,
+            headers,
+            body.into(),
+            &mut actions,
+        );
+        self.hub.execute(actions, None);
+    }
+
+    /// Runs `f` with the broker locked (for reading session attributes and the like).
+    pub fn with_broker<R>(&self, f: impl FnOnce(&mut Broker) -> R) -> R {
+        f(&mut self.hub.broker())
+    }
+
+    /// Milliseconds since the Unix epoch (for timestamps the application adds).
+    pub fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+impl Hub {
+    pub fn new(config: StompConfig, app: Box<dyn Application>) -> Arc<Hub> {
+        Arc::new(Hub {
+            broker: Mutex::new(Broker::new(config.broker)),
+            peers: RwLock::default(),
+            app,
+            limits: config.limits,
+            ws_path: config.ws_path,
+            started: Instant::now(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn messaging(self: &Arc<Self>) -> Messaging {
+        Messaging { hub: self.clone() }
+    }
+
+    fn broker(&self) -> MutexGuard<'_, Broker> {
+        // The broker's state stays consistent across a panic in a handler: keep serving.
+        self.broker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Live sessions (WebSocket and TCP).
+    pub fn session_count(&self) -> usize {
+        self.peers.read().map_or(0, |p| p.len())
+    }
+
+    /// Stops the heart-beat thread.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn register(&self, id: SessionId, handle: SessionHandle) {
+        let peer = Peer {
+            handle,
+            last_in: AtomicU64::new(self.elapsed_ms()),
+            send_every: AtomicU64::new(0),
+            expect_every: AtomicU64::new(0),
+        };
+        if let Ok(mut peers) = self.peers.write() {
+            peers.insert(id, peer);
+        }
+    }
+
+    fn touch(&self, id: SessionId) {
+        if let Some(peer) = self.peers.read().ok().as_ref().and_then(|p| p.get(&id)) {
+            peer.last_in.store(self.elapsed_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes from a session: parse, hand to the broker, carry out what it says.
+    fn feed<D: AsLink>(self: &Arc<Self>, session: &mut Session<'_, D>, bytes: &[u8]) {
+        let id = session.id();
+        self.touch(id);
+        let mut actions = Vec::new();
+        {
+            let mut broker = self.broker();
+            session
+                .data_mut()
+                .link()
+                .feed(id, bytes, &mut broker, &self.limits, &mut actions);
+        }
+        self.execute(actions, Some(session));
+    }
+
+    /// The transport is gone: tell the broker (redeliveries, Disconnected event).
+    fn closed(self: &Arc<Self>, id: SessionId) {
+        if let Ok(mut peers) = self.peers.write() {
+            peers.remove(&id);
+        }
+        let mut actions = Vec::new();
+        self.broker().closed(id, &mut actions);
+        self.execute(actions, None);
+    }
+
+    /// Carries out the broker's actions, then runs the application for what it must see.
+    fn execute(
+        self: &Arc<Self>,
+        actions: Vec<Action>,
+        mut current: Option<&mut dyn CurrentSession>,
+    ) {
+        let mut app_messages = Vec::new();
+        let mut events = Vec::new();
+        let mut errored: Vec<SessionId> = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { to, frame } => {
+                    if frame.head.starts_with(b"ERROR\n") {
+                        errored.push(to);
+                    }
+                    match current.as_deref_mut() {
+                        Some(s) if s.session_id() == to => s.send_frame(&frame),
+                        _ => self.post(to, &frame),
+                    }
+                }
+                Action::Close { to } => {
+                    // After ERROR the spec wants the connection closed; DISCONNECT is normal.
+                    let (code, reason) = if errored.contains(&to) {
+                        (1002, "STOMP error")
+                    } else {
+                        (1000, "disconnected")
+                    };
+                    match current.as_deref_mut() {
+                        Some(s) if s.session_id() == to => s.close_with(code, reason),
+                        _ => {
+                            if let Some(peer) =
+                                self.peers.read().ok().as_ref().and_then(|p| p.get(&to))
+                            {
+                                let _ = peer.handle.close(code, reason);
+                            }
+                        }
+                    }
+                }
+                Action::HeartBeat {
+                    to,
+                    send_every,
+                    expect_every,
+                } => {
+                    if let Some(peer) = self.peers.read().ok().as_ref().and_then(|p| p.get(&to)) {
+                        peer.send_every.store(send_every, Ordering::Relaxed);
+                        peer.expect_every.store(expect_every, Ordering::Relaxed);
+                    }
+                }
+                Action::App(message) => app_messages.push(message),
+                Action::Event(event) => events.push(event),
+            }
+        }
+        if app_messages.is_empty() && events.is_empty() {
+            return;
+        }
+        let messaging = self.messaging();
+        for message in &app_messages {
+            self.app.on_app_message(message, &messaging);
+        }
+        for event in &events {
+            self.app.on_event(event, &messaging);
+        }
+    }
+
+    /// Sends a frame to a session through its handle (any worker).
+    fn post(&self, to: SessionId, frame: &OutFrame) {
+        let Ok(peers) = self.peers.read() else { return };
+        let Some(peer) = peers.get(&to) else { return };
+        let kind = if frame.utf8 {
+            DataKind::Text
+        } else {
+            DataKind::Binary
+        };
+        let (prefix, body) = match &frame.tail {
+            Some(tail) => (frame.head.clone(), tail.clone()),
+            None => (Bytes::new(), frame.head.clone()),
+        };
+        if peer.handle.send_parts(kind, prefix, body).is_err() {
+            debug!(
+                session = to,
+                "could not post a frame (worker stopping or inbox full)"
+            );
+        }
+    }
+}
+
+/// The session being served, when the hub acts inside its callback (object-safe over the
+/// handler's data type).
+trait CurrentSession {
+    fn session_id(&self) -> SessionId;
+    fn send_frame(&mut self, frame: &OutFrame);
+    fn close_with(&mut self, code: u16, reason: &str);
+}
+
+impl<D> CurrentSession for Session<'_, D> {
+    fn session_id(&self) -> SessionId {
+        self.id()
+    }
+
+    fn send_frame(&mut self, frame: &OutFrame) {
+        let kind = if frame.utf8 {
+            DataKind::Text
+        } else {
+            DataKind::Binary
+        };
+        let outgoing = match &frame.tail {
+            Some(tail) => Outgoing::Parts(kind, &frame.head, tail.clone()),
+            None => Outgoing::Shared(kind, frame.head.clone()),
+        };
+        let _ = self.send(outgoing);
+    }
+
+    fn close_with(&mut self, code: u16, reason: &str) {
+        let _ = self.close(code, reason);
+    }
+}
+
+/// Per-connection data that carries a [`Link`].
+pub trait AsLink {
+    fn link(&mut self) -> &mut Link;
+}
+
+impl AsLink for Link {
+    fn link(&mut self) -> &mut Link {
+        self
+    }
+}
+
+/// The engine handler of a STOMP server: one per worker.
+#[derive(Clone, Debug)]
+pub struct StompHandler {
+    hub: Arc<Hub>,
+}
+
+impl StompHandler {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        StompHandler { hub }
+    }
+}
+
+impl Handler for StompHandler {
+    type Data = Link;
+
+    fn on_upgrade(
+        &mut self,
+        req: &Request<'_, '_>,
+        _upgrading: &mut Upgrading,
+    ) -> Result<Link, Rejection> {
+        if req.path() != self.hub.ws_path {
+            return Err(Rejection::new(
+                404,
+                format!("no WebSocket endpoint at {}", req.path()),
+            ));
+        }
+        // The sub-protocol was chosen from the server's list; a client offering none is welcome.
+        Ok(Link::new())
+    }
+
+    fn on_http(&mut self, req: &Request<'_, '_>, body: &[u8]) -> HttpResponse {
+        if req.path() == self.hub.ws_path {
+            return HttpResponse::text(426, "this endpoint speaks STOMP over WebSocket\n");
+        }
+        self.hub.app.on_http(req, body, &self.hub.messaging())
+    }
+
+    fn on_stream_open(&mut self, peer: SocketAddr) -> Option<Link> {
+        debug!(%peer, "STOMP over TCP connection");
+        Some(Link::new())
+    }
+
+    fn on_open(&mut self, session: &mut Session<'_, Link>) {
+        self.hub.register(session.id(), session.handle());
+    }
+
+    fn on_message(&mut self, session: &mut Session<'_, Link>, message: Message<'_>) {
+        let bytes = match message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+        };
+        self.hub.feed(session, bytes);
+    }
+
+    fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) {
+        self.hub.feed(session, bytes);
+    }
+
+    fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {
+        info!(session = session.id(), code, reason, "STOMP session closed");
+        self.hub.closed(session.id());
+    }
+}
