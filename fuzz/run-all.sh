@@ -16,7 +16,8 @@ shift
 
 ensure_tools
 start=$(date +%s)
-(cd "$REPO_DIR" && cargo +nightly fuzz build --fuzz-dir "$FUZZ_DIR") || exit 1
+(cd "$REPO_DIR" && cargo +nightly fuzz build --fuzz-dir "$FUZZ_DIR" \
+    --sanitizer "${FUZZ_SANITIZER:-address}") || exit 1
 echo "build: $(($(date +%s) - start)) s"
 
 failed=()

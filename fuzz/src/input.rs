@@ -73,9 +73,13 @@ pub fn piece_size(b: u8) -> usize {
     }
 }
 
+/// Most pieces [`chunks`] makes: the rest of the data goes in the last one, so that a 64 KiB
+/// input cut into 1-byte pieces does not make an execution a thousand times slower.
+pub const MAX_PIECES: usize = 512;
+
 /// Splits `data` into consecutive pieces whose sizes are read cyclically from `sizes` (see
 /// [`piece_size`]). The pieces concatenate to `data`. No sizes: one piece. Only zero sizes: one
-/// empty piece, then the rest in one piece.
+/// empty piece, then the rest in one piece. At most [`MAX_PIECES`].
 pub fn chunks<'a>(sizes: &[u8], data: &'a [u8]) -> Vec<&'a [u8]> {
     if sizes.is_empty() || data.is_empty() {
         return vec![data];
@@ -88,7 +92,9 @@ pub fn chunks<'a>(sizes: &[u8], data: &'a [u8]) -> Vec<&'a [u8]> {
             break;
         }
         let mut n = piece_size(b).min(rest.len());
-        if n == 0 {
+        if out.len() + 1 == MAX_PIECES {
+            n = rest.len();
+        } else if n == 0 {
             zero_run += 1;
             if zero_run > sizes.len() {
                 n = rest.len();
@@ -116,6 +122,10 @@ mod tests {
         }
         assert_eq!(chunks(&[0], &data).len(), 2);
         assert_eq!(chunks(&[1], &data).len(), 256);
+        let long = vec![0u8; 4 * MAX_PIECES];
+        let pieces = chunks(&[1], &long);
+        assert_eq!(pieces.len(), MAX_PIECES);
+        assert_eq!(pieces.concat(), long);
     }
 
     #[test]
