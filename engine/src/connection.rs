@@ -105,6 +105,8 @@ struct InMessage {
     fragments: usize,
     utf8: Utf8Validator,
     frame: Option<InFrame>,
+    /// Every fragment arrived: lent out as an event until the next `read`.
+    complete: bool,
 }
 
 /// What a step of the read loop found, for the part that must be built after the loop.
@@ -120,10 +122,9 @@ pub struct Receiver {
     role: Role,
     limits: Limits,
     state: RxState,
-    msg: Option<InMessage>,
-    /// The last assembled message, lent out by the previous `read`; freed by the next one.
-    delivered: Vec<u8>,
-    delivered_text: bool,
+    /// The message being assembled, boxed so that an idle connection carries one pointer.
+    /// Once `complete` it is the message lent out by the previous `read`, freed by the next.
+    msg: Option<Box<InMessage>>,
 }
 
 /// Splits the first `n` bytes off `rest`, advancing it.
@@ -140,8 +141,6 @@ impl Receiver {
             limits,
             state: RxState::Open,
             msg: None,
-            delivered: Vec::new(),
-            delivered_text: false,
         }
     }
 
@@ -157,7 +156,7 @@ impl Receiver {
 
     /// Bytes held for a message in progress (the per-connection memory beyond the struct).
     pub fn buffered(&self) -> usize {
-        self.msg.as_ref().map_or(0, |m| m.buf.capacity()) + self.delivered.capacity()
+        self.msg.as_ref().map_or(0, |m| m.buf.capacity())
     }
 
     /// Consumes a prefix of `input` and returns at most one event. See the module docs.
@@ -167,8 +166,8 @@ impl Receiver {
         tx: &mut Sender,
         out: &mut S,
     ) -> Result<Read<'a>, Failure> {
-        if self.delivered.capacity() > 0 {
-            self.delivered = Vec::new();
+        if self.msg.as_ref().is_some_and(|m| m.complete) {
+            self.msg = None;
         }
         let mut rest = input;
         let mut consumed = 0;
@@ -197,14 +196,17 @@ impl Receiver {
     }
 
     fn assembled(&self) -> Event<'_> {
-        if self.delivered_text {
+        let Some(msg) = self.msg.as_deref() else {
+            unreachable!("an assembled message is kept until the next read")
+        };
+        if msg.text {
             // Validated piece by piece as it arrived; this pass only recovers the `&str`.
-            match simdutf8::basic::from_utf8(&self.delivered) {
+            match simdutf8::basic::from_utf8(&msg.buf) {
                 Ok(text) => Event::Text(text),
                 Err(_) => unreachable!("text message was validated incrementally"),
             }
         } else {
-            Event::Binary(&self.delivered)
+            Event::Binary(&msg.buf)
         }
     }
 
@@ -296,12 +298,15 @@ impl Receiver {
             }
             take(rest, hlen);
             *consumed += hlen;
-            let msg = self.msg.get_or_insert_with(|| InMessage {
-                text,
-                buf: Vec::new(),
-                fragments: 0,
-                utf8: Utf8Validator::new(),
-                frame: None,
+            let msg = self.msg.get_or_insert_with(|| {
+                Box::new(InMessage {
+                    text,
+                    buf: Vec::new(),
+                    fragments: 0,
+                    utf8: Utf8Validator::new(),
+                    frame: None,
+                    complete: false,
+                })
             });
             msg.fragments += 1;
             // Reserve only what has arrived: a header alone must not claim the whole length.
@@ -350,9 +355,7 @@ impl Receiver {
         if msg.text && msg.utf8.finish().is_err() {
             return Err((ProtocolError::InvalidUtf8, Some(0)));
         }
-        let msg = self.msg.take().expect("checked above");
-        self.delivered = msg.buf;
-        self.delivered_text = msg.text;
+        msg.complete = true;
         Ok(Some(Found::Assembled))
     }
 

@@ -15,7 +15,7 @@ impl<D> Loop<D> {
         while let Some(tag) = self.timers.handshakes.pop_expired(now) {
             if let Some(conn) = self.conns.get(tag.key) {
                 if conn.gen == tag.gen && matches!(conn.phase, Phase::Handshake { .. }) {
-                    info!(peer = %conn.peer, "handshake timed out");
+                    info!(peer = %conn.peer(), "handshake timed out");
                     self.remove(tag.key);
                 }
             }
@@ -45,7 +45,7 @@ impl<D> Loop<D> {
         }
         match conn.phase {
             Phase::Open(_) => {
-                info!(peer = %conn.peer, "close handshake timed out");
+                info!(peer = %conn.peer(), "close handshake timed out");
                 if let Next::Drop = self.end(handler, tag.key, Some(SessionError::CloseTimeout)) {
                     self.remove(tag.key);
                 }
@@ -108,7 +108,7 @@ impl<D> Loop<D> {
         {
             let _ = cork.flush_into(stream, &mut open.state.backlog);
         }
-        info!(peer = %self.conns[tag.key].peer, "no pong: dropping the connection");
+        info!(peer = %self.conns[tag.key].peer(), "no pong: dropping the connection");
         Counters::bump(&self.counters().pong_timeouts);
         if let Next::Drop = self.end(handler, tag.key, Some(SessionError::PongTimeout)) {
             self.remove(tag.key);
