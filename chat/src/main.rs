@@ -3,6 +3,7 @@
 //! HTTP pages, the JSON API and STOMP over WebSocket (`/ws`) share one port; STOMP over TCP has
 //! its own. `cargo run --release -p sockeye-chat -- --help` lists the flags.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
+use sockeye_chat::broker::{Authenticator, ConnectRequest};
 use sockeye_chat::rooms::{Chat, ChatConfig, Store};
 use sockeye_chat::server::{heartbeat, Hub, StompConfig, StompHandler, SUB_PROTOCOLS};
 use tracing::{error, info};
@@ -48,6 +50,12 @@ struct Args {
     /// Server heart-beat offer in ms, "send,receive" (STOMP heart-beat header).
     #[arg(long)]
     heart_beat: Option<String>,
+    /// A JSON object {"user": "passcode", ...}: CONNECT must then carry a matching
+    /// login/passcode, or gets ERROR "not authorized". Without it (the development default)
+    /// there is no password check: a CONNECT's `login` header alone names the session's user
+    /// (for /user/... destinations), and a CONNECT without `login` is anonymous.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
     /// A JSON file with any of the settings above (snake_case keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -66,6 +74,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_backpressure: Option<usize>,
     heart_beat: Option<String>,
+    users: Option<PathBuf>,
 }
 
 fn load_file(path: &PathBuf) -> Result<FileConfig, String> {
@@ -81,6 +90,56 @@ fn parse_heart_beat(value: &str) -> Result<(u64, u64), String> {
         a.trim().parse().map_err(|_| bad())?,
         b.trim().parse().map_err(|_| bad())?,
     ))
+}
+
+/// Reads the `--users` file: a JSON object of user name → passcode.
+fn load_users(path: &PathBuf) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let users: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "bad users file {} (want {{\"user\": \"passcode\"}}): {e}",
+            path.display()
+        )
+    })?;
+    if let Some(name) = users.keys().find(|u| !valid_login(u)) {
+        return Err(format!(
+            "bad users file {}: invalid user name {name:?} (empty, or holds '/' or a control character)",
+            path.display()
+        ));
+    }
+    Ok(users)
+}
+
+/// A user name must fit in `/user/{name}/queue/...`.
+fn valid_login(login: &str) -> bool {
+    !login.is_empty() && !login.contains('/') && !login.chars().any(char::is_control)
+}
+
+/// Compares without stopping at the first difference (no timing hint about the passcode).
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The CONNECT check: with `users`, login and passcode must match one of them; without,
+/// `login` (if any) names the user unchecked, the development default.
+fn authenticator(users: Option<HashMap<String, String>>) -> Authenticator {
+    match users {
+        Some(users) => Box::new(move |req: &ConnectRequest<'_>| {
+            let (Some(login), Some(passcode)) = (req.login, req.passcode) else {
+                return Err("login and passcode required".into());
+            };
+            match users.get(login) {
+                Some(expected) if same_secret(expected, passcode) => Ok(Some(login.to_owned())),
+                _ => Err("bad login or passcode".into()),
+            }
+        }),
+        None => Box::new(|req: &ConnectRequest<'_>| match req.login {
+            None | Some("") => Ok(None),
+            Some(login) if valid_login(login) => Ok(Some(login.to_owned())),
+            Some(_) => Err("invalid login (holds '/' or a control character)".into()),
+        }),
+    }
 }
 
 fn main() {
@@ -125,6 +184,14 @@ fn run(args: Args) -> Result<(), String> {
         Some(v) => parse_heart_beat(&v)?,
         None => (10_000, 10_000),
     };
+    let users = match args.users.or(file.users) {
+        Some(path) => Some(load_users(&path)?),
+        None => None,
+    };
+    match &users {
+        Some(u) => info!(users = u.len(), "CONNECT needs a login and passcode"),
+        None => info!("no --users: a CONNECT's login names its user, unchecked"),
+    }
 
     let mut config = ServerConfig::default();
     if let Some(w) = args.workers.or(file.workers) {
@@ -166,6 +233,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut stomp = StompConfig::default();
     stomp.limits.max_body = max_message;
     stomp.broker.heart_beat = heart_beat;
+    stomp.broker.authenticator = Some(authenticator(users));
     let hub = Hub::new(stomp, Box::new(app.clone()));
 
     let mut server =
@@ -205,4 +273,99 @@ fn run(args: Args) -> Result<(), String> {
     app.flush();
     info!("stopped");
     result.map_err(|e| format!("server failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockeye_chat::broker::{Action, Broker, BrokerConfig};
+    use sockeye_chat::link::Link;
+    use sockeye_chat::stomp::Limits;
+
+    /// Feeds a CONNECT with `extra` headers; returns the first frame sent back.
+    fn connect(users: Option<&[(&str, &str)]>, extra: &str) -> (String, Option<String>) {
+        let users = users.map(|u| {
+            u.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        });
+        let mut broker = Broker::new(BrokerConfig {
+            authenticator: Some(authenticator(users)),
+            ..BrokerConfig::default()
+        });
+        let mut out = Vec::new();
+        let frame = format!("CONNECT\naccept-version:1.2\n{extra}\n\0");
+        Link::new().feed(
+            1,
+            frame.as_bytes(),
+            &mut broker,
+            &Limits::default(),
+            &mut out,
+        );
+        let first = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Send { frame, .. } => Some(String::from_utf8_lossy(&frame.to_vec()).into()),
+                _ => None,
+            })
+            .expect("a reply");
+        (first, broker.user(1).map(str::to_owned))
+    }
+
+    const USERS: &[(&str, &str)] = &[("ann", "a-secret"), ("bob", "b-secret")];
+
+    #[test]
+    fn with_users_the_passcode_must_match() {
+        let (reply, user) = connect(Some(USERS), "login:ann\npasscode:a-secret\n");
+        assert!(reply.starts_with("CONNECTED\n"), "{reply}");
+        assert!(reply.contains("\nuser-name:ann\n"), "{reply}");
+        assert_eq!(user.as_deref(), Some("ann"));
+        for extra in [
+            "login:ann\npasscode:b-secret\n",
+            "login:ann\npasscode:a-secre\n",
+            "login:eve\npasscode:a-secret\n",
+            "login:ann\n",
+            "",
+        ] {
+            let (reply, user) = connect(Some(USERS), extra);
+            assert!(reply.starts_with("ERROR\n"), "{extra:?}: {reply}");
+            assert!(
+                reply.contains("\nmessage:not authorized"),
+                "{extra:?}: {reply}"
+            );
+            assert_eq!(user, None);
+        }
+    }
+
+    #[test]
+    fn without_users_login_names_the_user_unchecked() {
+        let (reply, user) = connect(None, "login:ann\npasscode:anything\n");
+        assert!(reply.contains("\nuser-name:ann\n"), "{reply}");
+        assert_eq!(user.as_deref(), Some("ann"));
+        let (reply, user) = connect(None, "");
+        assert!(reply.starts_with("CONNECTED\n"), "{reply}");
+        assert!(!reply.contains("user-name"), "{reply}");
+        assert_eq!(user, None);
+        let (reply, _) = connect(None, "login:a/b\n");
+        assert!(reply.starts_with("ERROR\n"), "{reply}");
+    }
+
+    #[test]
+    fn the_users_file_is_an_object_of_passcodes() {
+        let dir = std::env::temp_dir().join(format!("sockeye-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(&good, r#"{"ann": "a-secret", "bob": "b-secret"}"#).unwrap();
+        let users = load_users(&good).unwrap();
+        assert_eq!(users.get("bob").map(String::as_str), Some("b-secret"));
+        for (name, text) in [
+            ("list.json", r#"["ann"]"#),
+            ("slash.json", r#"{"a/b": "x"}"#),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            assert!(load_users(&path).is_err(), "{name}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
