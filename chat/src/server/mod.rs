@@ -398,6 +398,79 @@ impl<D> CurrentSession for Session<'_, D> {
     }
 }
 
+/// A running STOMP server: the engine's workers, the hub and its heart-beat thread.
+#[derive(Debug)]
+pub struct StompServer {
+    running: sockeye::server::RunningServer,
+    hub: Arc<Hub>,
+    beats: Option<std::thread::JoinHandle<()>>,
+    ws_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+}
+
+impl StompServer {
+    /// Binds `ws` (HTTP and STOMP over WebSocket) and, if given, `tcp` (STOMP over TCP), and
+    /// starts serving. The server's sub-protocol list is set to [`SUB_PROTOCOLS`].
+    pub fn start(
+        ws: SocketAddr,
+        tcp: Option<SocketAddr>,
+        mut config: sockeye::server::ServerConfig,
+        stomp: StompConfig,
+        app: Box<dyn Application>,
+    ) -> std::io::Result<StompServer> {
+        config.handshake.protocols = SUB_PROTOCOLS.iter().map(|p| p.to_string()).collect();
+        let hub = Hub::new(stomp, app);
+        let mut server = sockeye::server::Server::bind(ws, config)?;
+        let ws_addr = server.local_addr();
+        let tcp_addr = match tcp {
+            Some(addr) => Some(server.bind_stream(addr)?),
+            None => None,
+        };
+        let beats = heartbeat::spawn(&hub)?;
+        let handler_hub = hub.clone();
+        let running = server.spawn(move || StompHandler::new(handler_hub.clone()))?;
+        Ok(StompServer {
+            running,
+            hub,
+            beats: Some(beats),
+            ws_addr,
+            tcp_addr,
+        })
+    }
+
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn shutdown_handle(&self) -> sockeye::server::ShutdownHandle {
+        self.running.shutdown_handle()
+    }
+
+    /// Waits until the engine stops (a shutdown through the handle, or a signal).
+    pub fn join(mut self) -> std::io::Result<()> {
+        let result = self.running.join();
+        self.hub.stop();
+        if let Some(beats) = self.beats.take() {
+            let _ = beats.join();
+        }
+        result
+    }
+
+    /// Graceful shutdown, then waits.
+    pub fn shutdown(self) -> std::io::Result<()> {
+        self.running.shutdown_handle().shutdown();
+        self.join()
+    }
+}
+
 /// Per-connection data that carries a [`Link`].
 pub trait AsLink {
     fn link(&mut self) -> &mut Link;
