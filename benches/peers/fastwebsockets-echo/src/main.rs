@@ -31,7 +31,10 @@ async fn upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, W
     let (response, fut) = upgrade::upgrade(&mut req)?;
     tokio::spawn(async move {
         if let Err(e) = tokio::task::unconstrained(echo(fut)).await {
-            if !matches!(e, WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed) {
+            if !matches!(
+                e,
+                WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed
+            ) {
                 eprintln!("connection error: {e}");
             }
         }
@@ -44,11 +47,21 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9002".into())
         .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad address: {e}"),
+            )
+        })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        eprintln!("fastwebsockets echo server listening on ws://{}", listener.local_addr()?);
+        eprintln!(
+            "fastwebsockets echo server listening on ws://{}",
+            listener.local_addr()?
+        );
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(pair) => pair,

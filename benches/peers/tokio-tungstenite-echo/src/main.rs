@@ -26,11 +26,21 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9003".into())
         .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad address: {e}"),
+            )
+        })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        eprintln!("tokio-tungstenite echo server listening on ws://{}", listener.local_addr()?);
+        eprintln!(
+            "tokio-tungstenite echo server listening on ws://{}",
+            listener.local_addr()?
+        );
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
