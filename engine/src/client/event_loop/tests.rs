@@ -2,12 +2,17 @@
 //! small fake servers for the failure paths. Every run is bounded by a deadline.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use super::*;
+use crate::client::ClientError;
 use crate::handshake::{accept_key, Request};
-use crate::server::{Handler, Rejection, RunningServer, Server, ServerConfig, Session, Upgrading};
+use crate::server::{
+    Handler, Message, Rejection, RunningServer, SendStatus, Server, ServerConfig, Session,
+    Upgrading,
+};
 
 /// Echoes everything; `bye` makes it close with 4000, `peer?` answers the client's address.
 struct Echo;

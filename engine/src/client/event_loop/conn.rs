@@ -1,0 +1,171 @@
+//! An open connection as callbacks see it ([`ClientConn`]: the server's message API, masked
+//! and corked), and the dispatch of what the core reads to the handler.
+
+use std::fmt;
+
+use super::output::Output;
+use super::state::Open;
+use super::{ClientHandler, ClientId};
+use crate::close::code;
+use crate::connection::{Connection, DataKind, Event, Failure, Read, Sender};
+use crate::error::SendError;
+use crate::server::{Message, SendStatus};
+
+/// An open connection as a callback (or the owner of the loop, between turns) sees it.
+pub struct ClientConn<'a, D> {
+    pub(super) id: ClientId,
+    pub(super) tx: &'a mut Sender,
+    pub(super) out: &'a mut Output,
+    pub(super) data: &'a mut D,
+    pub(super) protocol: Option<&'a str>,
+    pub(super) max_backpressure: usize,
+}
+
+impl<D> fmt::Debug for ClientConn<'_, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConn").field("id", &self.id).finish()
+    }
+}
+
+impl<D> ClientConn<'_, D> {
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    pub fn data(&self) -> &D {
+        self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut D {
+        self.data
+    }
+
+    /// The sub-protocol the server chose.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol
+    }
+
+    /// Bytes sent that the socket has not taken yet (corked this turn plus queued).
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Sends a message (masked with a fresh key); see [`SendStatus`]. `Written` means corked
+    /// with nothing queued before it: it goes out at the end of this turn. (The server's
+    /// shared payloads have no client counterpart: every client frame is masked with its own
+    /// key, so each is a copy anyway.)
+    pub fn send(&mut self, message: Message<'_>) -> Result<SendStatus, SendError> {
+        match message {
+            Message::Text(text) => self.send_data(DataKind::Text, text.as_bytes()),
+            Message::Binary(bytes) => self.send_data(DataKind::Binary, bytes),
+        }
+    }
+
+    fn send_data(&mut self, kind: DataKind, payload: &[u8]) -> Result<SendStatus, SendError> {
+        self.tx.check_data()?;
+        let waiting = self.out.len();
+        if waiting > 0 && waiting + payload.len() > self.max_backpressure {
+            return Ok(SendStatus::Dropped);
+        }
+        self.tx.send(kind, payload, self.out)?;
+        Ok(if self.out.queued() == 0 {
+            SendStatus::Written
+        } else {
+            SendStatus::Queued
+        })
+    }
+
+    /// Sends a text message. `Ok` when written, queued or dropped: use [`ClientConn::send`] to
+    /// tell which.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text)).map(drop)
+    }
+
+    /// Sends a binary message; see [`ClientConn::send_text`].
+    pub fn send_binary(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.send(Message::Binary(bytes)).map(drop)
+    }
+
+    /// Sends one fragment of a message (`fin` on the last); not subject to the cap.
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: &[u8],
+        fin: bool,
+    ) -> Result<(), SendError> {
+        self.tx.send_fragment(kind, payload, fin, self.out)
+    }
+
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.tx.ping(payload, self.out)
+    }
+
+    /// Starts the close handshake; `on_close` follows when the server has answered and closed
+    /// TCP (or at the close deadline).
+    pub fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
+        self.tx.close(code, reason, self.out)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.tx.is_close_sent()
+    }
+}
+
+/// Runs the core over `buf`, calling the handler for each event; keeps the unconsumed tail.
+pub(super) fn dispatch<H: ClientHandler>(
+    handler: &mut H,
+    id: ClientId,
+    open: &mut Open,
+    out: &mut Output,
+    data: &mut H::Data,
+    buf: &mut [u8],
+    max_backpressure: usize,
+) {
+    let Open {
+        conn: Connection { rx, tx },
+        stash,
+        protocol,
+        close,
+        failure,
+        ..
+    } = open;
+    let mut pos = 0;
+    loop {
+        match rx.read(&mut buf[pos..], tx, out) {
+            Ok(Read { consumed, event }) => {
+                pos += consumed;
+                let Some(event) = event else {
+                    if consumed == 0 {
+                        break;
+                    }
+                    continue;
+                };
+                let mut conn = ClientConn {
+                    id,
+                    tx: &mut *tx,
+                    out: &mut *out,
+                    data: &mut *data,
+                    protocol: protocol.as_deref(),
+                    max_backpressure,
+                };
+                match event {
+                    Event::Text(text) => handler.on_message(&mut conn, Message::Text(text)),
+                    Event::Binary(bytes) => handler.on_message(&mut conn, Message::Binary(bytes)),
+                    Event::Pong(payload) => handler.on_pong(&mut conn, payload),
+                    Event::Ping(_) => {}
+                    Event::Close(frame) => {
+                        let (c, reason) =
+                            frame.map_or((code::NO_STATUS, ""), |f| (f.code, f.reason));
+                        close.get_or_insert_with(|| (c, reason.into()));
+                    }
+                }
+            }
+            Err(Failure { error, consumed }) => {
+                pos += consumed;
+                close.get_or_insert_with(|| (error.close_code(), error.to_string().into()));
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    stash.extend_from_slice(&buf[pos..]);
+}
