@@ -123,7 +123,7 @@ def targets(med):
         if name.startswith("15,000"):
             shown = f"{a:,.0f} bytes"
         else:
-            shown = f"{ratio:.2f}× (needs {op} {factor:.3g}×)"
+            shown = f"{ratio:.3f}× (needs {op} {factor:.3g}×)"
         print(f"| {name} | {shown} | {'yes' if ok else 'no'} |")
 
 

@@ -121,6 +121,9 @@ struct Echo {
     conn_errors: u64,
     closed_early: u64,
     printed: usize,
+    /// One clock reading per connection per loop turn (the messages of one read arrive
+    /// together): the connection, the turn's start, and the reading.
+    clock: Option<(ClientId, Instant, Instant)>,
 }
 
 fn offset(index: usize, seq: u64) -> usize {
@@ -155,6 +158,20 @@ impl Echo {
             conn_errors: 0,
             closed_early: 0,
             printed: 0,
+            clock: None,
+        }
+    }
+
+    /// Now, read at most once per connection and turn.
+    fn now(&mut self, conn: &ClientConn<'_, Conn>) -> Instant {
+        let key = (conn.id(), conn.turn_started());
+        match self.clock {
+            Some((id, turn, at)) if (id, turn) == key => at,
+            _ => {
+                let at = Instant::now();
+                self.clock = Some((key.0, key.1, at));
+                at
+            }
         }
     }
 
@@ -181,9 +198,10 @@ impl Echo {
         };
         match conn.send(message) {
             Ok(SendStatus::Written | SendStatus::Queued) => {
+                let now = self.now(conn);
                 let d = conn.data_mut();
                 d.sent += 1;
-                d.in_flight.push_back(Instant::now());
+                d.in_flight.push_back(now);
                 self.in_flight += 1;
             }
             Ok(SendStatus::Dropped) | Err(_) => {

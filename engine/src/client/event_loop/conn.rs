@@ -2,6 +2,7 @@
 //! and corked), and the dispatch of what the core reads to the handler.
 
 use std::fmt;
+use std::time::Instant;
 
 use super::output::Output;
 use super::state::Open;
@@ -12,13 +13,21 @@ use crate::error::SendError;
 use crate::server::{Message, SendStatus};
 
 /// An open connection as a callback (or the owner of the loop, between turns) sees it.
+/// What every connection of a loop shares during a turn.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Env {
+    pub max_backpressure: usize,
+    /// When the current turn started.
+    pub now: Instant,
+}
+
 pub struct ClientConn<'a, D> {
     pub(super) id: ClientId,
     pub(super) tx: &'a mut Sender,
     pub(super) out: &'a mut Output,
     pub(super) data: &'a mut D,
     pub(super) protocol: Option<&'a str>,
-    pub(super) max_backpressure: usize,
+    pub(super) env: Env,
 }
 
 impl<D> fmt::Debug for ClientConn<'_, D> {
@@ -38,6 +47,12 @@ impl<D> ClientConn<'_, D> {
 
     pub fn data_mut(&mut self) -> &mut D {
         self.data
+    }
+
+    /// When the current loop turn started (for a connection reached between turns: the last
+    /// one). Callbacks that need a timestamp per message can take one clock reading per turn.
+    pub fn turn_started(&self) -> Instant {
+        self.env.now
     }
 
     /// The sub-protocol the server chose.
@@ -64,7 +79,7 @@ impl<D> ClientConn<'_, D> {
     fn send_data(&mut self, kind: DataKind, payload: &[u8]) -> Result<SendStatus, SendError> {
         self.tx.check_data()?;
         let waiting = self.out.len();
-        if waiting > 0 && waiting + payload.len() > self.max_backpressure {
+        if waiting > 0 && waiting + payload.len() > self.env.max_backpressure {
             return Ok(SendStatus::Dropped);
         }
         self.tx.send(kind, payload, self.out)?;
@@ -119,7 +134,7 @@ pub(super) fn dispatch<H: ClientHandler>(
     out: &mut Output,
     data: &mut H::Data,
     buf: &mut [u8],
-    max_backpressure: usize,
+    env: Env,
 ) {
     let Open {
         conn: Connection { rx, tx },
@@ -146,7 +161,7 @@ pub(super) fn dispatch<H: ClientHandler>(
                     out: &mut *out,
                     data: &mut *data,
                     protocol: protocol.as_deref(),
-                    max_backpressure,
+                    env,
                 };
                 match event {
                     Event::Text(text) => handler.on_message(&mut conn, Message::Text(text)),

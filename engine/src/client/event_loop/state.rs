@@ -10,7 +10,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::conn::{dispatch, ClientConn};
+use super::conn::{dispatch, ClientConn, Env};
 use super::output::Output;
 use super::{ClientHandler, ClientId, Control, LoopConfig, Target, READS_PER_TURN};
 use crate::client::{io_error, os_random, ClientError};
@@ -196,6 +196,13 @@ impl<D> Core<D> {
         Ok(id)
     }
 
+    fn env(&self) -> Env {
+        Env {
+            max_backpressure: self.config.max_backpressure,
+            now: self.now,
+        }
+    }
+
     /// Lists the slot for this turn's flush.
     fn mark(dirty: &mut Vec<ClientId>, slot: &mut Slot<D>, id: ClientId) {
         if !slot.dirty {
@@ -205,12 +212,12 @@ impl<D> Core<D> {
     }
 
     pub(super) fn conn(&mut self, id: ClientId) -> Option<ClientConn<'_, D>> {
+        let env = self.env();
         let slot = self.slots.get_mut(id.key).filter(|s| s.gen == id.gen)?;
         if !matches!(slot.phase, Phase::Open(_)) {
             return None;
         }
         Self::mark(&mut self.dirty, slot, id);
-        let max_backpressure = self.config.max_backpressure;
         let Slot {
             phase: Phase::Open(open),
             out,
@@ -226,12 +233,12 @@ impl<D> Core<D> {
             out,
             data,
             protocol: open.protocol.as_deref(),
-            max_backpressure,
+            env,
         })
     }
 
     pub(super) fn each_open(&mut self, mut f: impl FnMut(&mut ClientConn<'_, D>)) {
-        let max_backpressure = self.config.max_backpressure;
+        let env = self.env();
         for (key, slot) in self.slots.iter_mut() {
             let id = ClientId { key, gen: slot.gen };
             if !matches!(slot.phase, Phase::Open(_)) {
@@ -253,7 +260,7 @@ impl<D> Core<D> {
                 out,
                 data,
                 protocol: open.protocol.as_deref(),
-                max_backpressure,
+                env,
             });
         }
     }
@@ -350,6 +357,7 @@ impl<D> Core<D> {
         ready: Ready,
     ) -> Next {
         let max_head = self.config.client.max_head_size;
+        let env = self.env();
         let slot = &mut self.slots[id.key];
         let Phase::Handshake { key, head } = &mut slot.phase else {
             return Next::Keep;
@@ -395,7 +403,6 @@ impl<D> Core<D> {
             close_armed: false,
         });
         Self::mark(&mut self.dirty, slot, id);
-        let max_backpressure = self.config.max_backpressure;
         let Slot {
             phase: Phase::Open(open),
             out,
@@ -411,12 +418,12 @@ impl<D> Core<D> {
             out,
             data,
             protocol: open.protocol.as_deref(),
-            max_backpressure,
+            env,
         });
         if !stash.is_empty() {
             // Frames that came with the head.
             let mut early = stash;
-            dispatch(handler, id, open, out, data, &mut early, max_backpressure);
+            dispatch(handler, id, open, out, data, &mut early, env);
         }
         match (eof, drained) {
             // The server hung up right after its answer (and whatever frames came with it).
@@ -434,7 +441,7 @@ impl<D> Core<D> {
         id: ClientId,
         ready: Ready,
     ) -> Next {
-        let max_backpressure = self.config.max_backpressure;
+        let env = self.env();
         let slot = &mut self.slots[id.key];
         Self::mark(&mut self.dirty, slot, id);
         let Slot {
@@ -459,7 +466,7 @@ impl<D> Core<D> {
                     open.stash.clear();
                     let data_len = carry + n;
                     let buf = &mut self.buf[..data_len];
-                    dispatch(handler, id, open, out, data, buf, max_backpressure);
+                    dispatch(handler, id, open, out, data, buf, env);
                     if SHORT_READ_DRAINS && !ready.hup && n < room {
                         return Next::Keep;
                     }
