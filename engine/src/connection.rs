@@ -127,6 +127,17 @@ pub struct Receiver {
     msg: Option<Box<InMessage>>,
 }
 
+/// Makes room for `extra` more bytes, doubling as a `Vec` would but never past `max` (the
+/// message limit, which the caller has already checked the message against), so that a
+/// message of the largest allowed size never holds twice that.
+fn grow(buf: &mut Vec<u8>, extra: usize, max: usize) {
+    let need = buf.len() + extra;
+    if need > buf.capacity() {
+        let target = (buf.capacity() * 2).min(max).max(need);
+        buf.reserve_exact(target - buf.len());
+    }
+}
+
 /// Splits the first `n` bytes off `rest`, advancing it.
 fn take<'a>(rest: &mut &'a mut [u8], n: usize) -> &'a mut [u8] {
     let (head, tail) = std::mem::take(rest).split_at_mut(n);
@@ -310,7 +321,11 @@ impl Receiver {
             });
             msg.fragments += 1;
             // Reserve only what has arrived: a header alone must not claim the whole length.
-            msg.buf.reserve(len.min(rest.len()));
+            grow(
+                &mut msg.buf,
+                len.min(rest.len()),
+                self.limits.max_message_size,
+            );
             msg.frame = Some(InFrame {
                 fin: h.fin,
                 mask: h.mask,
@@ -343,6 +358,7 @@ impl Receiver {
         if msg.text && msg.utf8.feed(chunk).is_err() {
             return Err((ProtocolError::InvalidUtf8, Some(frame.remaining)));
         }
+        grow(&mut msg.buf, n, self.limits.max_message_size);
         msg.buf.extend_from_slice(chunk);
         if frame.remaining > 0 {
             return Ok(None);

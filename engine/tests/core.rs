@@ -1812,3 +1812,42 @@ fn protocol_vectors() {
         run_vector(file);
     }
 }
+
+/// Regression (fuzz/regressions/connection_server-buffer-doubling): five 100-byte fragments of
+/// a message within a 512-byte limit must not make the receiver hold more than the limit (Vec's
+/// doubling took the capacity to 800).
+#[test]
+fn reassembly_never_holds_more_than_the_message_limit() {
+    let limits = limits(125, 512, 8);
+    let mut frames = vec![binary([7u8; 100]).fin(false)];
+    for i in 0..4 {
+        frames.push(cont(i == 3, [7u8; 100]));
+    }
+    let input = stream(&frames);
+    let mut rx = sockeye::Receiver::new(Role::Server, limits);
+    let mut tx = sockeye::Sender::server();
+    let mut out = Vec::new();
+    let mut peak = 0;
+    // Feed frame by frame so the buffer grows step by step, as over a socket.
+    let mut fed = Vec::new();
+    for frame in &frames {
+        fed.extend_from_slice(&frame.bytes());
+        loop {
+            let read = rx
+                .read(&mut fed, &mut tx, &mut out)
+                .expect("within every limit");
+            let consumed = read.consumed;
+            let done = read.event.is_some();
+            fed.drain(..consumed);
+            peak = peak.max(rx.buffered());
+            if consumed == 0 || done {
+                break;
+            }
+        }
+    }
+    assert!(!input.is_empty());
+    assert!(
+        peak <= 512,
+        "receiver held {peak} bytes for a 500-byte message (limit 512)"
+    );
+}

@@ -36,7 +36,6 @@ fn seeds_pass() {
 /// records an open finding (listed in regressions/README.md); run with `-- --ignored`, and drop
 /// the `ignore` once they all pass.
 #[test]
-#[ignore = "open findings in fuzz/regressions/README.md"]
 fn regressions_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
     let mut files: Vec<_> = fs::read_dir(&dir)
