@@ -3,7 +3,36 @@
 //!
 //! The message API is the server's: messages arrive as a [`Message`] borrowed from the loop's
 //! read buffer, and callbacks get a [`ClientConn`] whose `send` takes a [`Message`] (so an
-//! echo is `conn.send(message)`) and answers with a [`SendStatus`].
+//! echo is `conn.send(message)`) and answers with a
+//! [`SendStatus`](crate::server::SendStatus).
+//!
+//! ```no_run
+//! use sockeye::client::{ClientConn, ClientHandler, EventLoop, LoopConfig, Target};
+//! use sockeye::server::Message;
+//!
+//! struct Hello;
+//!
+//! impl ClientHandler for Hello {
+//!     type Data = ();
+//!
+//!     fn on_open(&mut self, conn: &mut ClientConn<'_, ()>) {
+//!         let _ = conn.send_text("hello");
+//!     }
+//!
+//!     fn on_message(&mut self, conn: &mut ClientConn<'_, ()>, message: Message<'_>) {
+//!         println!("{message:?}");
+//!         let _ = conn.close(1000, "bye");
+//!     }
+//! }
+//!
+//! let target = Target::from_url("ws://127.0.0.1:9001/")?;
+//! let mut lp = EventLoop::new(LoopConfig::default())?;
+//! for _ in 0..1000 {
+//!     lp.connect(&target, ())?;
+//! }
+//! lp.run(&mut Hello)?; // returns once every connection has ended
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ```text
 //!  connect() ──▶ Connecting ──TCP up──▶ Handshake ──101 checked──▶ Open ──closes + EOF──▶ gone
@@ -17,7 +46,7 @@
 //! `on_message`, `on_pong` fire here), call `on_tick` when due, expire deadlines (handshake,
 //! close), then flush every connection that has something to send. Sends are corked: whatever
 //! a connection sends during a turn goes out once, in one vectored write after what its socket
-//! refused earlier (see [`output`]).
+//! refused earlier (see `output.rs`).
 //!
 //! Readiness: mio is edge-triggered, so a ready socket is read until `WouldBlock`, at most
 //! [`READS_PER_TURN`] times per turn (then it is served again next turn, so a fast stream
@@ -145,9 +174,9 @@ pub struct LoopConfig {
     /// arrive in few reads, and it is one buffer per loop, not per connection.
     pub read_buffer_size: usize,
     /// Most bytes one connection may hold unsent; a send beyond it is dropped
-    /// ([`SendStatus::Dropped`]), except when nothing is waiting. Default 16 MiB: a load
-    /// generator keeping 16 messages of 1 MiB in flight never hits it, and a server that stops
-    /// reading costs the client no more.
+    /// ([`SendStatus::Dropped`](crate::server::SendStatus::Dropped)), except when nothing is
+    /// waiting. Default 16 MiB: a load generator keeping 16 messages of 1 MiB in flight never
+    /// hits it, and a server that stops reading costs the client no more.
     pub max_backpressure: usize,
     /// Interval of [`ClientHandler::on_tick`], `None` for none. Default `None`.
     pub tick: Option<Duration>,
