@@ -96,13 +96,29 @@ impl Cork {
             self.spill(backlog, 0);
             return backlog.flush(w);
         }
-        let total = self.len();
         let mut done = 0;
-        while done < total {
+        if let Err(e) = self.write_pieces(w, &[], &mut done) {
+            self.clear();
+            return Err(e);
+        }
+        self.spill(backlog, done);
+        Ok(())
+    }
+
+    /// Writes the corked pieces and then `extra`, from byte `done` on, until everything is
+    /// written or the socket would block; `done` counts what was written.
+    fn write_pieces<'a, W: Write>(
+        &'a self,
+        w: &mut W,
+        extra: &[&'a [u8]],
+        done: &mut usize,
+    ) -> io::Result<()> {
+        let total = self.len() + extra.iter().map(|p| p.len()).sum::<usize>();
+        while *done < total {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
-            let mut skip = done;
-            self.for_each_piece(|piece| {
+            let mut skip = *done;
+            let mut add = |piece: &'a [u8]| {
                 if count == MAX_IOV || piece.is_empty() {
                     return;
                 }
@@ -113,23 +129,49 @@ impl Cork {
                 iov[count] = IoSlice::new(&piece[skip..]);
                 skip = 0;
                 count += 1;
-            });
+            };
+            self.for_each_piece(&mut add);
+            for piece in extra {
+                add(piece);
+            }
             match w.write_vectored(&iov[..count]) {
-                Ok(0) => {
-                    self.clear();
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                Ok(n) => done += n,
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.clear();
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
-        self.spill(backlog, done);
         Ok(())
+    }
+
+    /// Writes the cork and then a frame whose payload the caller lends (`head`, `payload`)
+    /// in one vectored write, so a large payload is not copied into the cork first. What the
+    /// socket does not take goes to the backlog (only that part is copied). Falls back to
+    /// corking when bytes are already queued.
+    pub fn write_through<W: Write>(
+        &mut self,
+        w: &mut W,
+        backlog: &mut Backlog,
+        head: &[u8],
+        payload: &[u8],
+    ) {
+        if self.error.is_some() || !backlog.is_empty() {
+            self.buf.extend_from_slice(head);
+            self.buf.extend_from_slice(payload);
+            return;
+        }
+        let corked = self.len();
+        let mut done = 0;
+        if let Err(e) = self.write_pieces(w, &[head, payload], &mut done) {
+            self.clear();
+            self.error = Some(e);
+            return;
+        }
+        self.spill(backlog, done.min(corked));
+        let skip = done.saturating_sub(corked);
+        let skip = backlog.push_tail(head, skip);
+        backlog.push_tail(payload, skip);
     }
 
     /// Moves everything after the first `skip` bytes into the backlog.
@@ -233,6 +275,84 @@ impl Backlog {
                 let _ = front.split_to(n);
                 n = 0;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most `room` bytes in all, then would block.
+    struct Tight {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.room - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.room {
+                    break;
+                }
+            }
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Everything corked, shared and written through comes out in order, whatever the socket
+    /// takes at first.
+    #[test]
+    fn write_through_keeps_order_at_every_partial_write() {
+        let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        let mut expected = b"corked".to_vec();
+        expected.extend_from_slice(b"HEADshared");
+        expected.extend_from_slice(b"hd");
+        expected.extend_from_slice(&payload);
+        for room in [
+            0,
+            1,
+            5,
+            6,
+            9,
+            16,
+            17,
+            18,
+            1000,
+            40_017,
+            expected.len(),
+            expected.len() + 10,
+        ] {
+            let mut cork = Cork::default();
+            cork.extend(b"corked");
+            cork.frame_shared(b"HEAD", Bytes::from_static(b"shared"));
+            let mut backlog = Backlog::default();
+            let mut w = Tight {
+                got: Vec::new(),
+                room,
+            };
+            cork.write_through(&mut w, &mut backlog, b"hd", &payload);
+            assert!(cork.is_empty());
+            assert_eq!(w.got.len() + backlog.len(), expected.len(), "room {room}");
+            w.room = usize::MAX;
+            backlog.flush(&mut w).unwrap();
+            assert_eq!(w.got, expected, "room {room}");
         }
     }
 }

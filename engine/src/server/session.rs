@@ -26,6 +26,11 @@ use crate::frame::OpCode;
 /// that a big burst is not staged twice.
 pub const CORK_LIMIT: usize = 64 << 10;
 
+/// A borrowed payload at least this large is written straight from the caller's buffer (with
+/// whatever is corked before it, in one vectored write) instead of being copied into the cork:
+/// 16 KiB, where the copy starts to cost more than the extra syscall it saves.
+pub const WRITE_THROUGH: usize = 16 << 10;
+
 /// What [`Session::send`] did with the message (uWebSockets' SUCCESS / BACKPRESSURE /
 /// DROPPED).
 ///
@@ -269,6 +274,11 @@ impl<D> Session<'_, D> {
             return Ok(self.overflow());
         }
         match payload {
+            Payload::Copied(p) if p.len() >= WRITE_THROUGH => {
+                self.out
+                    .cork
+                    .write_through(self.out.stream, &mut self.state.backlog, head, p)
+            }
             Payload::Copied(p) => crate::connection::Sink::frame(self.out.cork, head, p, None),
             Payload::Shared(p) => self.out.cork.frame_shared(head, p),
             Payload::Parts(prefix, p) => {

@@ -286,14 +286,15 @@ impl Worker {
                     WAKER => {}
                     Token(key) => {
                         // Writable needs no flag: every event ends with a flush of the backlog.
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        lp.serve(handler, key, readable);
+                        let hup = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable() || hup;
+                        lp.serve(handler, key, readable, hup);
                     }
                 }
             }
             for key in std::mem::take(&mut lp.pending) {
-                lp.serve(handler, key, true);
+                // No fresh edge to rely on: read until the socket says it is empty.
+                lp.serve(handler, key, true, true);
             }
             lp.run_commands(handler);
             lp.expire(handler);
@@ -437,14 +438,22 @@ impl<D> Loop<D> {
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
-    fn serve<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize, readable: bool) {
+    /// Serves one connection. `hup`: the event says the peer hung up (or there was no event),
+    /// so a short read does not prove the socket drained.
+    fn serve<H: Handler<Data = D>>(
+        &mut self,
+        handler: &mut H,
+        key: usize,
+        readable: bool,
+        hup: bool,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let next = match conn.phase {
             Phase::Handshake { .. } if readable => self.read_handshake(handler, key),
             Phase::Handshake { .. } => Next::Keep,
-            Phase::Open(_) => self.serve_open(handler, key, readable),
+            Phase::Open(_) => self.serve_open(handler, key, readable, hup),
             Phase::Linger { .. } => self.serve_linger(key),
         };
         if let Next::Drop = next {
@@ -704,6 +713,7 @@ impl<D> Loop<D> {
         handler: &mut H,
         key: usize,
         readable: bool,
+        hup: bool,
     ) -> Next {
         let tick = self.clock.tick(self.now);
         let mut eof = false;
@@ -717,12 +727,18 @@ impl<D> Loop<D> {
             let mut reads = 0;
             while readable && failure.is_none() {
                 let carry = open.stash.len();
-                match out.stream.read(&mut self.buf[carry..]) {
+                let drained = match out.stream.read(&mut self.buf[carry..]) {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
                     Ok(n) => {
+                        // On Linux an edge-triggered socket that filled less than the buffer
+                        // is empty: anything arriving later raises a new edge. Stopping here
+                        // saves the read that would only return EAGAIN (one syscall per
+                        // message at depth 1).
+                        let drained =
+                            cfg!(target_os = "linux") && !hup && carry + n < self.buf.len();
                         open.last_rx = tick;
                         open.awaiting_pong = false;
                         if open.state.stream {
@@ -740,6 +756,7 @@ impl<D> Loop<D> {
                             open.stash.clear();
                             Self::dispatch(handler, open, &mut out, &mut self.buf, carry + n);
                         }
+                        drained
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -747,6 +764,9 @@ impl<D> Loop<D> {
                         failure = Some(e);
                         break;
                     }
+                };
+                if drained {
+                    break;
                 }
                 reads += 1;
                 if reads == READS_PER_TURN {
