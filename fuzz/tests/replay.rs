@@ -32,9 +32,8 @@ fn seeds_pass() {
     eprintln!("replayed {replayed} seeds");
 }
 
-/// Replays `regressions/TARGET-NAME`: inputs that made a target fail. Ignored while any of them
-/// records an open finding (listed in regressions/README.md); run with `-- --ignored`, and drop
-/// the `ignore` once they all pass.
+/// Replays `regressions/TARGET-NAME`: inputs that made a target fail, so fixed bugs stay fixed
+/// (see regressions/README.md).
 #[test]
 fn regressions_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");

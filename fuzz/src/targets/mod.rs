@@ -5,6 +5,7 @@ pub mod frame_header;
 pub mod handshake;
 pub mod mask;
 pub mod roundtrip;
+pub mod stomp;
 pub mod utf8_incremental;
 
 /// Runs the body of the target called `name` (for replaying files without libFuzzer).
@@ -17,6 +18,7 @@ pub fn run(name: &str, data: &[u8]) {
         "utf8_incremental" => utf8_incremental::run(data),
         "mask" => mask::run(data),
         "roundtrip" => roundtrip::run(data),
+        "stomp" => stomp::run(data),
         other => panic!("no fuzz target called {other}"),
     }
 }
@@ -29,5 +31,6 @@ pub const NAMES: &[&str] = &[
     "handshake",
     "mask",
     "roundtrip",
+    "stomp",
     "utf8_incremental",
 ];
