@@ -972,6 +972,14 @@ impl Broker {
 
     /// Removes a subscription; its unacknowledged queue messages go to someone else.
     fn remove_subscription(&mut self, key: usize, out: &mut Vec<Action>) {
+        for pending in self.detach_subscription(key, out) {
+            self.redeliver(pending, None, out);
+        }
+    }
+
+    /// Takes a subscription out of every index and returns its unacknowledged messages (for
+    /// the caller to redeliver once everything that must go is gone).
+    fn detach_subscription(&mut self, key: usize, out: &mut Vec<Action>) -> Vec<Pending> {
         let sub = self.subs.remove(key);
         if let Some(list) = self.exact.get_mut(&sub.target) {
             list.retain(|&k| k != key);
@@ -989,9 +997,7 @@ impl Broker {
             destination: sub.requested.clone(),
             id: sub.id.clone(),
         }));
-        for pending in sub.pending {
-            self.redeliver(pending, None, out);
-        }
+        sub.pending
     }
 
     /// Gives a message back to its queue: another subscriber if there is one, else held.
@@ -1144,8 +1150,11 @@ impl Broker {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
+        // Detach every subscription first: a message one of them left unacknowledged must
+        // not be handed to another subscription of the session that is going away.
+        let mut pending = Vec::new();
         for key in state.subscriptions.clone() {
-            self.remove_subscription(key, out);
+            pending.extend(self.detach_subscription(key, out));
         }
         if let Some(state) = self.sessions.remove(&session) {
             out.push(Action::Event(BrokerEvent::Disconnected {
@@ -1153,6 +1162,9 @@ impl Broker {
                 user: state.user,
                 attributes: state.attributes,
             }));
+        }
+        for p in pending {
+            self.redeliver(p, None, out);
         }
     }
 }

@@ -488,3 +488,27 @@ fn binary_bodies_are_flagged() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_closing_session_does_not_keep_its_own_unacked_messages() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(1, "SUBSCRIBE\nid:c1\ndestination:/queue/q\nack:client\n\n");
+    h.connect(9);
+    let actions = h.send(9, "SEND\ndestination:/queue/q\n\nm1");
+    assert_eq!(frames_to(&actions, 1).len(), 1);
+    // A second, auto-ack subscription of the same session on the same queue.
+    h.send(1, "SUBSCRIBE\nid:c2\ndestination:/queue/q\n\n");
+    let mut out = Vec::new();
+    h.broker.closed(1, &mut out);
+    assert!(
+        frames_to(&out, 1).is_empty(),
+        "not redelivered to the leaving session"
+    );
+    h.connect(2);
+    let actions = h.send(2, "SUBSCRIBE\nid:d\ndestination:/queue/q\n\n");
+    let got = frames_to(&actions, 2);
+    assert_eq!(got.len(), 1, "held for the next subscriber");
+    assert!(got[0].ends_with("\n\nm1\0"));
+    assert_eq!(header(&got[0], "redelivered"), Some("true"));
+}
