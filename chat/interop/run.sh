@@ -40,6 +40,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The engine binds with SO_REUSEPORT, so another sockeye-chat on the same port would bind too
+# and the kernel would split our clients between the two: make sure every listener is ours.
+only_ours() {
+    command -v ss >/dev/null || return 0
+    local others
+    others="$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | grep -vx "pid=$server_pid" || true)"
+    [ -z "$others" ]
+}
 
 # Free ports can be taken between the probe and the bind: try a few pairs.
 started=""
@@ -52,11 +60,15 @@ for attempt in 1 2 3; do
     server_pid=$!
     for _ in $(seq 100); do # at most 10 s
         kill -0 "$server_pid" 2>/dev/null || break
-        if accepts "$http_port" && accepts "$stomp_port"; then started=yes; break; fi
+        if accepts "$http_port" && accepts "$stomp_port"; then
+            if only_ours "$http_port" && only_ours "$stomp_port"; then started=yes; fi
+            break
+        fi
         sleep 0.1
     done
     [ -n "$started" ] && break
-    echo "run.sh: the server did not come up on ports $http_port/$stomp_port (attempt $attempt):" >&2
+    echo "run.sh: the server did not come up alone on ports $http_port/$stomp_port (attempt $attempt):" >&2
+    command -v ss >/dev/null && ss -ltnp "( sport = :$http_port or sport = :$stomp_port )" >&2 || true
     tail -n 20 "$out/server.log" >&2 || true
     stop_server
 done
