@@ -18,6 +18,7 @@ use sockeye::client::Target;
 
 mod conns;
 mod echo;
+mod fanout;
 mod histogram;
 mod sys;
 
@@ -27,6 +28,10 @@ usage:
                 [--warmup 1] [--binary] [--pid SERVER_PID] [--sources 1] [--rate 5000]
   loadgen conns [--url ws://127.0.0.1:9001/] [--conns 1000] [--procs 1] [--sources 16]
                 [--rate 5000] [--hold 3] [--settle 1] [--pid SERVER_PID]
+  loadgen fanout [--transport ws|tcp] [--url ws://127.0.0.1:8080/ws | --addr 127.0.0.1:61613]
+                [--subs 100] [--size 100] [--rate 0] [--window 4] [--seconds 10] [--warmup 1]
+                [--server-pid PID] [--destination /topic/bench] [--login guest] [--passcode guest]
+                [--vhost /] [--conn-rate 2000]
 Only loopback targets (127.0.0.0/8, [::1]). The last line printed is `RESULT {json}`.";
 
 /// Most connections one run may ask for, over all its processes.
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("echo") => echo::main(&args[1..]),
         Some("conns") => conns::main(&args[1..]),
+        Some("fanout") => fanout::main(&args[1..]),
         Some(conns::WORKER) => conns::worker(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
