@@ -131,3 +131,16 @@ fn stream_and_websocket_sessions_share_the_loop() {
     ws.close(1000, "").unwrap();
     running.shutdown().unwrap();
 }
+
+/// The workers share their port through SO_REUSEPORT; a second server on the same address must
+/// still be refused, not silently given half the connections.
+#[test]
+fn a_second_server_on_a_taken_port_is_refused() {
+    let first = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let addr = first.local_addr();
+    let err = Server::bind(addr, ServerConfig::default()).expect_err("port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    let mut other = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let err = other.bind_stream(addr).expect_err("port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}

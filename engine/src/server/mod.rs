@@ -224,6 +224,19 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
+/// Fails with `AddrInUse` when something already listens on `addr`. The workers' listeners
+/// share their port through `SO_REUSEPORT`, which would just as well let a second server
+/// process (same user) join it and take half the connections: a probe bound without the option
+/// refuses that. Port 0 needs no check.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
+}
+
 fn listener(addr: SocketAddr) -> io::Result<StdListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -238,6 +251,7 @@ fn listener(addr: SocketAddr) -> io::Result<StdListener> {
 impl Server {
     /// Binds one listener per worker to `addr` (port 0 picks one port for all of them).
     pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Server> {
+        ensure_free(addr)?;
         let first = listener(addr)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -263,6 +277,7 @@ impl Server {
     /// write payloads as they are (no framing). For protocols such as STOMP over TCP that
     /// share a server with WebSocket. Returns the bound address.
     pub fn bind_stream(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        ensure_free(addr)?;
         let first = listener(addr)?;
         let bound = first.local_addr()?;
         let mut listeners = vec![first];
