@@ -7,40 +7,51 @@ use crate::server::session::{Payload, Session};
 use crate::server::timers::Tag;
 
 impl<D> Loop<D> {
-    /// Applies what other threads posted, in order. Consecutive commands for one session are
-    /// written together.
+    /// Applies what other threads posted. Commands are grouped by session — a stable sort, so
+    /// each session still sees them in posting order — and each session is written once for
+    /// the whole turn: a publisher whose messages reach a thousand subscribers costs one
+    /// `writev` per subscriber per turn, not one per message.
     pub(super) fn run_commands<H: Handler<Data = D>>(&mut self, handler: &mut H) {
         let mut commands = std::mem::take(&mut self.commands);
         self.env.inbox.take(&mut commands);
-        let mut current = None;
-        for command in commands.drain(..) {
+        if commands.is_empty() {
+            self.commands = commands;
+            return;
+        }
+        let mut order = std::mem::take(&mut self.command_order);
+        for (index, command) in commands.iter().enumerate() {
             match command {
+                Command::Send { to, .. } | Command::Close { to, .. } => order.push((*to, index)),
+                Command::Broadcast { to, .. } => order.extend(to.iter().map(|t| (*t, index))),
+            }
+        }
+        order.sort_by_key(|(tag, _)| tag.key);
+        let mut current = None;
+        for &(to, index) in &order {
+            match &commands[index] {
                 Command::Send {
-                    to,
                     head,
                     prefix,
                     payload,
+                    ..
                 } => {
                     self.deliver(handler, &mut current, to, |s| {
                         let payload = if prefix.is_empty() {
-                            Payload::Shared(payload)
+                            Payload::Shared(payload.clone())
                         } else {
-                            Payload::Parts(&prefix, payload)
+                            Payload::Parts(prefix, payload.clone())
                         };
                         let _ = s.send_prepared(head.as_slice(), payload);
                     });
                 }
-                Command::Broadcast { to, head, payload } => {
-                    for tag in to {
-                        self.deliver(handler, &mut current, tag, |s| {
-                            let _ =
-                                s.send_prepared(head.as_slice(), Payload::Shared(payload.clone()));
-                        });
-                    }
-                }
-                Command::Close { to, code, reason } => {
+                Command::Broadcast { head, payload, .. } => {
                     self.deliver(handler, &mut current, to, |s| {
-                        let _ = s.close(code, &reason);
+                        let _ = s.send_prepared(head.as_slice(), Payload::Shared(payload.clone()));
+                    });
+                }
+                Command::Close { code, reason, .. } => {
+                    self.deliver(handler, &mut current, to, |s| {
+                        let _ = s.close(*code, reason);
                     });
                 }
             }
@@ -48,6 +59,9 @@ impl<D> Loop<D> {
         if let Some(key) = current {
             self.settle(handler, key);
         }
+        order.clear();
+        self.command_order = order;
+        commands.clear();
         self.commands = commands;
     }
 

@@ -185,6 +185,8 @@ struct Loop<D> {
     pending: Vec<usize>,
     /// The inbox's commands being applied (kept to reuse the allocation).
     commands: Vec<Command>,
+    /// (recipient, command index) in the order they are applied (reused likewise).
+    command_order: Vec<(Tag, usize)>,
     next_id: u64,
     next_gen: u32,
 }
@@ -244,6 +246,7 @@ impl Worker {
             now,
             pending: Vec::new(),
             commands: Vec::new(),
+            command_order: Vec::new(),
             next_id: (self.index as u64) << 48,
             next_gen: 0,
         };
