@@ -1,0 +1,396 @@
+// End-to-end test of the chat pages in a real browser: Debian's Chromium, driven by
+// playwright-core, against a sockeye-chat server this test starts (and restarts).
+//
+//   bash chat/e2e/run.sh            # installs, builds, runs this; artifacts in chat/e2e/artifacts/
+//
+// Environment (run.sh sets it): SOCKEYE_CHAT_BIN (the server binary), E2E_DATA_DIR (a fresh
+// --data-dir), E2E_PORT (optional: a free port is picked), E2E_ARTIFACTS (screenshots, logs),
+// CHROMIUM (default /usr/bin/chromium).
+//
+// One scenario, in steps that run in order; after a failed step the rest are skipped.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+import { ChatServer, freePort } from './server.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(here, 'artifacts'));
+const BIN = process.env.SOCKEYE_CHAT_BIN || path.resolve(here, '../../target/release/sockeye-chat');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT = 10_000; // any one thing the page should show soon
+const RECONNECT_WAIT = 30_000; // backoff: 0.5, 1, 2, 4 s … (with jitter) after the server is back
+
+const ROOM_NAME = 'Tea & biscuits';
+const XSS = '<img src=x onerror=alert(1)>';
+const LABEL = { connecting: 'connecting…', connected: 'connected', reconnecting: 'reconnecting…' };
+
+// --- helpers ---
+
+/** Polls `fn` until it returns without throwing (and not `false`), at most `timeout` ms. */
+async function eventually(what, fn, timeout = WAIT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value !== false) return value;
+      last = new Error('not yet');
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      const err = new Error(`timed out after ${timeout} ms waiting until ${what}: ${last && last.message}`);
+      err.cause = last;
+      throw err;
+    }
+    await sleep(100);
+  }
+}
+
+/** What the page shows in the messages area. */
+function messages(page) {
+  return page.$$eval('#messages > li', (lis) => lis.map((li) => ({
+    id: Number(li.dataset.id),
+    type: (li.className.match(/\bmsg-(\w+)/) || [])[1],
+    sender: li.querySelector('.sender') ? li.querySelector('.sender').textContent : null,
+    text: li.querySelector('.text') ? li.querySelector('.text').textContent : null,
+    mine: li.classList.contains('mine'),
+  })));
+}
+
+const talks = async (page) => (await messages(page)).filter((m) => m.type === 'talk');
+const notices = async (page, text) => (await messages(page)).filter((m) => m.type !== 'talk' && m.text === text);
+
+async function members(page) {
+  return {
+    names: await page.$$eval('#member-list > li', (lis) => lis.map((li) => li.textContent)),
+    count: await page.textContent('#member-count'),
+  };
+}
+
+async function connState(page) {
+  return page.$eval('#conn-state', (e) => ({ text: e.textContent, className: e.className }));
+}
+
+async function waitForState(page, state, timeout = WAIT) {
+  return eventually(`the page shows "${LABEL[state]}"`, async () => {
+    const s = await connState(page);
+    assert.equal(s.text, LABEL[state]);
+    assert.equal(s.className, `conn conn-${state}`);
+  }, timeout);
+}
+
+/** Every text the connection indicator showed, in order (recorded in the page). */
+const stateLog = (page) => page.evaluate(() => window.__connStates.slice());
+
+async function waitForTalk(page, sender, text) {
+  return eventually(`${sender}'s ${JSON.stringify(text)} shows`, async () => {
+    const found = (await talks(page)).find((m) => m.sender === sender && m.text === text);
+    assert.ok(found, 'not shown yet');
+    return found;
+  });
+}
+
+async function send(page, text) {
+  await page.fill('#message', text);
+  await page.click('#send-form button[type=submit]');
+  await eventually('the composer is cleared', async () => assert.equal(await page.inputValue('#message'), ''));
+}
+
+async function join(page, nickname) {
+  await page.fill('#nickname', nickname);
+  await page.click('#join-form button[type=submit]');
+  await page.waitForSelector('#send-form:not([hidden])', { timeout: WAIT });
+  assert.equal(await page.textContent('#me'), nickname);
+  assert.equal(await page.isHidden('#join-form'), true);
+}
+
+async function shoot(page, name) {
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+// --- the scenario ---
+
+describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
+  let server;
+  let browser;
+  let ctxA;
+  let ctxB;
+  let pageA;
+  let pageB;
+  const dialogs = [];
+  const pageErrors = [];
+  let roomId;
+  let roomPath;
+  let failed = false;
+
+  /** A step of the scenario: skipped once an earlier one failed. */
+  function step(name, fn) {
+    test(name, { timeout: 90_000 }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await fn(t);
+      } catch (e) {
+        failed = true;
+        for (const [who, page] of [['ann', pageA], ['bob', pageB]]) {
+          if (page && !page.isClosed()) {
+            await page.screenshot({ path: path.join(ARTIFACTS, `failed-${who}.png`) }).catch(() => {});
+          }
+        }
+        throw e;
+      }
+    });
+  }
+
+  async function newContext() {
+    const ctx = await browser.newContext({ viewport: { width: 1100, height: 640 }, locale: 'en-US' });
+    ctx.setDefaultTimeout(WAIT);
+    // Records every text the connection indicator shows (room pages only).
+    await ctx.addInitScript(() => {
+      window.__connStates = [];
+      const record = () => {
+        const el = document.getElementById('conn-state');
+        const text = el ? el.textContent : null;
+        if (text !== null && window.__connStates[window.__connStates.length - 1] !== text) {
+          window.__connStates.push(text);
+        }
+      };
+      new MutationObserver(record).observe(document, { subtree: true, childList: true, characterData: true });
+    });
+    return ctx;
+  }
+
+  async function newPage(ctx, who) {
+    const page = await ctx.newPage();
+    page.on('dialog', (d) => {
+      dialogs.push(`${who}: ${d.type()} ${d.message()}`);
+      d.dismiss().catch(() => {});
+    });
+    page.on('pageerror', (e) => pageErrors.push(`${who}: ${e.message}`));
+    return page;
+  }
+
+  before(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const dataDir = process.env.E2E_DATA_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'sockeye-e2e-'));
+    const port = Number(process.env.E2E_PORT) || (await freePort());
+    server = new ChatServer({
+      bin: BIN,
+      port,
+      dataDir,
+      logFile: path.join(ARTIFACTS, 'server.log'),
+      pidFile: path.join(ARTIFACTS, 'server.pid'),
+    });
+    process.on('exit', () => server.killNow());
+    await server.start();
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    ctxA = await newContext();
+    ctxB = await newContext();
+    pageA = await newPage(ctxA, 'ann');
+    pageB = await newPage(ctxB, 'bob');
+  });
+
+  after(async () => {
+    if (browser) await browser.close().catch(() => {});
+    if (server) await server.stop();
+  });
+
+  step('ann creates a room with the form on the room list and joins it', async () => {
+    await pageA.goto(server.url + '/');
+    await eventually('the empty list says so', async () =>
+      assert.match(await pageA.textContent('#rooms-status'), /No rooms yet/));
+    await pageA.fill('#room-name', ROOM_NAME);
+    await pageA.click('#create-form button[type=submit]');
+    const link = pageA.locator('#room-list li.fresh a');
+    await link.waitFor();
+    assert.equal(await link.locator('.room-name').textContent(), ROOM_NAME);
+    assert.equal(await link.locator('.badge').textContent(), '0 members');
+    roomPath = await link.getAttribute('href');
+    assert.match(roomPath, /^\/rooms\/tea-biscuits-\d+$/);
+    roomId = roomPath.split('/')[2];
+
+    await link.click();
+    await pageA.waitForURL(server.url + roomPath);
+    await waitForState(pageA, 'connected');
+    assert.deepEqual(await stateLog(pageA), ['offline', 'connecting…', 'connected']);
+    assert.equal(await pageA.textContent('#room-name'), ROOM_NAME);
+    assert.equal(await pageA.title(), `${ROOM_NAME} · Sockeye Chat`);
+
+    await join(pageA, 'ann');
+    await eventually('"ann joined" shows', async () => assert.equal((await notices(pageA, 'ann joined')).length, 1));
+    assert.deepEqual(await members(pageA), { names: ['ann'], count: '1' });
+  });
+
+  step('bob sees the room and its member count in the list, and joins', async () => {
+    await pageB.goto(server.url + '/');
+    const row = pageB.locator('#room-list li a', { hasText: ROOM_NAME });
+    await row.waitFor();
+    assert.equal(await row.locator('.badge').textContent(), '1 member');
+    await shoot(pageB, 'rooms-bob.png');
+    await row.click();
+    await pageB.waitForURL(server.url + roomPath);
+    await waitForState(pageB, 'connected');
+    await join(pageB, 'bob');
+
+    // bob's history starts with ann's JOIN; both see bob's.
+    await eventually('bob sees "ann joined", then "bob joined"', async () =>
+      assert.deepEqual((await messages(pageB)).map((m) => m.text), ['ann joined', 'bob joined']));
+    await eventually('ann sees "bob joined"', async () =>
+      assert.deepEqual((await messages(pageA)).map((m) => m.text), ['ann joined', 'bob joined']));
+    for (const page of [pageA, pageB]) {
+      await eventually('both are members', async () =>
+        assert.deepEqual(await members(page), { names: ['ann', 'bob'], count: '2' }));
+    }
+    const bobs = pageA.locator('#member-list li.me-member');
+    assert.equal(await bobs.textContent(), 'ann', "ann's own name is marked on her page");
+  });
+
+  step('messages go both ways, with the right sender', async () => {
+    await send(pageA, 'Hello from ann 👋');
+    await send(pageB, 'Hi ann, bob here.');
+    for (const page of [pageA, pageB]) {
+      await waitForTalk(page, 'ann', 'Hello from ann 👋');
+      await waitForTalk(page, 'bob', 'Hi ann, bob here.');
+    }
+    // The same messages in the same order on both pages; each marks only its own as "mine".
+    const a = await talks(pageA);
+    const b = await talks(pageB);
+    assert.deepEqual(a.map((m) => [m.id, m.sender, m.text]), b.map((m) => [m.id, m.sender, m.text]));
+    assert.deepEqual(a.map((m) => m.mine), [true, false]);
+    assert.deepEqual(b.map((m) => m.mine), [false, true]);
+    assert.ok(a[0].id < a[1].id);
+  });
+
+  step('a message that looks like HTML is shown as text', async () => {
+    await send(pageA, XSS);
+    const shown = await waitForTalk(pageB, 'ann', XSS);
+    assert.equal(shown.text, XSS);
+    await waitForTalk(pageA, 'ann', XSS);
+    await sleep(500); // time for an onerror to fire, if an <img> had been made
+    for (const page of [pageA, pageB]) {
+      assert.equal(await page.locator('#messages img').count(), 0, 'no <img> element in the messages');
+      const raw = await page.$eval('#messages > li:last-child .text', (e) => ({ html: e.innerHTML, kids: e.children.length }));
+      assert.equal(raw.kids, 0);
+      assert.equal(raw.html, '&lt;img src=x onerror=alert(1)&gt;');
+    }
+    assert.deepEqual(dialogs, [], 'no dialog opened');
+    await send(pageB, 'Looks like plain text to me.');
+    await waitForTalk(pageA, 'bob', 'Looks like plain text to me.');
+    await shoot(pageA, 'room-ann.png');
+    await shoot(pageB, 'room-bob.png');
+  });
+
+  step('bob reloads: the history is there again and he is back in the room', async () => {
+    const before = (await talks(pageB)).map((m) => [m.sender, m.text]);
+    assert.equal(before.length, 4);
+    await pageB.reload();
+    await waitForState(pageB, 'connected');
+    // The nickname is remembered: he re-joins by himself, and gets the history.
+    await pageB.waitForSelector('#send-form:not([hidden])');
+    assert.equal(await pageB.textContent('#me'), 'bob');
+    await eventually('the history shows again', async () =>
+      assert.deepEqual((await talks(pageB)).map((m) => [m.sender, m.text]), before));
+    assert.ok((await talks(pageB)).some((m) => m.text === XSS), 'the HTML-like message is text again');
+    assert.equal(await pageB.locator('#messages img').count(), 0);
+    for (const page of [pageA, pageB]) {
+      await eventually('both are members', async () =>
+        assert.deepEqual((await members(page)).names, ['ann', 'bob']));
+    }
+    await send(pageB, 'Back after a reload.');
+    await waitForTalk(pageA, 'bob', 'Back after a reload.');
+    await waitForTalk(pageB, 'bob', 'Back after a reload.');
+    await shoot(pageB, 'room-bob-reloaded.png');
+  });
+
+  step('bob closes his page: ann sees "bob left"', async () => {
+    const leftBefore = (await notices(pageA, 'bob left')).length;
+    await pageB.close();
+    await eventually('ann sees "bob left"', async () =>
+      assert.equal((await notices(pageA, 'bob left')).length, leftBefore + 1));
+    await eventually('bob is gone from the members', async () =>
+      assert.deepEqual(await members(pageA), { names: ['ann'], count: '1' }));
+  });
+
+  step('the server restarts: ann sees reconnecting, then connected; the room and history survive', async () => {
+    const historyBefore = (await talks(pageA)).map((m) => [m.sender, m.text]);
+    const logBefore = (await stateLog(pageA)).length;
+    const stopped = await server.stop();
+    assert.ok(!stopped.killed, `the server stops on SIGTERM (${JSON.stringify(stopped)})`);
+
+    await waitForState(pageA, 'reconnecting');
+    assert.equal(await pageA.isDisabled('#send-form button[type=submit]'), true, 'no sending while offline');
+    await sleep(1500); // down for a while: a retry or two fail
+    await shoot(pageA, 'room-ann-reconnecting.png');
+    await waitForState(pageA, 'reconnecting');
+
+    await server.start();
+    await waitForState(pageA, 'connected', RECONNECT_WAIT);
+    const log = (await stateLog(pageA)).slice(logBefore - 1);
+    assert.deepEqual(log, ['connected', 'reconnecting…', 'connected'], 'the indicator went through the states');
+
+    // ann re-joins by herself (the restarted server has no members) and can talk again.
+    await eventually('ann is a member again', async () =>
+      assert.deepEqual(await members(pageA), { names: ['ann'], count: '1' }));
+    assert.equal(await pageA.isEnabled('#send-form button[type=submit]'), true);
+    await send(pageA, 'Still here after a restart.');
+    await waitForTalk(pageA, 'ann', 'Still here after a restart.');
+    assert.deepEqual((await talks(pageA)).map((m) => [m.sender, m.text]),
+      [...historyBefore, ['ann', 'Still here after a restart.']]);
+
+    // The room and its history were kept in the data directory: over HTTP ...
+    const res = await fetch(`${server.url}/api/rooms/${roomId}`, { signal: AbortSignal.timeout(5000) });
+    assert.equal(res.status, 200);
+    const detail = await res.json();
+    assert.equal(detail.name, ROOM_NAME);
+    assert.deepEqual(detail.members, ['ann']);
+    assert.deepEqual(detail.history.filter((m) => m.type === 'TALK').map((m) => [m.sender, m.message]),
+      [...historyBefore, ['ann', 'Still here after a restart.']]);
+
+    // ... and on the page of a newcomer (a fresh browser profile), who has not joined.
+    const ctxC = await newContext();
+    try {
+      const pageC = await newPage(ctxC, 'newcomer');
+      await pageC.goto(server.url + '/');
+      const row = pageC.locator('#room-list li a', { hasText: ROOM_NAME });
+      await row.waitFor();
+      assert.equal(await row.locator('.badge').textContent(), '1 member');
+      await row.click();
+      await waitForState(pageC, 'connected');
+      await eventually('the newcomer sees the history', async () =>
+        assert.deepEqual((await talks(pageC)).map((m) => [m.sender, m.text]),
+          [...historyBefore, ['ann', 'Still here after a restart.']]));
+      assert.equal(await pageC.isVisible('#join-form'), true);
+      assert.deepEqual(await members(pageC), { names: ['ann'], count: '1' });
+      await shoot(pageC, 'room-newcomer.png');
+    } finally {
+      await ctxC.close();
+    }
+    await shoot(pageA, 'room-ann-after-restart.png');
+  });
+
+  step('no dialog opened and no script error on any page', async () => {
+    assert.deepEqual(dialogs, []);
+    assert.deepEqual(pageErrors, []);
+  });
+});

@@ -1,0 +1,101 @@
+// The sockeye-chat server under test: started on a fixed port with a data directory, stopped
+// with SIGTERM (as an operator would), started again on the same port and directory.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** A port nothing listens on right now (the kernel's pick). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export class ChatServer {
+  /**
+   * @param {object} o
+   * @param {string} o.bin      the sockeye-chat binary
+   * @param {number} o.port     HTTP + WebSocket port (127.0.0.1)
+   * @param {string} o.dataDir  --data-dir
+   * @param {string} o.logFile  stdout and stderr of every run are appended here
+   * @param {string} [o.pidFile] the running server's pid, for the runner's clean-up trap
+   */
+  constructor(o) {
+    Object.assign(this, o);
+    this.child = null;
+    this.exited = null; // a promise of the exit, while running
+    this.starts = 0;
+  }
+
+  get url() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts the server and waits (at most `timeoutMs`) until it answers GET /api/rooms. */
+  async start(timeoutMs = 15_000) {
+    if (this.child) throw new Error('the server is already running');
+    this.starts += 1;
+    const log = fs.openSync(this.logFile, 'a');
+    fs.writeSync(log, `\n===== e2e: start #${this.starts} at ${new Date().toISOString()} =====\n`);
+    const args = [
+      '--listen', `127.0.0.1:${this.port}`,
+      '--stomp-listen', 'off',
+      '--data-dir', this.dataDir,
+      '--workers', '2',
+    ];
+    const child = spawn(this.bin, args, { stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    this.child = child;
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    if (this.pidFile) fs.writeFileSync(this.pidFile, `${child.pid}\n`);
+    let exit = null;
+    this.exited.then((e) => { exit = e; });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (exit) {
+        this.child = null;
+        throw new Error(`the server exited at start (${JSON.stringify(exit)}): see ${this.logFile}`);
+      }
+      try {
+        const res = await fetch(this.url + '/api/rooms', { signal: AbortSignal.timeout(1000) });
+        if (res.status === 200) return;
+      } catch (e) {
+        // not listening yet
+      }
+      if (Date.now() > deadline) {
+        await this.stop();
+        throw new Error(`the server did not answer within ${timeoutMs} ms: see ${this.logFile}`);
+      }
+      await sleep(100);
+    }
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within `timeoutMs`. */
+  async stop(timeoutMs = 10_000) {
+    const child = this.child;
+    if (!child) return null;
+    this.child = null;
+    child.kill('SIGTERM');
+    const timer = sleep(timeoutMs).then(() => 'timeout');
+    let result = await Promise.race([this.exited, timer]);
+    if (result === 'timeout') {
+      child.kill('SIGKILL');
+      result = await this.exited;
+      result.killed = true;
+    }
+    if (this.pidFile) fs.rmSync(this.pidFile, { force: true });
+    return result;
+  }
+
+  /** At exit, whatever happened: no server is left behind. */
+  killNow() {
+    if (this.child) this.child.kill('SIGKILL');
+  }
+}
