@@ -83,8 +83,11 @@ export class ChatServer {
     if (!child) return null;
     this.child = null;
     child.kill('SIGTERM');
-    const timer = sleep(timeoutMs).then(() => 'timeout');
+    // A cancelled timer: a pending one would keep node alive for `timeoutMs` after the test.
+    const cancel = new AbortController();
+    const timer = sleep(timeoutMs, 'timeout', { signal: cancel.signal }).catch(() => null);
     let result = await Promise.race([this.exited, timer]);
+    cancel.abort();
     if (result === 'timeout') {
       child.kill('SIGKILL');
       result = await this.exited;
