@@ -13,6 +13,7 @@ use sockeye::client::{
 };
 use sockeye::server::{Message, SendStatus};
 
+use crate::figures::{Figures, Measured};
 use crate::histogram::Histogram;
 use crate::{bounded, json_num, json_str, loopback_target, source, sys, Opts, MAX_CONNS, MAX_SECS};
 
@@ -369,29 +370,25 @@ pub fn main(args: &[String]) -> Result<bool, String> {
 fn report(e: &Echo) -> bool {
     let s = &e.s;
     let w = &e.window;
-    let secs = match (w.start, w.end) {
-        (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
-        _ => None,
-    };
-    let per_sec = |n: u64| secs.map(|t| n as f64 / t);
-    let msgs = per_sec(w.messages);
-    let mbps = per_sec(w.bytes).map(|b| b / 1e6);
-    let us = |ns: u64| ns as f64 / 1000.0;
-    let (p50, p99, max) = (
-        us(w.latency.quantile(0.5)),
-        us(w.latency.quantile(0.99)),
-        us(w.latency.max()),
-    );
-    let server_cpu = match w.server_cpu {
-        [Some(a), Some(b)] => Some(b.saturating_sub(a).as_secs_f64()),
-        _ => None,
-    };
-    let cpu_per_msg = server_cpu
-        .filter(|_| w.messages > 0)
-        .map(|c| c * 1e6 / w.messages as f64);
-    let server_pct = server_cpu.zip(secs).map(|(c, t)| c / t * 100.0);
-    let own = w.own_cpu[1].saturating_sub(w.own_cpu[0]).as_secs_f64();
-    let own_pct = secs.map(|t| own / t * 100.0);
+    let f = Figures::of(&Measured {
+        start: w.start,
+        end: w.end,
+        server_cpu: w.server_cpu,
+        own_cpu: w.own_cpu,
+        latency: &w.latency,
+        units: w.messages,
+    });
+    let msgs = f.per_sec(w.messages);
+    let mbps = f.per_sec(w.bytes).map(|b| b / 1e6);
+    let Figures {
+        secs,
+        p50,
+        p99,
+        max,
+        cpu_per_unit: cpu_per_msg,
+        server_pct,
+        own_pct,
+    } = f;
     let errors = e.mismatches
         + e.lost
         + e.send_errors

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use sockeye_chat::stomp::{encode, parse, Command, EncodeOptions, Limits, Status, Version};
 
+use crate::figures::{Figures, Measured};
 use crate::histogram::Histogram;
 use crate::{bounded, json_num, json_str, loopback_target, sys, Opts, MAX_CONNS, MAX_SECS};
 
@@ -721,29 +722,25 @@ fn execute(s: Settings) -> Result<Bench, String> {
 fn report(b: &Bench) -> bool {
     let s = &b.s;
     let w = &b.window;
-    let secs = match (w.start, w.end) {
-        (Some(a), Some(z)) => Some((z - a).as_secs_f64()),
-        _ => None,
-    };
-    let per_sec = |n: u64| secs.map(|t| n as f64 / t);
-    let deliveries = per_sec(w.deliveries);
-    let msgs = per_sec(w.published);
-    let us = |ns: u64| ns as f64 / 1000.0;
-    let (p50, p99, max) = (
-        us(w.latency.quantile(0.5)),
-        us(w.latency.quantile(0.99)),
-        us(w.latency.max()),
-    );
-    let server_cpu = match w.server_cpu {
-        [Some(a), Some(z)] => Some(z.saturating_sub(a).as_secs_f64()),
-        _ => None,
-    };
-    let cpu_per_delivery = server_cpu
-        .filter(|_| w.deliveries > 0)
-        .map(|c| c * 1e6 / w.deliveries as f64);
-    let server_pct = server_cpu.zip(secs).map(|(c, t)| c / t * 100.0);
-    let own = w.own_cpu[1].saturating_sub(w.own_cpu[0]).as_secs_f64();
-    let own_pct = secs.map(|t| own / t * 100.0);
+    let f = Figures::of(&Measured {
+        start: w.start,
+        end: w.end,
+        server_cpu: w.server_cpu,
+        own_cpu: w.own_cpu,
+        latency: &w.latency,
+        units: w.deliveries,
+    });
+    let deliveries = f.per_sec(w.deliveries);
+    let msgs = f.per_sec(w.published);
+    let Figures {
+        secs,
+        p50,
+        p99,
+        max,
+        cpu_per_unit: cpu_per_delivery,
+        server_pct,
+        own_pct,
+    } = f;
     let errors = b.errors();
     let transport = match s.transport {
         Transport::Ws => "ws",

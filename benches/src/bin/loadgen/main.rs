@@ -19,6 +19,7 @@ use sockeye::client::Target;
 mod conns;
 mod echo;
 mod fanout;
+mod figures;
 mod histogram;
 mod sys;
 
