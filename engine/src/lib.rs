@@ -22,6 +22,8 @@ pub mod utf8;
 #[cfg(feature = "io")]
 pub mod client;
 #[cfg(feature = "io")]
+pub mod driver;
+#[cfg(feature = "io")]
 pub mod server;
 
 pub use close::CloseFrame;

@@ -66,11 +66,9 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 
 use super::{ClientConfig, ClientError, WsUrl};
-use crate::server::timers::Tag;
-use crate::server::Message;
+use crate::driver::{Message, Tag};
 
 mod conn;
-mod output;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -208,6 +206,12 @@ pub trait ClientHandler {
 
     /// A pong arrived (pings from the server are answered automatically).
     fn on_pong(&mut self, _conn: &mut ClientConn<'_, Self::Data>, _payload: &[u8]) {}
+
+    /// The connection's queue is empty again after a send was answered
+    /// [`SendStatus::Queued`](crate::driver::SendStatus::Queued) or `Dropped`: a producer that
+    /// paused can send more. Owed once per such episode, whatever wrote the bytes (see
+    /// [`crate::driver`]).
+    fn on_drain(&mut self, _conn: &mut ClientConn<'_, Self::Data>) {}
 
     /// The connection failed: connecting, the handshake, the protocol, the socket, a deadline.
     fn on_error(&mut self, _id: ClientId, _data: &mut Self::Data, _error: &ClientError) {}

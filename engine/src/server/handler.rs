@@ -8,12 +8,7 @@ pub use super::session::Session;
 use crate::error::ProtocolError;
 use crate::handshake::Request;
 
-/// A data message, borrowed from the loop's buffer (or the connection's reassembly buffer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Message<'a> {
-    Text(&'a str),
-    Binary(&'a [u8]),
-}
+pub use crate::driver::Message;
 
 /// Why a session ended badly, for [`Handler::on_error`].
 #[derive(Debug)]

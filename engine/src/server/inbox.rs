@@ -17,9 +17,9 @@ use bytes::Bytes;
 use mio::Waker;
 
 use super::session::data_opcode;
-use super::timers::Tag;
 use crate::close;
 use crate::connection::DataKind;
+use crate::driver::Tag;
 use crate::frame::FrameHeader;
 
 /// A frame header encoded once, for any number of recipients.

@@ -21,11 +21,9 @@ use crate::handshake::HandshakeConfig;
 
 pub mod handler;
 mod inbox;
-pub mod out;
 mod session;
 #[cfg(unix)]
 mod signals;
-pub mod timers;
 mod worker;
 
 pub use handler::{Handler, HttpResponse, Message, Rejection, SessionError, Upgrading};

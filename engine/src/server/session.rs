@@ -2,7 +2,7 @@
 //!
 //! Sends made during a callback are corked: they go into the loop's shared [`Cork`] and out in
 //! one vectored write when the callback returns (or earlier, once the cork holds
-//! [`CORK_LIMIT`] bytes, so a callback that sends a lot streams it instead of buffering it).
+//! [`CORK_LIMIT`](crate::driver::out::CORK_LIMIT) bytes, so a callback that sends a lot streams it instead of buffering it).
 //! What the socket does not take waits in the session's [`Backlog`]. Every send is checked
 //! against [`ServerConfig::max_backpressure`](super::ServerConfig::max_backpressure) before
 //! anything is copied, so a peer that stops reading costs at most the cap.
@@ -12,46 +12,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
-use super::handler::Message;
 use super::inbox::{Inbox, SessionHandle};
-use super::out::{Backlog, Cork};
-use super::timers::Tag;
 use super::{Counters, Overflow, ServerConfig, Shared};
 use crate::connection::{DataKind, Sender};
+use crate::driver::out::{queue_frame, Backlog, Cork, Payload};
+pub use crate::driver::SendStatus;
+use crate::driver::{Message, Tag};
 use crate::error::SendError;
 use crate::frame::OpCode;
-
-/// Corked bytes beyond which a send writes to the socket at once instead of at the end of the
-/// callback. 64 KiB: large enough that small messages still share one syscall, small enough
-/// that a big burst is not staged twice.
-pub const CORK_LIMIT: usize = 64 << 10;
-
-/// A borrowed payload at least this large is written straight from the caller's buffer (with
-/// whatever is corked before it, in one vectored write) instead of being copied into the cork:
-/// 16 KiB, where the copy starts to cost more than the extra syscall it saves.
-pub const WRITE_THROUGH: usize = 16 << 10;
-
-/// What [`Session::send`] did with the message (uWebSockets' SUCCESS / BACKPRESSURE /
-/// DROPPED).
-///
-/// Failures of the protocol (sending after our close) are the `Err` of the `Result` these come
-/// in; these three are all outcomes of a valid call, and only `Dropped` means the peer will not
-/// get the message.
-#[must_use]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendStatus {
-    /// Nothing was waiting for the socket: the message has been written, or is corked and
-    /// written when the callback returns.
-    Written,
-    /// Accepted, but queued behind bytes the socket has not taken (backpressure). It goes out
-    /// as the peer reads; a producer should pause until [`Handler::on_drain`].
-    ///
-    /// [`Handler::on_drain`]: super::Handler::on_drain
-    Queued,
-    /// Not sent: it would have taken the session's queued bytes over `max_backpressure`. With
-    /// [`Overflow::Close`] the close handshake has also begun.
-    Dropped,
-}
 
 /// The per-connection state that outlives callbacks.
 #[derive(Debug)]
@@ -97,25 +65,6 @@ impl Out<'_> {
             stream: self.stream,
             env: self.env,
             tag: self.tag,
-        }
-    }
-}
-
-/// A payload to frame: borrowed (copied into the cork) or shared (referenced, never copied).
-pub(crate) enum Payload<'a> {
-    Copied(&'a [u8]),
-    Shared(Bytes),
-    /// A small copied prefix followed by a shared rest (a STOMP MESSAGE: per-subscriber head,
-    /// shared body).
-    Parts(&'a [u8], Bytes),
-}
-
-impl Payload<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Payload::Copied(p) => p.len(),
-            Payload::Shared(p) => p.len(),
-            Payload::Parts(a, b) => a.len() + b.len(),
         }
     }
 }
@@ -268,42 +217,27 @@ impl<D> Session<'_, D> {
         payload: Payload<'_>,
     ) -> Result<SendStatus, SendError> {
         self.state.tx.check_data()?;
-        let queued = self.buffered_amount();
-        if queued > 0 && queued + head.len() + payload.len() > self.out.env.config.max_backpressure
-        {
-            return Ok(self.overflow());
-        }
-        match payload {
-            Payload::Copied(p) if p.len() >= WRITE_THROUGH => {
-                self.out
-                    .cork
-                    .write_through(self.out.stream, &mut self.state.backlog, head, p)
-            }
-            Payload::Copied(p) => crate::connection::Sink::frame(self.out.cork, head, p, None),
-            Payload::Shared(p) => self.out.cork.frame_shared(head, p),
-            Payload::Parts(prefix, p) => {
-                self.out.cork.extend(head);
-                self.out.cork.frame_shared(prefix, p);
-            }
-        }
-        if self.out.cork.len() >= CORK_LIMIT {
-            self.out
-                .cork
-                .flush_early(self.out.stream, &mut self.state.backlog);
-            self.out
+        let status = queue_frame(
+            self.out.cork,
+            self.out.stream,
+            &mut self.state.backlog,
+            self.out.env.config.max_backpressure,
+            head,
+            payload,
+        );
+        match status {
+            SendStatus::Dropped => self.overflow(),
+            _ => self
+                .out
                 .env
                 .counters()
-                .note_queued(self.state.backlog.len());
+                .note_queued(self.state.backlog.len()),
         }
-        Ok(if self.state.backlog.is_empty() {
-            SendStatus::Written
-        } else {
-            SendStatus::Queued
-        })
+        Ok(status)
     }
 
-    /// The cap would be exceeded: count the drop and apply the policy.
-    fn overflow(&mut self) -> SendStatus {
+    /// A send was refused at the cap: count the drop and apply the policy.
+    fn overflow(&mut self) {
         let counters = self.out.env.counters();
         Counters::bump(&counters.dropped_messages);
         if let Overflow::Close(code) = self.out.env.config.overflow {
@@ -315,7 +249,6 @@ impl<D> Session<'_, D> {
                 Counters::bump(&counters.overflow_closes);
             }
         }
-        SendStatus::Dropped
     }
 
     /// Sends a ping (not subject to the cap: control frames are at most 127 bytes).

@@ -4,15 +4,28 @@
 use std::fmt;
 use std::time::Instant;
 
-use super::output::Output;
 use super::state::Open;
 use super::{ClientHandler, ClientId};
 use crate::close::code;
 use crate::connection::{Connection, DataKind, Event, Failure, Read, Sender};
+use crate::driver::{Backlog, Cork, Message, SendStatus};
 use crate::error::SendError;
-use crate::server::{Message, SendStatus};
 
-/// An open connection as a callback (or the owner of the loop, between turns) sees it.
+/// A connection's outgoing bytes: a cork of its own (its sends may come between turns, and are
+/// written once per turn) and its backlog, with the server's rules (see [`crate::driver`]).
+#[derive(Debug, Default)]
+pub(super) struct Output {
+    pub(super) cork: Cork,
+    pub(super) backlog: Backlog,
+}
+
+impl Output {
+    /// Everything not yet written: the backlog and the cork.
+    pub(super) fn len(&self) -> usize {
+        self.backlog.len() + self.cork.len()
+    }
+}
+
 /// What every connection of a loop shares during a turn.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Env {
@@ -21,6 +34,7 @@ pub(super) struct Env {
     pub now: Instant,
 }
 
+/// An open connection as a callback (or the owner of the loop, between turns) sees it.
 pub struct ClientConn<'a, D> {
     pub(super) id: ClientId,
     pub(super) tx: &'a mut Sender,
@@ -80,14 +94,10 @@ impl<D> ClientConn<'_, D> {
         self.tx.check_data()?;
         let waiting = self.out.len();
         if waiting > 0 && waiting + payload.len() > self.env.max_backpressure {
-            return Ok(SendStatus::Dropped);
+            return Ok(self.out.backlog.refused());
         }
-        self.tx.send(kind, payload, self.out)?;
-        Ok(if self.out.queued() == 0 {
-            SendStatus::Written
-        } else {
-            SendStatus::Queued
-        })
+        self.tx.send(kind, payload, &mut self.out.cork)?;
+        Ok(self.out.backlog.accepted())
     }
 
     /// Sends a text message. `Ok` when written, queued or dropped: use [`ClientConn::send`] to
@@ -108,17 +118,18 @@ impl<D> ClientConn<'_, D> {
         payload: &[u8],
         fin: bool,
     ) -> Result<(), SendError> {
-        self.tx.send_fragment(kind, payload, fin, self.out)
+        self.tx
+            .send_fragment(kind, payload, fin, &mut self.out.cork)
     }
 
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.tx.ping(payload, self.out)
+        self.tx.ping(payload, &mut self.out.cork)
     }
 
     /// Starts the close handshake; `on_close` follows when the server has answered and closed
     /// TCP (or at the close deadline).
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
-        self.tx.close(code, reason, self.out)
+        self.tx.close(code, reason, &mut self.out.cork)
     }
 
     pub fn is_closing(&self) -> bool {
@@ -146,7 +157,7 @@ pub(super) fn dispatch<H: ClientHandler>(
     } = open;
     let mut pos = 0;
     loop {
-        match rx.read(&mut buf[pos..], tx, out) {
+        match rx.read(&mut buf[pos..], tx, &mut out.cork) {
             Ok(Read { consumed, event }) => {
                 pos += consumed;
                 let Some(event) = event else {

@@ -10,15 +10,15 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::conn::{dispatch, ClientConn, Env};
-use super::output::Output;
+use super::conn::{dispatch, ClientConn, Env, Output};
 use super::{ClientHandler, ClientId, Control, LoopConfig, Target, READS_PER_TURN};
 use crate::client::{io_error, os_random, ClientError};
 use crate::close::code;
 use crate::connection::{Connection, MaskKeys};
+use crate::driver::out::{flush_and_drain, Backlog, Drains};
+use crate::driver::Deadlines;
 use crate::error::ProtocolError;
 use crate::handshake::client::{make_key, parse_response, write_request, RequestParts};
-use crate::server::timers::Deadlines;
 use crate::Status;
 
 /// Whether a read that leaves room in the buffer proves the socket drained (see the module
@@ -64,6 +64,42 @@ pub(super) struct Slot<D> {
     /// Listed in `Core::dirty` for this turn's flush.
     dirty: bool,
     data: D,
+}
+
+/// An open connection and the handler, as the drain rule sees them.
+struct Draining<'a, H: ClientHandler> {
+    handler: &'a mut H,
+    id: ClientId,
+    stream: &'a mut TcpStream,
+    open: &'a mut Open,
+    out: &'a mut Output,
+    data: &'a mut H::Data,
+    env: Env,
+}
+
+impl<H: ClientHandler> Drains for Draining<'_, H> {
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.cork.flush_into(self.stream, &mut self.out.backlog)
+    }
+
+    fn backlog(&self) -> &Backlog {
+        &self.out.backlog
+    }
+
+    fn backlog_mut(&mut self) -> &mut Backlog {
+        &mut self.out.backlog
+    }
+
+    fn on_drain(&mut self) {
+        self.handler.on_drain(&mut ClientConn {
+            id: self.id,
+            tx: &mut self.open.conn.tx,
+            out: self.out,
+            data: self.data,
+            protocol: self.open.protocol.as_deref(),
+            env: self.env,
+        });
+    }
 }
 
 /// What to do with a connection after serving it.
@@ -183,7 +219,7 @@ impl<D> Core<D> {
         self.request.clear();
         write_request(&mut self.request, &parts, &ws_key);
         let mut out = Output::default();
-        out.extend(&self.request);
+        out.cork.extend(&self.request);
         entry.insert(Slot {
             stream,
             gen: id.gen,
@@ -295,7 +331,7 @@ impl<D> Core<D> {
             Phase::Handshake { .. } => Next::Keep,
             Phase::Open(_) => {
                 let slot = &mut self.slots[key];
-                if slot.out.queued() > 0 {
+                if !slot.out.backlog.is_empty() {
                     // Possibly writable again: try the backlog at the end of the turn.
                     Self::mark(&mut self.dirty, slot, id);
                 }
@@ -523,16 +559,41 @@ impl<D> Core<D> {
 
     /// Writes what each listed connection has corked (after its backlog).
     pub(super) fn flush_dirty<H: ClientHandler<Data = D>>(&mut self, handler: &mut H) {
+        let env = self.env();
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
             let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.gen == id.gen) else {
                 continue;
             };
             slot.dirty = false;
-            if matches!(slot.phase, Phase::Connecting { .. }) {
-                continue;
-            }
-            let written = slot.out.flush(&mut slot.stream);
+            let Slot {
+                stream,
+                phase,
+                out,
+                data,
+                ..
+            } = slot;
+            let written = match phase {
+                Phase::Connecting { .. } => continue,
+                Phase::Handshake { .. } => out.cork.flush_into(stream, &mut out.backlog),
+                Phase::Open(open) => {
+                    let mut conn = Draining {
+                        handler: &mut *handler,
+                        id,
+                        stream,
+                        open,
+                        out,
+                        data,
+                        env,
+                    };
+                    flush_and_drain(&mut conn).map(|again| {
+                        if again {
+                            // A drain is still due: paid at the start of the next turn.
+                            Self::mark(&mut self.dirty, slot, id);
+                        }
+                    })
+                }
+            };
             let next = match (written, &mut slot.phase) {
                 (Err(_), Phase::Open(open)) if open.conn.rx.is_closed() => Next::Done,
                 (Err(e), _) => Next::Fail(io_error(e)),
@@ -548,7 +609,7 @@ impl<D> Core<D> {
             };
             self.settle(handler, id, next);
         }
-        // Keep the allocation; callbacks above do not list connections.
+        // Keep the allocation, with what must be flushed again next turn.
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
     }

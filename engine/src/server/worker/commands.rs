@@ -1,10 +1,11 @@
 //! Applying what other threads posted to the loop's inbox.
 
 use super::{open_parts, Loop};
+use crate::driver::out::Payload;
+use crate::driver::Tag;
 use crate::server::handler::Handler;
 use crate::server::inbox::Command;
-use crate::server::session::{Payload, Session};
-use crate::server::timers::Tag;
+use crate::server::session::Session;
 
 impl<D> Loop<D> {
     /// Applies what other threads posted. Commands are grouped by session — a stable sort, so

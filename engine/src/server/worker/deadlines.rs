@@ -4,9 +4,9 @@ use tracing::info;
 
 use super::{open_parts, Loop, Next, Phase};
 use crate::close::code;
+use crate::driver::Tag;
 use crate::server::handler::{Handler, SessionError};
 use crate::server::session::{Out, Session};
-use crate::server::timers::Tag;
 use crate::server::Counters;
 
 impl<D> Loop<D> {

@@ -34,12 +34,12 @@ mod shutdown;
 
 use super::handler::{Handler, Message, SessionError, Upgrading};
 use super::inbox::{Command, Inbox};
-use super::out::{Backlog, Cork};
 use super::session::{Env, Out, Session, SessionState};
-use super::timers::{Clock, Deadlines, Tag};
 use super::{Counters, ServerConfig, Shared};
 use crate::close::code;
 use crate::connection::{Event, Failure, Read, Receiver, Role, Sender};
+use crate::driver::out::{flush_and_drain, Backlog, Cork, Drains};
+use crate::driver::{Clock, Deadlines, Tag};
 use crate::handshake::{self, Request, MAX_HEADERS};
 use crate::Status;
 
@@ -119,6 +119,43 @@ fn open_parts<'a, D>(
         tag,
     };
     Some((open, out))
+}
+
+/// An open session and the handler, as the drain rule sees them.
+struct Draining<'a, H: Handler> {
+    handler: &'a mut H,
+    open: &'a mut Open<H::Data>,
+    out: Out<'a>,
+}
+
+impl<H: Handler> Drains for Draining<'_, H> {
+    fn flush(&mut self) -> io::Result<()> {
+        let backlog = &mut self.open.state.backlog;
+        let queued = backlog.len();
+        let before = queued + self.out.cork.len();
+        self.out.cork.flush_into(self.out.stream, backlog)?;
+        if queued > 0 && backlog.len() < before {
+            // The socket took bytes it had refused: the peer's TCP acknowledges, so the peer
+            // is alive, whatever an automatic ping awaits.
+            self.open.awaiting_pong = false;
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> &Backlog {
+        &self.open.state.backlog
+    }
+
+    fn backlog_mut(&mut self) -> &mut Backlog {
+        &mut self.open.state.backlog
+    }
+
+    fn on_drain(&mut self) {
+        self.handler.on_drain(&mut Session {
+            state: &mut self.open.state,
+            out: self.out.reborrow(),
+        });
+    }
 }
 
 /// What to do with a connection after serving an event.
@@ -887,31 +924,24 @@ impl<D> Loop<D> {
         Next::Keep
     }
 
-    /// Writes the cork after the backlog. If that took some of what was already queued, the
-    /// peer is alive (its TCP is taking bytes) and `on_drain` is due; what it sends is written
-    /// too.
+    /// Writes the cork after the backlog and pays the drains that are due (see
+    /// [`flush_and_drain`]); a session still owed one is served again next turn.
     fn flush_session<H: Handler<Data = D>>(
         &mut self,
         handler: &mut H,
         key: usize,
     ) -> io::Result<()> {
-        let Some((open, mut out)) =
-            open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+        let Some((open, out)) = open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
         else {
             return Ok(());
         };
-        let before = open.state.backlog.len();
-        let corked = out.cork.len();
-        out.cork.flush_into(out.stream, &mut open.state.backlog)?;
-        if before > 0 && open.state.backlog.len() < before + corked {
-            open.awaiting_pong = false;
-            handler.on_drain(&mut Session {
-                state: &mut open.state,
-                out: out.reborrow(),
-            });
-            out.cork.flush_into(out.stream, &mut open.state.backlog)?;
-        }
+        let mut session = Draining { handler, open, out };
+        let again = flush_and_drain(&mut session)?;
+        let Draining { open, out, .. } = session;
         out.env.counters().note_queued(open.state.backlog.len());
+        if again && !self.pending.contains(&key) {
+            self.pending.push(key);
+        }
         Ok(())
     }
 

@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use super::{open_parts, Loop, Next, Phase};
 use crate::close::code;
+use crate::driver::Tag;
 use crate::server::handler::{Handler, SessionError};
 use crate::server::session::Session;
-use crate::server::timers::Tag;
 
 impl<D> Loop<D> {
     /// Stops new work: refuse handshakes in progress, send 1001 to every session.

@@ -1,19 +1,39 @@
-//! Outgoing bytes: the loop's shared cork buffer and each connection's backlog.
+//! Outgoing bytes: the cork, each connection's backlog, the send path and the owed-drain rule.
 //!
 //! Everything a connection sends while the loop works on it (replies written by the protocol
-//! core, the handler's sends) goes into one [`Cork`] owned by the loop, and is written with one
-//! vectored write when the loop is done with that connection — so everything answered to one
-//! read goes out in one syscall, and a connection that is keeping up owns no write buffer at
-//! all. What the socket does not take moves into the connection's [`Backlog`], which is drained
-//! on writability before anything newer is written.
+//! core, the handler's sends) goes into a [`Cork`] and is written with one vectored write when
+//! the loop is done with that connection — so everything answered to one read goes out in one
+//! syscall. The server shares one cork between all its connections (a connection that keeps up
+//! owns no write buffer at all); the client keeps one per connection, since its sends may come
+//! between turns. What the socket does not take moves into the connection's [`Backlog`], which
+//! is written before anything newer.
+//!
+//! The backlog also keeps the books of the drain rule (see the [module docs](super)): a send
+//! answered `Queued` or `Dropped` owes one drain, paid by [`flush_and_drain`] as soon as the
+//! backlog is empty after a flush, wherever that flush happens.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
 
+use super::SendStatus;
 use crate::connection::Sink;
 use crate::frame::apply_mask;
+
+/// Corked bytes beyond which a send writes to the socket at once instead of at the end of the
+/// callback. 64 KiB: large enough that small messages still share one syscall, small enough
+/// that a big burst is not staged twice.
+pub const CORK_LIMIT: usize = 64 << 10;
+
+/// A borrowed payload at least this large is written straight from the caller's buffer (with
+/// whatever is corked before it, in one vectored write) instead of being copied into the cork:
+/// 16 KiB, where the copy starts to cost more than the extra syscall it saves.
+pub const WRITE_THROUGH: usize = 16 << 10;
+
+/// Drains paid to one connection in one go before the loop serves the others (a producer
+/// whose peer keeps up would otherwise hold the loop); the rest is paid in the next turn.
+pub const DRAIN_ROUNDS: usize = 16;
 
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 64;
@@ -204,14 +224,48 @@ impl Cork {
     }
 }
 
-/// A connection's unsent bytes, oldest first.
+/// A connection's unsent bytes, oldest first, and whether it is owed a drain.
 #[derive(Debug, Default)]
 pub struct Backlog {
     chunks: VecDeque<Bytes>,
     len: usize,
+    /// A send was answered `Queued` or `Dropped` and no drain has been paid since.
+    drain_owed: bool,
 }
 
 impl Backlog {
+    /// The status of a send just accepted (corked or queued): `Written` while nothing waits for
+    /// the socket, else `Queued`, which owes a drain.
+    pub fn accepted(&mut self) -> SendStatus {
+        if self.is_empty() {
+            SendStatus::Written
+        } else {
+            self.drain_owed = true;
+            SendStatus::Queued
+        }
+    }
+
+    /// The status of a send refused at the cap: `Dropped`, which owes a drain.
+    pub fn refused(&mut self) -> SendStatus {
+        self.drain_owed = true;
+        SendStatus::Dropped
+    }
+
+    /// True when a drain is owed and nothing is queued: it must be paid now (no writable edge
+    /// will come for an empty backlog).
+    pub fn drain_due(&self) -> bool {
+        self.drain_owed && self.is_empty()
+    }
+
+    /// Takes a due drain: true (and the debt is settled) when [`Backlog::drain_due`].
+    pub fn take_drain(&mut self) -> bool {
+        let due = self.drain_due();
+        if due {
+            self.drain_owed = false;
+        }
+        due
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -278,6 +332,94 @@ impl Backlog {
         }
     }
 }
+
+/// A payload to frame: borrowed (copied into the cork) or shared (referenced, never copied).
+#[derive(Debug)]
+pub enum Payload<'a> {
+    Copied(&'a [u8]),
+    Shared(Bytes),
+    /// A small copied prefix followed by a shared rest (a STOMP MESSAGE: per-subscriber head,
+    /// shared body).
+    Parts(&'a [u8], Bytes),
+}
+
+impl Payload<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Copied(p) => p.len(),
+            Payload::Shared(p) => p.len(),
+            Payload::Parts(a, b) => a.len() + b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The send path: queues one frame (`head`, already encoded, then `payload`) for a connection
+/// whose unsent bytes are `backlog` plus what is in `cork`, checked against `cap` first.
+///
+/// A frame that would take the connection over `cap` is refused (`Dropped`) unless nothing is
+/// waiting at all (so one message larger than the cap still reaches a reader that keeps up).
+/// Large borrowed payloads are written through; once the cork holds [`CORK_LIMIT`] bytes it
+/// is flushed at once. Write errors are kept in the cork for the next [`Cork::flush_into`].
+pub fn queue_frame<W: Write>(
+    cork: &mut Cork,
+    w: &mut W,
+    backlog: &mut Backlog,
+    cap: usize,
+    head: &[u8],
+    payload: Payload<'_>,
+) -> SendStatus {
+    let queued = backlog.len() + cork.len();
+    if queued > 0 && queued + head.len() + payload.len() > cap {
+        return backlog.refused();
+    }
+    match payload {
+        Payload::Copied(p) if p.len() >= WRITE_THROUGH => cork.write_through(w, backlog, head, p),
+        Payload::Copied(p) => cork.frame(head, p, None),
+        Payload::Shared(p) => cork.frame_shared(head, p),
+        Payload::Parts(prefix, p) => {
+            cork.extend(head);
+            cork.frame_shared(prefix, p);
+        }
+    }
+    if cork.len() >= CORK_LIMIT {
+        cork.flush_early(w, backlog);
+    }
+    backlog.accepted()
+}
+
+/// A connection's output as the drain rule sees it: the loop implements this over its
+/// connection and handler.
+pub trait Drains {
+    /// Writes what is corked after the backlog; what the socket refuses joins the backlog.
+    fn flush(&mut self) -> io::Result<()>;
+    fn backlog(&self) -> &Backlog;
+    fn backlog_mut(&mut self) -> &mut Backlog;
+    /// Calls the handler's `on_drain`.
+    fn on_drain(&mut self);
+}
+
+/// The owed-drain rule, the one place it is applied: flushes, then pays every drain that is
+/// due (calling `on_drain` and flushing what it sent) for at most [`DRAIN_ROUNDS`] rounds.
+/// Returns true when a drain is still due, so that the loop comes back to this connection in
+/// its next turn (an empty backlog gets no writable edge to remind it).
+pub fn flush_and_drain(c: &mut impl Drains) -> io::Result<bool> {
+    c.flush()?;
+    for _ in 0..DRAIN_ROUNDS {
+        if !c.backlog_mut().take_drain() {
+            return Ok(false);
+        }
+        c.on_drain();
+        c.flush()?;
+    }
+    Ok(c.backlog().drain_due())
+}
+
+#[cfg(test)]
+mod drain_tests;
 
 #[cfg(test)]
 mod tests {
