@@ -42,6 +42,11 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Largest handshake response head. Default 8 KiB.
     pub max_head_size: usize,
+    /// Bound on each blocking read and write once the connection is open (`None`: wait as long
+    /// as it takes, as an idle WebSocket may). A read that waits longer fails with
+    /// [`ClientError::Timeout`]. Default `None`; tests set it, so that a missing message fails
+    /// the test instead of hanging it.
+    pub io_timeout: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -53,6 +58,7 @@ impl Default for ClientConfig {
             headers: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             max_head_size: 8 << 10,
+            io_timeout: None,
         }
     }
 }
@@ -214,7 +220,10 @@ impl Client {
                 Err(e) => return Err(ClientError::Handshake(e)),
             }
         };
-        stream.set_read_timeout(None).map_err(ClientError::Io)?;
+        stream
+            .set_read_timeout(config.io_timeout)
+            .and_then(|()| stream.set_write_timeout(config.io_timeout))
+            .map_err(ClientError::Io)?;
         Ok(Client {
             stream,
             conn: Connection::client(config.limits.clone(), MaskKeys::new(os_random)),

@@ -132,9 +132,12 @@ pub trait Handler: 'static {
 
     fn on_pong(&mut self, _session: &mut Session<'_, Self::Data>, _payload: &[u8]) {}
 
-    /// The socket took some of the session's queued output
-    /// ([`Session::buffered_amount`] shrank): a producer that paused on
-    /// [`SendStatus::Queued`](super::SendStatus::Queued) can send more.
+    /// The session's queue is empty again after a send was answered
+    /// [`SendStatus::Queued`](super::SendStatus::Queued) or
+    /// [`SendStatus::Dropped`](super::SendStatus::Dropped): a producer that paused can send
+    /// more. Owed exactly once per such episode, whatever wrote the bytes (a writable edge, the
+    /// flush after a callback, cross-thread sends, timers, or this callback's own sends, which
+    /// owe the next one if they are `Queued` again). See [`crate::driver`] for the contract.
     fn on_drain(&mut self, _session: &mut Session<'_, Self::Data>) {}
 
     /// Called before `on_close` when the session ends because of an error.
