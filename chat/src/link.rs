@@ -23,6 +23,9 @@ pub struct Link {
 pub struct Fed {
     pub frames: usize,
     pub heart_beats: usize,
+    /// Bytes of the input used (all of them, unless a batch limit stopped the parse early: the
+    /// rest, whole frames not yet handled, is the caller's to offer again).
+    pub used: usize,
 }
 
 impl Link {
@@ -50,20 +53,49 @@ impl Link {
         limits: &Limits,
         out: &mut Vec<Action>,
     ) -> Fed {
+        self.feed_some(session, bytes, broker, limits, out, usize::MAX)
+    }
+
+    /// [`Link::feed`], but stops after `max_frames` frames: whatever follows them is left
+    /// unused (`Fed::used` says where), not buffered, so that a transport that can hold input
+    /// back (a TCP stream whose reading pauses) offers it again later. Only an incomplete last
+    /// frame is buffered, as always.
+    pub fn feed_some(
+        &mut self,
+        session: SessionId,
+        bytes: &[u8],
+        broker: &mut Broker,
+        limits: &Limits,
+        out: &mut Vec<Action>,
+        max_frames: usize,
+    ) -> Fed {
         if self.failed {
-            return Fed::default();
+            return Fed {
+                used: bytes.len(),
+                ..Fed::default()
+            };
         }
         if self.pending.is_empty() {
-            let (fed, used) = self.run(session, bytes, broker, limits, out);
-            if !self.failed {
+            let (mut fed, used, stopped) =
+                self.run(session, bytes, broker, limits, out, max_frames);
+            fed.used = bytes.len();
+            if stopped {
+                fed.used = used;
+            } else if !self.failed {
                 self.pending.extend_from_slice(&bytes[used..]);
             }
             fed
         } else {
+            let old = self.pending.len();
             let mut buf = std::mem::take(&mut self.pending);
             buf.extend_from_slice(bytes);
-            let (fed, used) = self.run(session, &buf, broker, limits, out);
-            if !self.failed {
+            let (mut fed, used, stopped) = self.run(session, &buf, broker, limits, out, max_frames);
+            fed.used = bytes.len();
+            if stopped {
+                // The pending bytes were an incomplete frame, now handled: what is left is a
+                // tail of `bytes`.
+                fed.used = used.saturating_sub(old);
+            } else if !self.failed {
                 buf.drain(..used);
                 self.pending = buf;
             }
@@ -71,6 +103,8 @@ impl Link {
         }
     }
 
+    /// Parses and hands over frames; returns what it saw, the bytes used, and whether it
+    /// stopped at `max_frames` with input left.
     fn run(
         &mut self,
         session: SessionId,
@@ -78,10 +112,14 @@ impl Link {
         broker: &mut Broker,
         limits: &Limits,
         out: &mut Vec<Action>,
-    ) -> (Fed, usize) {
+        max_frames: usize,
+    ) -> (Fed, usize, bool) {
         let mut fed = Fed::default();
         let mut pos = 0;
         while pos < buf.len() {
+            if fed.frames == max_frames {
+                return (fed, pos, true);
+            }
             match parse(&buf[pos..], limits, broker.version(session)) {
                 Ok(Status::Complete(frame, used)) => {
                     pos += used;
@@ -94,7 +132,7 @@ impl Link {
                         // ERROR or DISCONNECT: nothing after it is read.
                         self.failed = true;
                         self.pending = Vec::new();
-                        return (fed, buf.len());
+                        return (fed, buf.len(), false);
                     }
                 }
                 Ok(Status::HeartBeat(used)) => {
@@ -106,11 +144,11 @@ impl Link {
                     broker.parse_error(session, &error, out);
                     self.failed = true;
                     self.pending = Vec::new();
-                    return (fed, buf.len());
+                    return (fed, buf.len(), false);
                 }
             }
         }
-        (fed, pos)
+        (fed, pos, false)
     }
 }
 
@@ -144,7 +182,8 @@ mod tests {
                 fed,
                 Fed {
                     frames: 3,
-                    heart_beats: 3
+                    heart_beats: 3,
+                    used: STREAM.len(),
                 }
             );
             sent_to(&out, 1)

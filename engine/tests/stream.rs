@@ -1,15 +1,20 @@
 //! Stream listeners: plain byte streams served by the same workers as WebSocket sessions.
+//!
+//! Every wait is bounded (socket read timeouts, the client's `io_timeout`, `recv_timeout`, a
+//! bounded shutdown; see `common`) and fails naming what it waited for.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{expect_eof, IO_TIMEOUT};
-use sockeye::client::{Client, OwnedEvent};
+use common::{
+    bounded_shutdown, client, connect, expect_eof, read_event, read_exact_or_fail, recv, IO_TIMEOUT,
+};
+use sockeye::client::OwnedEvent;
 use sockeye::handshake::Request;
 use sockeye::server::{
     Handler, Message, Rejection, Server, ServerConfig, Session, SessionHandle, Upgrading,
@@ -41,13 +46,14 @@ impl Handler for Upper {
         }
     }
 
-    fn on_stream_data(&mut self, session: &mut Session<'_, ()>, bytes: &[u8]) {
+    fn on_stream_data(&mut self, session: &mut Session<'_, ()>, bytes: &[u8]) -> usize {
         if bytes.starts_with(b"bye") {
             let _ = session.send_text("bye\n");
             let _ = session.close(1000, "bye");
-            return;
+            return bytes.len();
         }
         let _ = session.send_binary(&bytes.to_ascii_uppercase());
+        bytes.len()
     }
 
     fn on_message(&mut self, session: &mut Session<'_, ()>, message: Message<'_>) {
@@ -59,9 +65,10 @@ impl Handler for Upper {
     }
 }
 
-fn read_exact_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+/// The next `n` bytes (bounded by the socket's read timeout); `what` names them for the failure.
+fn read_exact_n(stream: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
     let mut buf = vec![0u8; n];
-    stream.read_exact(&mut buf).expect("read");
+    read_exact_or_fail(stream, &mut buf, what);
     buf
 }
 
@@ -83,21 +90,20 @@ fn stream_and_websocket_sessions_share_the_loop() {
         })
         .unwrap();
 
-    let mut raw = TcpStream::connect(stream_addr).unwrap();
-    raw.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut raw = connect(stream_addr);
     assert_eq!(
-        read_exact_n(&mut raw, 6),
+        read_exact_n(&mut raw, 6, "the stream's hello from on_open"),
         b"hello\n",
         "on_open's send is written unframed"
     );
-    let (is_stream, raw_handle) = open_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let (is_stream, raw_handle) = recv(&open_rx, "on_open of the stream session");
     assert!(is_stream);
 
     raw.write_all(b"abc").unwrap();
-    assert_eq!(read_exact_n(&mut raw, 3), b"ABC");
+    assert_eq!(read_exact_n(&mut raw, 3, "the upper-cased echo"), b"ABC");
 
-    let mut ws = Client::connect(&format!("ws://{ws_addr}/")).unwrap();
-    let (is_stream, ws_handle) = open_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let mut ws = client(&format!("ws://{ws_addr}/"));
+    let (is_stream, ws_handle) = recv(&open_rx, "on_open of the WebSocket session");
     assert!(!is_stream);
 
     // One prepared message in two parts reaches both kinds: framed for WebSocket, raw for the
@@ -107,29 +113,32 @@ fn stream_and_websocket_sessions_share_the_loop() {
         h.send_parts(DataKind::Text, Bytes::from_static(b"head|"), body.clone())
             .unwrap();
     }
-    assert_eq!(read_exact_n(&mut raw, 16), b"head|shared body");
     assert_eq!(
-        ws.read().unwrap(),
+        read_exact_n(&mut raw, 16, "the posted message on the stream"),
+        b"head|shared body"
+    );
+    assert_eq!(
+        read_event(&mut ws, "the posted message on the WebSocket"),
         OwnedEvent::Text("head|shared body".into())
     );
 
     raw.write_all(b"bye").unwrap();
-    assert_eq!(read_exact_n(&mut raw, 4), b"bye\n");
+    assert_eq!(read_exact_n(&mut raw, 4, "the stream's bye"), b"bye\n");
     expect_eof(&mut raw);
     closed_rx
         .recv_timeout(IO_TIMEOUT)
         .expect("on_close for the stream session");
 
     // A vanished stream peer ends its session too.
-    let raw2 = TcpStream::connect(stream_addr).unwrap();
-    let _ = open_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let raw2 = connect(stream_addr);
+    let _ = recv(&open_rx, "on_open of the second stream session");
     drop(raw2);
     closed_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("on_close after EOF");
 
     ws.close(1000, "").unwrap();
-    running.shutdown().unwrap();
+    bounded_shutdown(running, Duration::from_secs(10)).expect("workers ended cleanly");
 }
 
 /// The workers share their port through SO_REUSEPORT; a second server on the same address must

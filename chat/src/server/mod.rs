@@ -36,6 +36,11 @@ use crate::stomp::Limits;
 
 pub mod heartbeat;
 
+/// Frames of a STOMP-over-TCP read handled per broker lock, between checks of the session's
+/// read pause: small enough that a publisher whose fan-out fills an inbox stops soon, large
+/// enough that the lock is not taken per frame.
+const STREAM_BATCH: usize = 64;
+
 /// The sub-protocols offered for STOMP over WebSocket, preferred first.
 pub const SUB_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
@@ -256,19 +261,38 @@ impl Hub {
         }
     }
 
-    /// Bytes from a session: parse, hand to the broker, carry out what it says.
-    fn feed<D: AsLink>(self: &Arc<Self>, session: &mut Session<'_, D>, bytes: &[u8]) {
+    /// Bytes from a session: parse, hand to the broker, carry out what it says. At most
+    /// `batch` frames are handled per broker lock; between batches the session's read pause
+    /// is checked (its queue over the cap, or a fan-out into a full inbox): if it is paused,
+    /// the bytes not yet used are left to the transport. Returns the bytes used.
+    fn feed<D: AsLink>(
+        self: &Arc<Self>,
+        session: &mut Session<'_, D>,
+        bytes: &[u8],
+        batch: usize,
+    ) -> usize {
         let id = session.id();
         self.touch(id);
-        let mut actions = Vec::new();
-        {
-            let mut broker = self.broker();
-            session
-                .data_mut()
-                .link()
-                .feed(id, bytes, &mut broker, &self.limits, &mut actions);
+        let mut used = 0;
+        loop {
+            let mut actions = Vec::new();
+            let fed = {
+                let mut broker = self.broker();
+                session.data_mut().link().feed_some(
+                    id,
+                    &bytes[used..],
+                    &mut broker,
+                    &self.limits,
+                    &mut actions,
+                    batch,
+                )
+            };
+            used += fed.used;
+            self.execute(actions, Some(session));
+            if used >= bytes.len() || session.is_read_paused() {
+                return used;
+            }
         }
-        self.execute(actions, Some(session));
     }
 
     /// The transport is gone: tell the broker (redeliveries, Disconnected event).
@@ -533,11 +557,12 @@ impl Handler for StompHandler {
             Message::Text(text) => text.as_bytes(),
             Message::Binary(bytes) => bytes,
         };
-        self.hub.feed(session, bytes);
+        // A WebSocket message is handled whole: the engine pauses between messages.
+        self.hub.feed(session, bytes, usize::MAX);
     }
 
-    fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) {
-        self.hub.feed(session, bytes);
+    fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) -> usize {
+        self.hub.feed(session, bytes, STREAM_BATCH)
     }
 
     fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {

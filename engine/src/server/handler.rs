@@ -121,10 +121,18 @@ pub trait Handler: 'static {
         None
     }
 
-    /// Bytes from a stream connection, as they arrived (no framing; the handler buffers what
-    /// it needs). The session's sends write their payloads as they are; `close` ends the
+    /// Bytes from a stream connection, as they arrived (no framing), and returns how many of
+    /// them it used. The session's sends write their payloads as they are; `close` ends the
     /// stream once what was sent is written.
-    fn on_stream_data(&mut self, _session: &mut Session<'_, Self::Data>, _bytes: &[u8]) {}
+    ///
+    /// Bytes not used are kept by the loop and offered again, first, with the next ones (so a
+    /// parser may leave an incomplete frame to the loop). A handler that feeds other sessions
+    /// should stop after the unit of work during which [`Session::is_read_paused`] became true
+    /// and return what it used: the rest is offered again when reading resumes, and nothing of
+    /// a paused stream is read meanwhile.
+    fn on_stream_data(&mut self, _session: &mut Session<'_, Self::Data>, bytes: &[u8]) -> usize {
+        bytes.len()
+    }
 
     fn on_open(&mut self, _session: &mut Session<'_, Self::Data>) {}
 

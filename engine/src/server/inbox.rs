@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use mio::Waker;
 
+use super::gate::Gate;
 use super::session::data_opcode;
 use crate::close;
 use crate::connection::DataKind;
@@ -70,6 +71,8 @@ pub(crate) enum Command {
         code: u16,
         reason: Box<str>,
     },
+    /// A gate the session waited for opened: read it again.
+    Resume { to: Tag },
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +89,9 @@ pub(crate) struct Inbox {
     queue: Mutex<Queue>,
     waker: Arc<Waker>,
     limit: usize,
+    /// Closed while the inbox holds more than a quarter of `limit`: sessions that post to it
+    /// from other loops pause reading until this loop has taken it (see [`super::gate`]).
+    gate: Arc<Gate>,
 }
 
 impl Inbox {
@@ -94,6 +100,7 @@ impl Inbox {
             queue: Mutex::default(),
             waker,
             limit,
+            gate: Gate::new(),
         }
     }
 
@@ -116,19 +123,45 @@ impl Inbox {
         let wake = queue.commands.is_empty();
         queue.commands.push(command);
         queue.bytes += bytes;
+        if queue.bytes > self.limit / 4 {
+            self.gate.close();
+        }
         drop(queue);
         if wake {
             // Failing to wake means the poll is gone, that is, the worker is stopping.
             let _ = self.waker.wake();
         }
+        self.gate.pass();
         Ok(())
     }
 
-    /// Moves every queued command into `into` (which the loop keeps, to reuse its capacity).
+    /// Queues a command that must not be refused for want of room (closes, resumes: small,
+    /// and what frees room in the end). Dropped only when the worker has stopped.
+    pub fn post_control(&self, command: Command) {
+        let mut queue = self.lock();
+        if queue.stopped {
+            return;
+        }
+        let wake = queue.commands.is_empty();
+        queue.commands.push(command);
+        drop(queue);
+        if wake {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Moves every queued command into `into` (which the loop keeps, to reuse its capacity),
+    /// and opens the inbox's gate.
     pub fn take(&self, into: &mut Vec<Command>) {
         let mut queue = self.lock();
         std::mem::swap(&mut queue.commands, into);
         queue.bytes = 0;
+        drop(queue);
+        self.gate.open();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.lock().stopped
     }
 
     /// Refuses further posts and drops what is queued: the worker has stopped.
@@ -251,7 +284,12 @@ impl SessionHandle {
             code,
             reason: close::truncate_reason(reason).into(),
         };
-        self.inbox.post(command, 0)
+        if self.inbox.is_stopped() {
+            return Err(PostError::Stopped);
+        }
+        // Never refused for want of room: a close is how a stuck session is let go.
+        self.inbox.post_control(command);
+        Ok(())
     }
 }
 

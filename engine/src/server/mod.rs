@@ -19,6 +19,7 @@ use crate::close::code;
 use crate::config::Limits;
 use crate::handshake::HandshakeConfig;
 
+pub mod gate;
 pub mod handler;
 mod inbox;
 mod session;
@@ -26,6 +27,7 @@ mod session;
 mod signals;
 mod worker;
 
+pub use gate::Gate;
 pub use handler::{Handler, HttpResponse, Message, Rejection, SessionError, Upgrading};
 pub use inbox::{broadcast, PostError, SessionHandle};
 pub use session::{Outgoing, SendStatus, Session};
@@ -84,6 +86,13 @@ pub struct ServerConfig {
     /// nothing is queued (so one message larger than the cap can still be sent to a reader
     /// that keeps up). Default 1 MiB: room for bursts, while 1,000 stalled readers cost at
     /// most about 1 GiB of queues.
+    ///
+    /// It also bounds what a peer can make the server queue by sending: while more than this
+    /// is queued, the loop stops reading from the session (automatic pongs and the close echo
+    /// would queue too) and resumes once the queue is down to half of it; the peer's TCP window
+    /// then fills and it must wait. A peer that sends without ever reading so costs at most
+    /// this plus one `read_buffer_size` of replies, and its automatic ping goes unanswered, so
+    /// it is dropped at `pong_timeout`. See [`crate::driver`] for the whole contract.
     pub max_backpressure: usize,
     /// What to do when a send would exceed `max_backpressure`. Default [`Overflow::Drop`].
     pub overflow: Overflow,
@@ -103,7 +112,9 @@ pub struct ServerConfig {
     /// Most bytes of messages other threads may have posted to one worker through
     /// [`SessionHandle`]s that the loop has not taken yet; a post beyond it fails with
     /// [`PostError::Full`]. The loop takes the whole inbox every turn, so this is reached only
-    /// if producers outrun the loop itself. Default 64 MiB.
+    /// if producers outrun the loop itself. Above a quarter of it the inbox's [`Gate`] closes:
+    /// sessions whose messages posted to it (a publisher fanning out) stop being read until the
+    /// loop has taken it. Default 64 MiB.
     pub max_inbox_bytes: usize,
 }
 
@@ -144,6 +155,11 @@ pub struct ServerStats {
     pub pong_timeouts: u64,
     /// The most bytes one session had queued (not taken by its socket), since the start.
     pub peak_queued: usize,
+    /// Times a session stopped being read because its own queue was over `max_backpressure`.
+    pub read_pauses: u64,
+    /// Times a session stopped being read because something it feeds was closed (a
+    /// [`Gate`]: a full inbox, or the application's own).
+    pub gate_pauses: u64,
 }
 
 /// The atomics behind [`ServerStats`].
@@ -155,6 +171,8 @@ pub(crate) struct Counters {
     pub overflow_closes: AtomicU64,
     pub pong_timeouts: AtomicU64,
     pub peak_queued: AtomicUsize,
+    pub read_pauses: AtomicU64,
+    pub gate_pauses: AtomicU64,
 }
 
 impl Counters {
@@ -177,6 +195,8 @@ impl Counters {
             overflow_closes: self.overflow_closes.load(Ordering::Relaxed),
             pong_timeouts: self.pong_timeouts.load(Ordering::Relaxed),
             peak_queued: self.peak_queued.load(Ordering::Relaxed),
+            read_pauses: self.read_pauses.load(Ordering::Relaxed),
+            gate_pauses: self.gate_pauses.load(Ordering::Relaxed),
         }
     }
 }

@@ -30,7 +30,8 @@ pub(crate) struct SessionState<D> {
     pub protocol: Option<Box<str>>,
     /// The code and reason `on_close` reports, once known (the peer's close, or ours when we
     /// failed the connection).
-    pub close: Option<(u16, Box<str>)>,
+    /// Boxed: it is set once, at the end, and an open session should not carry its room.
+    pub close: Option<Box<(u16, Box<str>)>>,
     /// A plain byte stream (no WebSocket framing), from a stream listener.
     pub stream: bool,
     pub data: D,
@@ -245,7 +246,7 @@ impl<D> Session<'_, D> {
             if self.state.tx.close(code, REASON, self.out.cork).is_ok() {
                 self.state
                     .close
-                    .get_or_insert_with(|| (code, REASON.into()));
+                    .get_or_insert_with(|| Box::new((code, REASON.into())));
                 Counters::bump(&counters.overflow_closes);
             }
         }
@@ -269,7 +270,7 @@ impl<D> Session<'_, D> {
             self.state.tx.mark_closed();
             self.state
                 .close
-                .get_or_insert_with(|| (code, reason.into()));
+                .get_or_insert_with(|| Box::new((code, reason.into())));
             return Ok(());
         }
         self.state.tx.close(code, reason, self.out.cork)
@@ -277,5 +278,15 @@ impl<D> Session<'_, D> {
 
     pub fn is_closing(&self) -> bool {
         self.state.tx.is_close_sent()
+    }
+
+    /// True when the loop stops reading from this session after the current callback: its
+    /// queue is over `max_backpressure`, or it fed a closed [`Gate`](super::Gate) (a full
+    /// inbox of another loop, say). Between messages the loop checks this itself; a stream
+    /// handler that works through many frames of one read checks it after each and returns
+    /// what it used (see [`Handler::on_stream_data`](super::Handler::on_stream_data)).
+    pub fn is_read_paused(&self) -> bool {
+        self.buffered_amount() > self.out.env.config.max_backpressure
+            || super::gate::passed_closed()
     }
 }

@@ -22,7 +22,9 @@ impl<D> Loop<D> {
         let mut order = std::mem::take(&mut self.command_order);
         for (index, command) in commands.iter().enumerate() {
             match command {
-                Command::Send { to, .. } | Command::Close { to, .. } => order.push((*to, index)),
+                Command::Send { to, .. } | Command::Close { to, .. } | Command::Resume { to } => {
+                    order.push((*to, index))
+                }
                 Command::Broadcast { to, .. } => order.extend(to.iter().map(|t| (*t, index))),
             }
         }
@@ -55,6 +57,7 @@ impl<D> Loop<D> {
                         let _ = s.close(*code, reason);
                     });
                 }
+                Command::Resume { .. } => self.resume_gate(to),
             }
         }
         if let Some(key) = current {

@@ -1,5 +1,7 @@
 //! The loop's timers coming due: handshake, close, ping, pong and idle deadlines.
 
+use std::time::Duration;
+
 use tracing::info;
 
 use super::{open_parts, Loop, Next, Phase};
@@ -96,7 +98,9 @@ impl<D> Loop<D> {
         else {
             return;
         };
-        if !open.awaiting_pong || open.state.tx.is_close_sent() {
+        // A session paused on a gate is not read because of others: its pong may be waiting
+        // unread. The next ping tries again.
+        if !open.awaiting_pong || open.state.tx.is_close_sent() || open.paused_gate {
             return;
         }
         let Out { cork, stream, .. } = out;
@@ -128,7 +132,11 @@ impl<D> Loop<D> {
         let (Some(idle), false) = (self.timers.idles.after(), open.state.tx.is_close_sent()) else {
             return;
         };
-        let quiet = self.clock.since(open.last_rx, self.now);
+        // A paused session is quiet because the loop stopped reading it, not the peer.
+        let quiet = match open.paused() {
+            true => Duration::ZERO,
+            false => self.clock.since(open.last_rx, self.now),
+        };
         if quiet < idle {
             self.timers.idles.arm_at(self.now + (idle - quiet), tag);
             return;

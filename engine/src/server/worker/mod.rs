@@ -32,6 +32,7 @@ mod commands;
 mod deadlines;
 mod shutdown;
 
+use super::gate;
 use super::handler::{Handler, Message, SessionError, Upgrading};
 use super::inbox::{Command, Inbox};
 use super::session::{Env, Out, Session, SessionState};
@@ -59,6 +60,20 @@ struct Open<D> {
     close_armed: bool,
     /// An automatic ping is out and nothing has arrived since.
     awaiting_pong: bool,
+    /// Reading is paused: the session's own queue went over `max_backpressure` (until it is
+    /// down to half of it).
+    paused_output: bool,
+    /// Reading is paused: the session fed a closed [`Gate`](super::Gate) (until it opens).
+    paused_gate: bool,
+    /// `stash` holds input kept back by a pause (not just an incomplete frame): it is fed
+    /// again, alone, before anything new is read.
+    held_input: bool,
+}
+
+impl<D> Open<D> {
+    fn paused(&self) -> bool {
+        self.paused_output || self.paused_gate
+    }
 }
 
 // Most connections are `Open`; boxing it would add an allocation each without saving memory.
@@ -268,6 +283,7 @@ impl Worker {
     }
 
     pub fn run<H: Handler>(mut self, mut handler: H) -> io::Result<()> {
+        gate::enlist();
         let now = Instant::now();
         let mut lp = Loop::<H::Data> {
             conns: Slab::new(),
@@ -413,6 +429,9 @@ impl Worker {
                     last_rx: lp.clock.tick(lp.now),
                     close_armed: false,
                     awaiting_pong: false,
+                    paused_output: false,
+                    paused_gate: false,
+                    held_input: false,
                 };
                 entry.insert(Conn {
                     stream,
@@ -628,6 +647,9 @@ impl<D> Loop<D> {
             last_rx: self.clock.tick(self.now),
             close_armed: false,
             awaiting_pong: false,
+            paused_output: false,
+            paused_gate: false,
+            held_input: false,
         };
         self.conns[key].phase = Phase::Open(open);
         debug!(%peer, "websocket open");
@@ -765,8 +787,23 @@ impl<D> Loop<D> {
                 return Next::Keep;
             };
             let mut reads = 0;
-            while readable && failure.is_none() {
+            while readable && failure.is_none() && !open.paused() {
+                if open.held_input {
+                    // Input kept back by a pause goes first, before anything new is read.
+                    open.held_input = false;
+                    let mut held = std::mem::take(&mut open.stash);
+                    let n = held.len();
+                    Self::feed(handler, open, &mut out, &mut held, n);
+                    continue;
+                }
                 let carry = open.stash.len();
+                if carry == self.buf.len() {
+                    // Only a stream handler that uses nothing of a full buffer gets here.
+                    failure = Some(io::Error::other(
+                        "the stream handler used none of a full read buffer",
+                    ));
+                    break;
+                }
                 let drained = match out.stream.read(&mut self.buf[carry..]) {
                     Ok(0) => {
                         eof = true;
@@ -781,21 +818,9 @@ impl<D> Loop<D> {
                             cfg!(target_os = "linux") && !hup && carry + n < self.buf.len();
                         open.last_rx = tick;
                         open.awaiting_pong = false;
-                        if open.state.stream {
-                            if !open.state.tx.is_close_sent() {
-                                handler.on_stream_data(
-                                    &mut Session {
-                                        state: &mut open.state,
-                                        out: out.reborrow(),
-                                    },
-                                    &self.buf[..n],
-                                );
-                            }
-                        } else {
-                            self.buf[..carry].copy_from_slice(&open.stash);
-                            open.stash.clear();
-                            Self::dispatch(handler, open, &mut out, &mut self.buf, carry + n);
-                        }
+                        self.buf[..carry].copy_from_slice(&open.stash);
+                        open.stash.clear();
+                        Self::feed(handler, open, &mut out, &mut self.buf, carry + n);
                         drained
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -830,7 +855,57 @@ impl<D> Loop<D> {
         self.settle(handler, key);
     }
 
-    /// Runs the core over `buf[..len]`, calling the handler for each event; keeps the tail.
+    /// Hands `buf[..len]` to the session: a stream's bytes to `on_stream_data`, a WebSocket's
+    /// to the core and its events to the handler. Stops early if reading must pause; what is
+    /// left (or unused) is kept in the stash.
+    fn feed<H: Handler<Data = D>>(
+        handler: &mut H,
+        open: &mut Open<D>,
+        out: &mut Out<'_>,
+        buf: &mut [u8],
+        len: usize,
+    ) {
+        // Gates passed by other work (commands, timers) must not pause this session.
+        gate::forget();
+        if !open.state.stream {
+            return Self::dispatch(handler, open, out, buf, len);
+        }
+        let used = if open.state.tx.is_close_sent() {
+            len
+        } else {
+            let used = handler.on_stream_data(
+                &mut Session {
+                    state: &mut open.state,
+                    out: out.reborrow(),
+                },
+                &buf[..len],
+            );
+            Self::must_pause(open, out);
+            used.min(len)
+        };
+        open.stash.extend_from_slice(&buf[used..len]);
+        open.held_input = used < len && open.paused();
+    }
+
+    /// Decides, between messages, whether reading must pause: the session's queue is over its
+    /// cap, or it fed a closed gate.
+    fn must_pause(open: &mut Open<D>, out: &Out<'_>) -> bool {
+        let counters = out.env.counters();
+        if !open.paused_output
+            && open.state.backlog.len() + out.cork.len() > out.env.config.max_backpressure
+        {
+            open.paused_output = true;
+            Counters::bump(&counters.read_pauses);
+        }
+        if gate::passed_closed() && gate::hold(&out.env.inbox, out.tag) && !open.paused_gate {
+            open.paused_gate = true;
+            Counters::bump(&counters.gate_pauses);
+        }
+        open.paused()
+    }
+
+    /// Runs the core over `buf[..len]`, calling the handler for each event; keeps the tail
+    /// (all of what is left when reading must pause).
     fn dispatch<H: Handler<Data = D>>(
         handler: &mut H,
         open: &mut Open<D>,
@@ -838,18 +913,19 @@ impl<D> Loop<D> {
         buf: &mut [u8],
         len: usize,
     ) {
-        let Open {
-            rx, state, stash, ..
-        } = open;
         let data = &mut buf[..len];
         let mut pos = 0;
         loop {
+            let Open {
+                rx, state, stash, ..
+            } = &mut *open;
             match rx.read(&mut data[pos..], &mut state.tx, out.cork) {
                 Ok(Read { consumed, event }) => {
                     pos += consumed;
                     let Some(event) = event else {
                         if consumed == 0 {
-                            break;
+                            stash.extend_from_slice(&data[pos..]);
+                            return;
                         }
                         continue;
                     };
@@ -867,16 +943,18 @@ impl<D> Loop<D> {
                         Event::Close(frame) => {
                             let (c, reason) =
                                 frame.map_or((code::NO_STATUS, ""), |f| (f.code, f.reason));
-                            state.close.get_or_insert_with(|| (c, reason.into()));
+                            state
+                                .close
+                                .get_or_insert_with(|| Box::new((c, reason.into())));
                         }
                     }
                 }
                 Err(Failure { error, consumed }) => {
                     pos += consumed;
                     info!(code = error.close_code(), %error, "closing websocket: protocol error");
-                    state
-                        .close
-                        .get_or_insert_with(|| (error.close_code(), error.to_string().into()));
+                    state.close.get_or_insert_with(|| {
+                        Box::new((error.close_code(), error.to_string().into()))
+                    });
                     let mut session = Session {
                         state: &mut *state,
                         out: out.reborrow(),
@@ -884,8 +962,12 @@ impl<D> Loop<D> {
                     handler.on_error(&mut session, &SessionError::Protocol(error));
                 }
             }
+            if Self::must_pause(open, out) {
+                open.stash.extend_from_slice(&data[pos..]);
+                open.held_input = pos < len;
+                return;
+            }
         }
-        stash.extend_from_slice(&data[pos..]);
     }
 
     /// Flushes, then decides whether the session is over.
@@ -939,10 +1021,29 @@ impl<D> Loop<D> {
         let again = flush_and_drain(&mut session)?;
         let Draining { open, out, .. } = session;
         out.env.counters().note_queued(open.state.backlog.len());
-        if again && !self.pending.contains(&key) {
+        let mut read = false;
+        if open.paused_output && open.state.backlog.len() <= out.env.config.max_backpressure / 2 {
+            open.paused_output = false;
+            read = !open.paused_gate;
+        }
+        if (again || read) && !self.pending.contains(&key) {
             self.pending.push(key);
         }
         Ok(())
+    }
+
+    /// A gate the session waited for opened: read it again (unless its own queue still holds
+    /// it back).
+    fn resume_gate(&mut self, tag: Tag) {
+        if !self.is_open(tag) {
+            return;
+        }
+        if let Phase::Open(open) = &mut self.conns[tag.key].phase {
+            open.paused_gate = false;
+            if !open.paused_output && !self.pending.contains(&tag.key) {
+                self.pending.push(tag.key);
+            }
+        }
     }
 
     /// Flushes a session after work done outside a read (commands, timers); drops it if over.
@@ -980,7 +1081,7 @@ impl<D> Loop<D> {
                 error,
             );
         }
-        let (c, reason) = match &open.state.close {
+        let (c, reason) = match open.state.close.as_deref() {
             Some((c, reason)) => (*c, reason.clone()),
             None => (code::ABNORMAL, Box::from("")),
         };
