@@ -14,9 +14,10 @@
 //!   `on_drain` itself, after cross-thread sends or timers). A producer that pauses on `Queued`
 //!   and resumes in `on_drain` therefore always finishes. Sends made in `on_drain` that are
 //!   `Queued` again owe the next one.
-//! * While a connection's queue is over its cap, the loop stops reading from it (pings, whose
-//!   pongs would queue, included) and resumes once the queue is down to half the cap: a peer
-//!   that sends without reading costs at most the cap plus one read buffer.
+//! * While a server session's queue is over half its cap, the loop stops reading from it
+//!   (pings, whose pongs would queue, included) and resumes once the queue is down to a
+//!   quarter: a peer that sends without reading costs at most the cap plus one read buffer,
+//!   and an echo of one read's worth still fits under the cap.
 
 pub mod out;
 pub mod timers;

@@ -87,12 +87,14 @@ pub struct ServerConfig {
     /// that keeps up). Default 1 MiB: room for bursts, while 1,000 stalled readers cost at
     /// most about 1 GiB of queues.
     ///
-    /// It also bounds what a peer can make the server queue by sending: while more than this
-    /// is queued, the loop stops reading from the session (automatic pongs and the close echo
-    /// would queue too) and resumes once the queue is down to half of it; the peer's TCP window
-    /// then fills and it must wait. A peer that sends without ever reading so costs at most
-    /// this plus one `read_buffer_size` of replies, and its automatic ping goes unanswered, so
-    /// it is dropped at `pong_timeout`. See [`crate::driver`] for the whole contract.
+    /// It also bounds what a peer can make the server queue by sending: while more than half
+    /// of this is queued, the loop stops reading from the session (automatic pongs and the
+    /// close echo would queue too) and resumes once the queue is down to a quarter; the peer's
+    /// TCP window then fills and it must wait. A peer that sends without ever reading so costs
+    /// at most this plus one `read_buffer_size` of replies (and an echo of what one read
+    /// brought still fits under the cap, so nothing is dropped for it); its automatic ping
+    /// goes unanswered, so it is dropped at `pong_timeout`. See [`crate::driver`] for the
+    /// whole contract.
     pub max_backpressure: usize,
     /// What to do when a send would exceed `max_backpressure`. Default [`Overflow::Drop`].
     pub overflow: Overflow,
@@ -155,7 +157,8 @@ pub struct ServerStats {
     pub pong_timeouts: u64,
     /// The most bytes one session had queued (not taken by its socket), since the start.
     pub peak_queued: usize,
-    /// Times a session stopped being read because its own queue was over `max_backpressure`.
+    /// Times a session stopped being read because its own queue was over half of
+    /// `max_backpressure`.
     pub read_pauses: u64,
     /// Times a session stopped being read because something it feeds was closed (a
     /// [`Gate`]: a full inbox, or the application's own).

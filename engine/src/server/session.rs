@@ -281,12 +281,12 @@ impl<D> Session<'_, D> {
     }
 
     /// True when the loop stops reading from this session after the current callback: its
-    /// queue is over `max_backpressure`, or it fed a closed [`Gate`](super::Gate) (a full
+    /// queue is over half of `max_backpressure`, or it fed a closed [`Gate`](super::Gate) (a full
     /// inbox of another loop, say). Between messages the loop checks this itself; a stream
     /// handler that works through many frames of one read checks it after each and returns
     /// what it used (see [`Handler::on_stream_data`](super::Handler::on_stream_data)).
     pub fn is_read_paused(&self) -> bool {
-        self.buffered_amount() > self.out.env.config.max_backpressure
+        self.buffered_amount() > self.out.env.config.max_backpressure / 2
             || super::gate::passed_closed()
     }
 }

@@ -60,8 +60,8 @@ struct Open<D> {
     close_armed: bool,
     /// An automatic ping is out and nothing has arrived since.
     awaiting_pong: bool,
-    /// Reading is paused: the session's own queue went over `max_backpressure` (until it is
-    /// down to half of it).
+    /// Reading is paused: the session's own queue went over half of `max_backpressure` (until
+    /// it is down to a quarter).
     paused_output: bool,
     /// Reading is paused: the session fed a closed [`Gate`](super::Gate) (until it opens).
     paused_gate: bool,
@@ -887,12 +887,13 @@ impl<D> Loop<D> {
         open.held_input = used < len && open.paused();
     }
 
-    /// Decides, between messages, whether reading must pause: the session's queue is over its
-    /// cap, or it fed a closed gate.
+    /// Decides, between messages, whether reading must pause: the session's queue is over half
+    /// its cap (so that what one more read makes it send still fits under the cap), or it fed
+    /// a closed gate.
     fn must_pause(open: &mut Open<D>, out: &Out<'_>) -> bool {
         let counters = out.env.counters();
         if !open.paused_output
-            && open.state.backlog.len() + out.cork.len() > out.env.config.max_backpressure
+            && open.state.backlog.len() + out.cork.len() > out.env.config.max_backpressure / 2
         {
             open.paused_output = true;
             Counters::bump(&counters.read_pauses);
@@ -1022,7 +1023,7 @@ impl<D> Loop<D> {
         let Draining { open, out, .. } = session;
         out.env.counters().note_queued(open.state.backlog.len());
         let mut read = false;
-        if open.paused_output && open.state.backlog.len() <= out.env.config.max_backpressure / 2 {
+        if open.paused_output && open.state.backlog.len() <= out.env.config.max_backpressure / 4 {
             open.paused_output = false;
             read = !open.paused_gate;
         }
