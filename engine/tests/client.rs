@@ -2,8 +2,9 @@
 //! server, each handshake failure as its own error, and the client's side of the protocol
 //! against tiny fake servers that send exactly the bytes a test needs.
 //!
-//! Every wait is bounded: socket timeouts on both ends, and fake servers report through a
-//! channel read with a timeout (see `common`).
+//! Every wait is bounded: socket timeouts on both ends (the blocking client's through
+//! `ClientConfig::io_timeout`), and fake servers report through a channel read with a timeout
+//! (see `common`). A wait that runs out fails naming what it waited for.
 
 mod common;
 
@@ -90,7 +91,8 @@ fn round_trip(kind: DataKind, mode: Mode, len: usize) {
     };
     assert_eq!(payload.len(), len);
     send(&mut client, kind, &payload, mode);
-    let got = match (kind, client.read().expect("read echo")) {
+    let what = format!("the echo of the {kind:?} {mode:?} {len}-byte message");
+    let got = match (kind, read_event(&mut client, &what)) {
         (DataKind::Text, OwnedEvent::Text(text)) => text.into_bytes(),
         (DataKind::Binary, OwnedEvent::Binary(bytes)) => bytes,
         (_, other) => panic!(
@@ -163,7 +165,7 @@ fn many_messages_of_mixed_sizes_on_one_connection() {
             DataKind::Binary => pattern(len),
         };
         send(&mut client, kind, &payload, mode);
-        let got = match client.read().expect("read echo") {
+        let got = match read_event(&mut client, &format!("the echo of message {i}")) {
             OwnedEvent::Text(t) => t.into_bytes(),
             OwnedEvent::Binary(b) => b,
             other => panic!("unexpected {other:?}"),
@@ -182,7 +184,10 @@ fn ping_is_answered_by_the_server() {
     let server = echo_server();
     let mut client = client(&server.url("/"));
     client.ping(b"hello?").unwrap();
-    assert_eq!(client.read().unwrap(), OwnedEvent::Pong(b"hello?".to_vec()));
+    assert_eq!(
+        read_event(&mut client, "the pong to our ping"),
+        OwnedEvent::Pong(b"hello?".to_vec())
+    );
     close_client(&mut client);
     assert!(client.is_closed());
     server.finish();
@@ -197,11 +202,11 @@ fn sending_after_close_is_refused() {
         client.send_text("late"),
         Err(ClientError::Send(sockeye::SendError::Closed))
     ));
-    assert!(matches!(
-        client.read(),
-        Ok(OwnedEvent::Close(Some((1000, _))))
-    ));
-    assert!(matches!(client.read(), Err(ClientError::Dropped)));
+    match read_event(&mut client, "the echo of our close") {
+        OwnedEvent::Close(Some((1000, _))) => {}
+        other => panic!("expected the close echoed with 1000, got {other:?}"),
+    }
+    expect_dropped(&mut client, "after the close handshake");
     server.finish();
 }
 
@@ -230,17 +235,15 @@ fn against(
     error
 }
 
+/// Bounded handshake, bounded reads and writes (see `common::client_config`).
 fn default_config() -> ClientConfig {
-    ClientConfig {
-        handshake_timeout: IO_TIMEOUT,
-        ..ClientConfig::default()
-    }
+    client_config()
 }
 
 #[test]
 fn rejection_status_is_reported_with_its_code() {
     let server = echo_server();
-    match Client::connect(&server.url("/forbidden")) {
+    match Client::connect_with(&server.url("/forbidden"), &default_config()) {
         Err(ClientError::Handshake(ResponseError::Status(403))) => {}
         other => panic!("expected Status(403), got {other:?}"),
     }
@@ -507,7 +510,7 @@ fn request_carries_target_host_origin_protocols_and_headers() {
     };
     let mut client = client_with(&server.url("/path?q=1#frag"), &config);
     assert_eq!(
-        recv(&rx),
+        recv(&rx, "the upgrade request as on_upgrade saw it"),
         format!(
             "GET /path?q=1 host={} origin=https://app.example protocols=a|b x=yes",
             server.addr()
@@ -551,7 +554,7 @@ fn masked_server_frame_is_a_protocol_error_answered_with_1002() {
     });
     match client.read() {
         Err(ClientError::Protocol(ProtocolError::MaskedFrame)) => {}
-        other => panic!("expected MaskedFrame, got {other:?}"),
+        other => panic!("expected MaskedFrame for the server's masked frame, got {other:?}"),
     }
     drop(client);
     let close = fake.join();
@@ -568,13 +571,10 @@ fn invalid_utf8_from_the_server_is_answered_with_1007() {
         drain_until_eof(stream);
         close
     });
-    assert!(
-        matches!(
-            client.read(),
-            Err(ClientError::Protocol(ProtocolError::InvalidUtf8))
-        ),
-        "expected InvalidUtf8"
-    );
+    match client.read() {
+        Err(ClientError::Protocol(ProtocolError::InvalidUtf8)) => {}
+        other => panic!("expected InvalidUtf8 for the server's bad text, got {other:?}"),
+    }
     drop(client);
     let close = fake.join();
     assert!(close.masked);
@@ -591,13 +591,10 @@ fn reserved_bits_from_the_server_are_answered_with_1002() {
         drain_until_eof(stream);
         close
     });
-    assert!(
-        matches!(
-            client.read(),
-            Err(ClientError::Protocol(ProtocolError::ReservedBits(4)))
-        ),
-        "expected ReservedBits"
-    );
+    match client.read() {
+        Err(ClientError::Protocol(ProtocolError::ReservedBits(4))) => {}
+        other => panic!("expected ReservedBits(4) for the server's RSV1 frame, got {other:?}"),
+    }
     drop(client);
     assert_eq!(fake.join().close_code(), Some(1002));
 }
@@ -615,10 +612,13 @@ fn ping_from_the_server_is_answered_with_a_masked_pong() {
         (pong, empty)
     });
     assert_eq!(
-        client.read().unwrap(),
+        read_event(&mut client, "the server's first ping"),
         OwnedEvent::Ping(b"still there?".to_vec())
     );
-    assert_eq!(client.read().unwrap(), OwnedEvent::Ping(Vec::new()));
+    assert_eq!(
+        read_event(&mut client, "the server's empty ping"),
+        OwnedEvent::Ping(Vec::new())
+    );
     drop(client);
     let (pong, empty) = fake.join();
     assert_eq!(
@@ -642,14 +642,14 @@ fn close_from_the_server_is_echoed_and_the_client_waits_for_tcp_close() {
         echo
     });
     assert_eq!(
-        client.read().unwrap(),
+        read_event(&mut client, "the server's close"),
         OwnedEvent::Close(Some((1001, "restarting".into())))
     );
     assert!(client.is_closed());
     let echo = fake.join();
     assert!(echo.masked);
     assert_eq!(echo.close_code(), Some(1001));
-    assert!(matches!(client.read(), Err(ClientError::Dropped)));
+    expect_dropped(&mut client, "after the client echoed the server's close");
 }
 
 #[test]
@@ -663,8 +663,17 @@ fn frames_in_the_same_segment_as_the_101_are_delivered() {
         drain_until_eof(&mut stream);
     });
     let mut client = client(&format!("ws://{addr}/"));
-    assert_eq!(client.read().unwrap(), OwnedEvent::Text("welcome".into()));
-    assert_eq!(client.read().unwrap(), OwnedEvent::Binary(vec![1, 2, 3]));
+    assert_eq!(
+        read_event(&mut client, "the text frame sent with the 101"),
+        OwnedEvent::Text("welcome".into())
+    );
+    assert_eq!(
+        read_event(
+            &mut client,
+            "the fragmented binary message sent with the 101"
+        ),
+        OwnedEvent::Binary(vec![1, 2, 3])
+    );
     drop(client);
     fake.join();
 }

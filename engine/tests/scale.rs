@@ -3,10 +3,13 @@
 //! sends and broadcast, connection limits and graceful shutdown.
 //!
 //! No sleeps as synchronization: every wait is a channel receive or a socket read with a
-//! bound. The flood test pushes 1 GiB at a stalled reader in every build (its payload is
-//! shared, so that is cheap); the paced transfers it compares (best of three, without and
-//! with the flood) are 128 MiB each in debug builds and 256 MiB in release (`SOCKEYE_SCALE_FEED_MIB` overrides). Figures are printed
-//! with `--nocapture`.
+//! bound (clients get `ClientConfig::io_timeout`, raw sockets a read timeout, threads are joined
+//! through a channel with `recv_timeout`, shutdowns run on a thread waited for with a bound),
+//! and a wait that runs out fails naming what it waited for. The flood test pushes 1 GiB at a
+//! stalled reader in every build (its payload is shared, so that is cheap); the paced
+//! transfers it compares (best of three, without and with the flood) are 128 MiB each in debug
+//! builds and 256 MiB in release (`SOCKEYE_SCALE_FEED_MIB` overrides). Figures are printed with
+//! `--nocapture`.
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
@@ -19,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sockeye::client::{Client, OwnedEvent};
+use sockeye::client::{Client, ClientConfig, ClientError, OwnedEvent};
 use sockeye::handshake::Request;
 use sockeye::server::{
     broadcast, Handler, Message, Outgoing, Overflow, PostError, Rejection, RunningServer,
@@ -262,21 +265,94 @@ impl Harness {
 
     fn stop(mut self) {
         if let Some(server) = self.server.take() {
-            server.shutdown().expect("clean shutdown");
+            bounded_shutdown(server).expect("clean shutdown");
         }
     }
 }
 
-fn connect(h: &Harness, path: &str) -> Client {
-    Client::connect(&h.url(path)).expect("connect")
+/// Bound on a shutdown: the server's own deadline (5 s by default) plus patience.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5).saturating_add(PATIENCE);
+
+/// Runs `RunningServer::shutdown` on a helper thread and waits for it at most `SHUTDOWN_LIMIT`.
+fn bounded_shutdown(server: RunningServer) -> std::io::Result<()> {
+    spawn_bounded(move || server.shutdown()).join(SHUTDOWN_LIMIT, "RunningServer::shutdown")
 }
 
-/// Reads one data message (answering pings on the way).
-fn read_data(client: &mut Client) -> OwnedEvent {
+/// A thread whose end is awaited with a bound: its outcome comes back over a channel.
+struct Bounded<T> {
+    outcome: Receiver<thread::Result<T>>,
+}
+
+fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
+    let (tx, outcome) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    Bounded { outcome }
+}
+
+impl<T> Bounded<T> {
+    /// The thread's result; its panic is resumed here; fails if it runs longer than `limit`.
+    fn join(self, limit: Duration, what: &str) -> T {
+        match self.outcome.recv_timeout(limit) {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish within {limit:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("{what}: its thread vanished"),
+        }
+    }
+}
+
+/// A client whose handshake and every read and write are bounded by `PATIENCE`.
+fn connect(h: &Harness, path: &str) -> Client {
+    let config = ClientConfig {
+        handshake_timeout: PATIENCE,
+        io_timeout: Some(PATIENCE),
+        ..ClientConfig::default()
+    };
+    Client::connect_with(&h.url(path), &config).unwrap_or_else(|e| panic!("connect to {path}: {e}"))
+}
+
+/// A raw TCP connection whose reads and writes are bounded by `PATIENCE`.
+fn connect_raw(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.set_write_timeout(Some(PATIENCE)).expect("timeout");
+    stream
+}
+
+/// The next event (bounded by the client's `io_timeout`); fails naming `what` it waited for.
+fn read_event(client: &mut Client, what: &str) -> OwnedEvent {
+    match client.read() {
+        Ok(event) => event,
+        Err(ClientError::Timeout) => panic!("no {what} within {PATIENCE:?}"),
+        Err(e) => panic!("reading {what}: {e}"),
+    }
+}
+
+/// Reads one data message (answering pings on the way); `what` names it for the failure.
+fn read_data(client: &mut Client, what: &str) -> OwnedEvent {
+    let until = Instant::now() + PATIENCE;
     loop {
-        match client.read().expect("read") {
+        assert!(
+            Instant::now() < until,
+            "no {what} within {PATIENCE:?} (only pings and pongs came)"
+        );
+        match read_event(client, what) {
             OwnedEvent::Ping(_) | OwnedEvent::Pong(_) => {}
             event => return event,
+        }
+    }
+}
+
+/// Posts until the inbox takes it, retrying while it is full, for at most `PATIENCE`.
+fn post(what: &str, mut send: impl FnMut() -> Result<(), PostError>) -> Result<(), PostError> {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        match send() {
+            Err(PostError::Full) if Instant::now() < until => thread::yield_now(),
+            Err(PostError::Full) => panic!("the inbox stayed full for {PATIENCE:?} ({what})"),
+            other => return other,
         }
     }
 }
@@ -307,8 +383,8 @@ fn paced_transfer(h: &Harness, messages: usize) -> f64 {
     let mut client = connect(h, &format!("/feed/{messages}/{CHUNK}"));
     let (handle, _) = h.opened();
     let start = Instant::now();
-    for _ in 0..messages {
-        match read_data(&mut client) {
+    for i in 0..messages {
+        match read_data(&mut client, &format!("chunk {i} of the paced feed")) {
             OwnedEvent::Binary(b) => assert_eq!(b.len(), CHUNK),
             other => panic!("unexpected {other:?}"),
         }
@@ -321,16 +397,31 @@ fn paced_transfer(h: &Harness, messages: usize) -> f64 {
     rate
 }
 
+/// Bound on a flood thread's end once it may stop: 1 GiB of 64 KiB posts, on a busy machine.
+const FLOOD_LIMIT: Duration = Duration::from_secs(120);
+
 /// Posts `FLOOD` bytes (and on until `stop`) to a session, copying each message as a real
-/// producer would; an inbox that is full is retried. Returns bytes posted.
-fn flood(target: SessionHandle, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
-    thread::spawn(move || {
+/// producer would; an inbox that is full is retried (for at most `PATIENCE` in a row). Returns
+/// bytes posted.
+fn flood(target: SessionHandle, stop: Arc<AtomicBool>) -> Bounded<usize> {
+    spawn_bounded(move || {
         let chunk = vec![0xa5u8; CHUNK];
         let mut posted = 0;
+        let mut full_since = None;
         while posted < FLOOD || !stop.load(Ordering::Relaxed) {
             match target.send_binary(&chunk) {
-                Ok(()) => posted += CHUNK,
-                Err(PostError::Full) => thread::yield_now(),
+                Ok(()) => {
+                    posted += CHUNK;
+                    full_since = None;
+                }
+                Err(PostError::Full) => {
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    assert!(
+                        since.elapsed() < PATIENCE,
+                        "flood: the session's inbox stayed full for {PATIENCE:?}"
+                    );
+                    thread::yield_now();
+                }
                 Err(PostError::Stopped) => break,
             }
             if posted >= FLOOD && stop.load(Ordering::Relaxed) {
@@ -365,7 +456,7 @@ fn stalled_reader_stays_under_the_cap_while_others_keep_their_throughput() {
     let flooder = flood(target.clone(), stop.clone());
     let during = best(&h);
     stop.store(true, Ordering::Relaxed);
-    let posted = flooder.join().unwrap();
+    let posted = flooder.join(FLOOD_LIMIT, "the flood thread");
 
     let stats = h.server().stats();
     println!(
@@ -415,7 +506,7 @@ fn overflow_policy_closes_a_stalled_reader() {
     let stop = Arc::new(AtomicBool::new(true));
     let flooder = flood(target.clone(), stop);
     let (code, _, _, errors) = h.closed(target.id());
-    let posted = flooder.join().unwrap();
+    let posted = flooder.join(FLOOD_LIMIT, "the flood thread");
     let stats = h.server().stats();
     println!(
         "close policy: {:.0} MiB posted, closed with {code}, peak queue {} bytes, errors {errors:?}",
@@ -428,8 +519,12 @@ fn overflow_policy_closes_a_stalled_reader() {
     assert_eq!(errors, vec!["CloseTimeout".to_string()]);
     // The client finds its data cut short: the close frame is behind the queue that was
     // dropped with the socket (or, if it got that far, the close itself).
-    stalled.stream().set_read_timeout(Some(PATIENCE)).unwrap();
+    let until = Instant::now() + PATIENCE;
     loop {
+        assert!(
+            Instant::now() < until,
+            "the stalled client's data did not end within {PATIENCE:?}"
+        );
         match stalled.read() {
             Ok(OwnedEvent::Binary(_)) => {}
             Ok(OwnedEvent::Close(frame)) => {
@@ -450,8 +545,13 @@ fn overflow_policy_closes_a_stalled_reader() {
 /// Reads from a raw stream until EOF or reset; returns when that happened.
 fn wait_for_hangup(stream: &mut TcpStream) -> Instant {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let until = Instant::now() + PATIENCE;
     let mut buf = [0u8; 4096];
     loop {
+        assert!(
+            Instant::now() < until,
+            "no hang-up within {PATIENCE:?} (data kept coming)"
+        );
         match stream.read(&mut buf) {
             Ok(0) => return Instant::now(),
             Ok(_) => {}
@@ -479,8 +579,8 @@ fn half_a_handshake_is_cut_at_the_deadline() {
         handshake_timeout: deadline,
         ..quiet_config()
     });
-    let mut slow = TcpStream::connect(h.addr).unwrap();
-    let mut silent = TcpStream::connect(h.addr).unwrap();
+    let mut slow = connect_raw(h.addr);
+    let mut silent = connect_raw(h.addr);
     let start = Instant::now();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
         .unwrap();
@@ -509,16 +609,20 @@ fn vanished_peer_is_detected_within_ping_interval_plus_timeout() {
     // A live peer answers the pings (the client pongs as it reads, on its own thread).
     let mut live = connect(&h, "/");
     let (live_handle, _) = h.opened();
-    let live = thread::spawn(move || {
-        live.stream().set_read_timeout(Some(PATIENCE)).unwrap();
+    let live = spawn_bounded(move || {
+        let until = Instant::now() + PATIENCE;
         let mut pings = 0;
         while pings < 3 {
-            if let OwnedEvent::Ping(_) = live.read().unwrap() {
+            assert!(
+                Instant::now() < until,
+                "{pings} of 3 pings within {PATIENCE:?}"
+            );
+            if let OwnedEvent::Ping(_) = read_event(&mut live, &format!("ping {}", pings + 1)) {
                 pings += 1;
             }
         }
         live.send_text("still here").unwrap();
-        let echo = read_data(&mut live);
+        let echo = read_data(&mut live, "the echo of \"still here\"");
         live.close(1000, "").unwrap();
         echo
     });
@@ -535,7 +639,10 @@ fn vanished_peer_is_detected_within_ping_interval_plus_timeout() {
         interval + timeout + SLACK,
     );
     // Meanwhile the live one saw three pings, answered them, and is still served.
-    assert_eq!(live.join().unwrap(), OwnedEvent::Text("still here".into()));
+    assert_eq!(
+        live.join(2 * PATIENCE, "the live client's thread"),
+        OwnedEvent::Text("still here".into())
+    );
     assert_eq!(h.closed(live_handle.id()).0, 1000);
     assert_eq!(h.server().stats().pong_timeouts, 1);
     h.stop();
@@ -552,11 +659,11 @@ fn idle_session_is_closed_with_1001() {
     let (handle, opened) = h.opened();
     client.send_text("one message").unwrap();
     assert_eq!(
-        read_data(&mut client),
+        read_data(&mut client, "the echo of \"one message\""),
         OwnedEvent::Text("one message".into())
     );
     let last = Instant::now();
-    match read_data(&mut client) {
+    match read_data(&mut client, "the idle close") {
         OwnedEvent::Close(Some((code, reason))) => {
             assert_eq!((code, reason.as_str()), (1001, "idle timeout"));
         }
@@ -588,11 +695,15 @@ fn peer_that_never_answers_close_is_dropped_at_the_close_deadline() {
     let mut stream = client.stream().try_clone().unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut head = [0u8; 2];
-    stream.read_exact(&mut head).unwrap();
+    stream
+        .read_exact(&mut head)
+        .expect("the server's close frame header within PATIENCE");
     let seen = Instant::now();
     assert_eq!(head[0], 0x88, "a close frame");
     let mut payload = vec![0u8; usize::from(head[1])];
-    stream.read_exact(&mut payload).unwrap();
+    stream
+        .read_exact(&mut payload)
+        .expect("the close frame's payload within PATIENCE");
     assert_eq!(&payload[..2], &1000u16.to_be_bytes());
     let cut = wait_for_hangup(&mut stream);
     assert_between(
@@ -633,23 +744,20 @@ fn eight_threads_ten_thousand_messages_each_arrive_once_in_order() {
     let senders: Vec<_> = (0..THREADS)
         .map(|t| {
             let handle = handle.clone();
-            thread::spawn(move || {
+            spawn_bounded(move || {
                 for i in 0..EACH {
                     let text = format!("{t}:{i}");
-                    loop {
-                        match handle.send_text(&text) {
-                            Ok(()) => break,
-                            Err(PostError::Full) => thread::yield_now(),
-                            Err(e) => panic!("post failed: {e}"),
-                        }
+                    if let Err(e) = post(&text, || handle.send_text(&text)) {
+                        panic!("post failed: {e}");
                     }
                 }
             })
         })
         .collect();
     let mut next = [0usize; THREADS];
-    for _ in 0..THREADS * EACH {
-        let OwnedEvent::Text(text) = read_data(&mut client) else {
+    for n in 0..THREADS * EACH {
+        let OwnedEvent::Text(text) = read_data(&mut client, &format!("message {n} of the senders"))
+        else {
             panic!("expected text");
         };
         let (t, i) = text.split_once(':').expect("t:i");
@@ -662,7 +770,7 @@ fn eight_threads_ten_thousand_messages_each_arrive_once_in_order() {
         next[t] += 1;
     }
     for sender in senders {
-        sender.join().unwrap();
+        sender.join(PATIENCE, "a sender thread");
     }
     println!(
         "{} messages from {THREADS} threads in {:?}",
@@ -672,7 +780,10 @@ fn eight_threads_ten_thousand_messages_each_arrive_once_in_order() {
     assert_eq!(next, [EACH; THREADS]);
     // Nothing more: the next thing after a marker message is the marker itself.
     handle.send_text("end").unwrap();
-    assert_eq!(read_data(&mut client), OwnedEvent::Text("end".into()));
+    assert_eq!(
+        read_data(&mut client, "the end marker"),
+        OwnedEvent::Text("end".into())
+    );
     assert_eq!(h.server().stats().dropped_messages, 0);
     client.close(1000, "").unwrap();
     assert_eq!(h.closed(handle.id()).0, 1000);
@@ -693,7 +804,7 @@ fn a_handle_to_an_ended_session_never_reaches_the_next_one_in_its_slot() {
     old.send_text("to the old session").unwrap();
     new.send_text("to the new session").unwrap();
     assert_eq!(
-        read_data(&mut second),
+        read_data(&mut second, "the message to the new session"),
         OwnedEvent::Text("to the new session".into())
     );
     second.close(1000, "").unwrap();
@@ -717,7 +828,10 @@ fn broadcast_reaches_every_session_on_every_worker_once() {
     }
     for client in &mut clients {
         for n in 0..3 {
-            assert_eq!(read_data(client), OwnedEvent::Text(format!("news {n}")));
+            assert_eq!(
+                read_data(client, &format!("broadcast {n}")),
+                OwnedEvent::Text(format!("news {n}"))
+            );
         }
     }
     println!(
@@ -742,11 +856,14 @@ fn max_connections_counts_across_workers() {
     for _ in 0..4 {
         h.opened();
     }
-    let mut refused = TcpStream::connect(h.addr).unwrap();
-    refused.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut refused = connect_raw(h.addr);
     let mut response = String::new();
+    // Bounded by the read timeout; what came before an error or EOF is checked.
     let _ = refused.read_to_string(&mut response);
-    assert!(response.starts_with("HTTP/1.1 503"), "got {response:?}");
+    assert!(
+        response.starts_with("HTTP/1.1 503"),
+        "expected a 503 and the server's close within {PATIENCE:?}, got {response:?}"
+    );
     let stats = h.server().stats();
     assert_eq!((stats.connections, stats.refused), (4, 1));
     h.stop();
@@ -783,8 +900,7 @@ fn shutdown_with_1000_sessions_sends_1001_to_all_within_the_deadline() {
         let _ = done_tx.send((result.is_ok(), started.elapsed()));
     });
     for client in &mut clients {
-        client.stream().set_read_timeout(Some(PATIENCE)).unwrap();
-        match read_data(client) {
+        match read_data(client, "the shutdown's close 1001") {
             OwnedEvent::Close(Some((code, _))) => assert_eq!(code, 1001),
             other => panic!("expected close 1001, got {other:?}"),
         }
@@ -815,7 +931,7 @@ fn shutdown_gives_up_on_silent_peers_at_the_deadline() {
         h.opened();
     }
     let started = Instant::now();
-    h.server.take().unwrap().shutdown().unwrap();
+    bounded_shutdown(h.server.take().unwrap()).unwrap();
     assert_between(
         "shutdown with silent peers",
         started.elapsed(),

@@ -3,8 +3,10 @@
 //!
 //! Servers listen on `127.0.0.1:0` with one worker (so "other connections" share the event loop
 //! of the misbehaving one). Raw `TcpStream`s are used where the bytes matter, the blocking
-//! `Client` where only messages do. Every wait is bounded (see `common`), and every test ends
-//! with a graceful shutdown that must report clean workers: a panic in the loop fails the test.
+//! `Client` where only messages do. Every wait is bounded (see `common`: socket timeouts, the
+//! client's `io_timeout`, `recv_timeout` on handler reports) and fails naming what it waited
+//! for, and every test ends with a graceful shutdown that must report clean workers: a panic in
+//! the loop fails the test.
 
 mod common;
 
@@ -104,7 +106,7 @@ fn probe(config: ServerConfig) -> (TestServer, mpsc::Receiver<Note>) {
 
 /// The code `on_close` reported next.
 fn closed_with(notes: &mpsc::Receiver<Note>) -> (u16, String) {
-    recv_matching(notes, |n| match n {
+    recv_matching(notes, "an on_close report", |n| match n {
         Note::Close { code, reason } => Some((*code, reason.clone())),
         _ => None,
     })
@@ -198,8 +200,14 @@ fn valid_upgrade_gets_101_with_the_rfc_accept_key() {
             payload: b"hello".to_vec()
         }
     );
-    assert!(matches!(recv(&notes), Note::Upgrade));
-    assert!(matches!(recv(&notes), Note::Open { protocol: None }));
+    assert!(matches!(
+        recv(&notes, "the on_upgrade report"),
+        Note::Upgrade
+    ));
+    assert!(matches!(
+        recv(&notes, "the on_open report"),
+        Note::Open { protocol: None }
+    ));
     drop(stream);
     server.finish();
 }
@@ -489,7 +497,7 @@ fn subprotocol_is_the_servers_preference_among_the_offered() {
     let response = read_head(&mut stream);
     assert_eq!(response.status, 101);
     assert_eq!(response.header("sec-websocket-protocol"), Some("v11.stomp"));
-    let protocol = recv_matching(&notes, |n| match n {
+    let protocol = recv_matching(&notes, "an on_open report", |n| match n {
         Note::Open { protocol } => Some(protocol.clone()),
         _ => None,
     });
@@ -502,11 +510,11 @@ fn subprotocol_is_the_servers_preference_among_the_offered() {
     // The client sees the same.
     let config = ClientConfig {
         protocols: vec!["v10.stomp".into(), "v11.stomp".into()],
-        ..ClientConfig::default()
+        ..client_config()
     };
     let mut client = client_with(&server.url("/"), &config);
     assert_eq!(client.protocol(), Some("v11.stomp"));
-    let protocol = recv_matching(&notes, |n| match n {
+    let protocol = recv_matching(&notes, "an on_open report", |n| match n {
         Note::Open { protocol } => Some(protocol.clone()),
         _ => None,
     });
@@ -526,7 +534,7 @@ fn no_offered_subprotocol_is_accepted_without_the_header() {
         let response = read_head(&mut stream);
         assert_eq!(response.status, 101, "{extra:?}");
         assert_eq!(response.header("sec-websocket-protocol"), None, "{extra:?}");
-        let protocol = recv_matching(&notes, |n| match n {
+        let protocol = recv_matching(&notes, "an on_open report", |n| match n {
             Note::Open { protocol } => Some(protocol.clone()),
             _ => None,
         });
@@ -586,7 +594,7 @@ fn hook_sees_path_query_and_headers_and_attaches_data() {
     let server = TestServer::start(test_config(), || Gate);
     let config = |agent: &str| ClientConfig {
         headers: vec![("X-Agent".into(), agent.into())],
-        ..ClientConfig::default()
+        ..client_config()
     };
     let mut alice = client_with(&server.url("/rooms/42?x=1&token=alice"), &config("probe/1"));
     let mut bob = client_with(&server.url("/lobby?token=bob"), &config("probe/2"));
@@ -594,11 +602,11 @@ fn hook_sees_path_query_and_headers_and_attaches_data() {
         alice.send_text("who am I").unwrap();
         bob.send_text("who am I").unwrap();
         assert_eq!(
-            alice.read().unwrap(),
+            read_event(&mut alice, "alice's reply"),
             OwnedEvent::Text("alice /rooms/42 probe/1".into())
         );
         assert_eq!(
-            bob.read().unwrap(),
+            read_event(&mut bob, "bob's reply"),
             OwnedEvent::Text("bob /lobby probe/2".into())
         );
     }
@@ -619,11 +627,11 @@ fn hook_sees_path_query_and_headers_and_attaches_data() {
 #[test]
 fn hook_rejection_status_reaches_the_client() {
     let server = TestServer::start(test_config(), || Gate);
-    match sockeye::client::Client::connect(&server.url("/rooms/42")) {
+    match sockeye::client::Client::connect_with(&server.url("/rooms/42"), &client_config()) {
         Err(ClientError::Handshake(ResponseError::Status(401))) => {}
         other => panic!("expected a 401, got {other:?}"),
     }
-    match sockeye::client::Client::connect(&server.url("/?token=mallory")) {
+    match sockeye::client::Client::connect_with(&server.url("/?token=mallory"), &client_config()) {
         Err(ClientError::Handshake(ResponseError::Status(403))) => {}
         other => panic!("expected a 403, got {other:?}"),
     }
@@ -688,7 +696,10 @@ fn http_get_is_answered_and_the_connection_closed() {
     assert_eq!(response.status, 200);
     assert_eq!(response.body, b"up verbose=1");
     assert_eq!(response.header("connection"), Some("close"));
-    assert_eq!(recv(&calls), ("GET /status?verbose=1".into(), Vec::new()));
+    assert_eq!(
+        recv(&calls, "the on_http call"),
+        ("GET /status?verbose=1".into(), Vec::new())
+    );
     let response = http_exchange(
         server.addr(),
         request("GET /nowhere HTTP/1.1", &[HOST]).as_bytes(),
@@ -713,7 +724,10 @@ fn http_post_body_arriving_later_is_delivered_whole() {
     assert_eq!(response.status, 201);
     assert_eq!(response.body, body);
     assert_eq!(response.header("x-length"), Some("21"));
-    assert_eq!(recv(&calls), ("POST /echo".into(), body.to_vec()));
+    assert_eq!(
+        recv(&calls, "the on_http call"),
+        ("POST /echo".into(), body.to_vec())
+    );
     drop(stream);
     server.finish();
 }
@@ -764,7 +778,7 @@ fn violation(config: ServerConfig, bytes: &[u8]) -> u16 {
     let mut stream = open_raw(server.addr());
     stream.write_all(bytes).unwrap();
     let code = expect_close_code(&mut stream);
-    let error = recv_matching(&notes, |n| match n {
+    let error = recv_matching(&notes, "an on_error report", |n| match n {
         Note::Error(e) => Some(e.clone()),
         _ => None,
     });
@@ -1026,7 +1040,7 @@ fn server_ping_reaches_the_client_and_its_pong_reaches_on_pong() {
     stream
         .write_all(&client_frame(PONG, &ping.payload))
         .unwrap();
-    let pong = recv_matching(&notes, |n| match n {
+    let pong = recv_matching(&notes, "an on_pong report", |n| match n {
         Note::Pong(p) => Some(p.clone()),
         _ => None,
     });
@@ -1042,7 +1056,7 @@ fn dropped_tcp_reports_1006() {
     stream.write_all(&client_frame(TEXT, b"hi")).unwrap();
     assert_eq!(read_frame(&mut stream).payload, b"hi");
     drop(stream);
-    let error = recv_matching(&notes, |n| match n {
+    let error = recv_matching(&notes, "an on_error report", |n| match n {
         Note::Error(e) => Some(e.clone()),
         _ => None,
     });
@@ -1095,7 +1109,10 @@ fn garbage_on_one_connection_does_not_disturb_another() {
     vanishing.write_all(&frame[..100 << 10]).unwrap();
     good.send_binary(&pattern(70_000)).unwrap();
     drop(vanishing);
-    assert_eq!(good.read().unwrap(), OwnedEvent::Binary(pattern(70_000)));
+    assert_eq!(
+        read_event(&mut good, "the echo of the 70,000-byte message"),
+        OwnedEvent::Binary(pattern(70_000))
+    );
 
     // One that breaks a rule in the middle of a fragmented message.
     let mut rude = open_raw(server.addr());
@@ -1122,7 +1139,7 @@ fn sixteen_mib_binary_message_echoes_intact() {
     let mut client = client(&server.url("/"));
     let payload = pattern(16 << 20);
     client.send_binary(&payload).unwrap();
-    match client.read().unwrap() {
+    match read_event(&mut client, "the echo of the 16 MiB message") {
         OwnedEvent::Binary(got) => {
             assert_eq!(got.len(), payload.len());
             assert!(got == payload, "16 MiB echo differs");
@@ -1208,15 +1225,12 @@ fn graceful_shutdown_sends_1001_to_every_session() {
         let _ = done_tx.send(running.shutdown());
     });
     for c in &mut clients {
-        match c.read() {
-            Ok(OwnedEvent::Close(Some((1001, _)))) => {}
+        match read_event(c, "the server's close 1001 at shutdown") {
+            OwnedEvent::Close(Some((1001, _))) => {}
             other => panic!("expected close 1001, got {other:?}"),
         }
         // The client echoed the close; the server then drops TCP.
-        match c.read() {
-            Err(ClientError::Dropped) => {}
-            other => panic!("expected the server to hang up, got {other:?}"),
-        }
+        expect_dropped(c, "after the shutdown's close handshake");
     }
     assert!(expect_eof(&mut pending).is_empty());
     let result = done_rx
@@ -1252,8 +1266,11 @@ fn several_workers_serve_and_shut_down_together() {
         let _ = done_tx.send(running.shutdown());
     });
     for c in &mut clients {
-        assert!(matches!(c.read(), Ok(OwnedEvent::Close(Some((1001, _))))));
-        assert!(matches!(c.read(), Err(ClientError::Dropped)));
+        match read_event(c, "the server's close 1001 at shutdown") {
+            OwnedEvent::Close(Some((1001, _))) => {}
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        expect_dropped(c, "after the shutdown's close handshake");
     }
     done_rx
         .recv_timeout(Duration::from_secs(10))
@@ -1296,16 +1313,20 @@ fn server_initiated_close_completes_when_the_client_answers() {
     let (server, notes) = probe(test_config());
     let mut client = client(&server.url("/"));
     client.send_text("close me").unwrap();
-    match client.read() {
-        Ok(OwnedEvent::Close(Some((4000, reason)))) => assert_eq!(reason, "as requested"),
+    match read_event(&mut client, "the server's close 4000") {
+        OwnedEvent::Close(Some((4000, reason))) => assert_eq!(reason, "as requested"),
         other => panic!("expected close 4000, got {other:?}"),
     }
     // `read` echoed the close; the server now drops TCP.
-    assert!(matches!(client.read(), Err(ClientError::Dropped)));
-    let after = recv_matching(&notes, |n| match n {
-        Note::SendAfterClose(r) => Some(*r),
-        _ => None,
-    });
+    expect_dropped(&mut client, "after the server-initiated close handshake");
+    let after = recv_matching(
+        &notes,
+        "the result of the send after Session::close",
+        |n| match n {
+            Note::SendAfterClose(r) => Some(*r),
+            _ => None,
+        },
+    );
     assert_eq!(after, Err(SendError::Closed));
     assert_eq!(closed_with(&notes).0, 4000);
     server.finish();
@@ -1324,7 +1345,7 @@ fn server_initiated_close_without_answer_drops_at_the_close_deadline() {
     assert!(expect_eof(&mut stream).is_empty());
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "dropped after {took:?}");
-    let error = recv_matching(&notes, |n| match n {
+    let error = recv_matching(&notes, "an on_error report", |n| match n {
         Note::Error(e) => Some(e.clone()),
         _ => None,
     });
@@ -1366,7 +1387,7 @@ fn http_request_followed_by_half_close_is_answered() {
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let response = read_response_to_eof(&mut stream);
     assert_eq!(response.status, 200);
-    assert_eq!(recv(&calls).0, "GET /status");
+    assert_eq!(recv(&calls, "the on_http call").0, "GET /status");
     server.finish();
 }
 
@@ -1487,6 +1508,11 @@ fn small_read_buffer_splits_frames_anywhere_without_loss() {
         if frame.opcode == PONG {
             assert_eq!(frame.payload.len(), 125);
             pongs += 1;
+            // Bounds the loop: no more pongs than pings can come before the text.
+            assert!(
+                pongs <= expected_pongs,
+                "{pongs} pongs for {expected_pongs} pings"
+            );
             continue;
         }
         assert_eq!(frame.opcode, TEXT);

@@ -1,9 +1,10 @@
 //! Helpers shared by the socket-level integration tests (`tests/server.rs`, `tests/client.rs`).
 //!
 //! Everything here talks to real sockets on loopback with ephemeral ports. Every blocking
-//! operation is bounded: sockets get read and write timeouts of [`IO_TIMEOUT`], channel waits use
+//! operation is bounded: sockets get read and write timeouts of [`IO_TIMEOUT`] (blocking
+//! clients through `ClientConfig::io_timeout`, see [`client_config`]), channel waits use
 //! `recv_timeout`, and a server shutdown runs on its own thread with a bounded wait, so a bug
-//! makes a test fail instead of hanging the suite.
+//! makes a test fail instead of hanging the suite. Each failure names what was awaited.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -110,25 +111,42 @@ pub fn bounded_shutdown(running: RunningServer, limit: Duration) -> io::Result<(
         .unwrap_or_else(|_| panic!("RunningServer::shutdown did not return within {limit:?}"))
 }
 
-/// Waits (bounded) for the next report from a handler.
-pub fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
-    rx.recv_timeout(IO_TIMEOUT)
-        .expect("handler report within the I/O timeout")
+/// Waits (bounded) for the next report from a handler; `what` names it for the failure.
+pub fn recv<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
+    match rx.recv_timeout(IO_TIMEOUT) {
+        Ok(item) => item,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no {what} from the handler within {IO_TIMEOUT:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the handler's channel closed while waiting for {what}")
+        }
+    }
 }
 
-/// Waits (bounded) for the first report matching `pick`, skipping others.
+/// Waits (bounded) for the first report matching `pick`, skipping others; `what` names the
+/// report for the failure.
 pub fn recv_matching<T: std::fmt::Debug, U>(
     rx: &mpsc::Receiver<T>,
+    what: &str,
     mut pick: impl FnMut(&T) -> Option<U>,
 ) -> U {
     let deadline = Instant::now() + IO_TIMEOUT;
+    let mut skipped = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let item = rx
-            .recv_timeout(left)
-            .expect("expected handler report within the I/O timeout");
-        if let Some(found) = pick(&item) {
-            return found;
+        let item = match rx.recv_timeout(left) {
+            Ok(item) => item,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no {what} from the handler within {IO_TIMEOUT:?} (skipped {skipped:?})")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "the handler's channel closed while waiting for {what} (skipped {skipped:?})"
+            ),
+        };
+        match pick(&item) {
+            Some(found) => return found,
+            None => skipped.push(item),
         }
     }
 }
@@ -378,31 +396,46 @@ impl WireFrame {
     }
 }
 
+/// Fills `buf` from the socket (bounded by its read timeout); a timeout or error fails with a
+/// message naming `what` was awaited.
+pub fn read_exact_or_fail(stream: &mut TcpStream, buf: &mut [u8], what: &str) {
+    if let Err(e) = stream.read_exact(buf) {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => panic!(
+                "no {what} within the read timeout ({:?})",
+                stream.read_timeout().ok().flatten()
+            ),
+            io::ErrorKind::UnexpectedEof => panic!("the peer closed the connection before {what}"),
+            _ => panic!("reading {what}: {e}"),
+        }
+    }
+}
+
 /// Reads one frame (bounded by the socket's read timeout).
 pub fn read_frame(stream: &mut TcpStream) -> WireFrame {
     let mut h = [0u8; 2];
-    stream.read_exact(&mut h).expect("frame header");
+    read_exact_or_fail(stream, &mut h, "a frame header");
     let masked = h[1] & 0x80 != 0;
     let len = match h[1] & 0x7f {
         126 => {
             let mut b = [0u8; 2];
-            stream.read_exact(&mut b).expect("16-bit length");
+            read_exact_or_fail(stream, &mut b, "a frame's 16-bit length");
             u64::from(u16::from_be_bytes(b))
         }
         127 => {
             let mut b = [0u8; 8];
-            stream.read_exact(&mut b).expect("64-bit length");
+            read_exact_or_fail(stream, &mut b, "a frame's 64-bit length");
             u64::from_be_bytes(b)
         }
         n => u64::from(n),
     };
     let mut key = [0u8; 4];
     if masked {
-        stream.read_exact(&mut key).expect("mask key");
+        read_exact_or_fail(stream, &mut key, "a frame's mask key");
     }
     assert!(len <= 64 << 20, "implausible frame length {len}");
     let mut payload = vec![0u8; len as usize];
-    stream.read_exact(&mut payload).expect("frame payload");
+    read_exact_or_fail(stream, &mut payload, "a frame's payload");
     if masked {
         for (i, b) in payload.iter_mut().enumerate() {
             *b ^= key[i % 4];
@@ -569,30 +602,59 @@ pub fn text_of(len: usize) -> String {
 // The blocking client
 // ---------------------------------------------------------------------------------------------
 
-/// Connects a [`Client`](sockeye::client::Client) and bounds its reads and writes (the client
-/// clears its handshake timeout once open).
+/// A client configuration whose every wait is bounded: the handshake and, once open, each read
+/// and write by [`IO_TIMEOUT`] (a read that waits longer fails with `ClientError::Timeout`).
+pub fn client_config() -> sockeye::client::ClientConfig {
+    sockeye::client::ClientConfig {
+        handshake_timeout: IO_TIMEOUT,
+        io_timeout: Some(IO_TIMEOUT),
+        ..sockeye::client::ClientConfig::default()
+    }
+}
+
+/// Connects a [`Client`](sockeye::client::Client) with `config`, its reads and writes bounded
+/// by [`IO_TIMEOUT`] unless `config` sets its own `io_timeout`.
 pub fn client_with(url: &str, config: &sockeye::client::ClientConfig) -> sockeye::client::Client {
-    let client = sockeye::client::Client::connect_with(url, config)
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    client
-        .stream()
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .expect("timeout");
-    client
-        .stream()
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .expect("timeout");
-    client
+    let config = sockeye::client::ClientConfig {
+        io_timeout: config.io_timeout.or(Some(IO_TIMEOUT)),
+        ..config.clone()
+    };
+    sockeye::client::Client::connect_with(url, &config)
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 pub fn client(url: &str) -> sockeye::client::Client {
-    client_with(url, &sockeye::client::ClientConfig::default())
+    client_with(url, &client_config())
+}
+
+/// The next event (bounded by the client's `io_timeout`); a timeout or error fails with a
+/// message naming `what` was awaited.
+pub fn read_event(client: &mut sockeye::client::Client, what: &str) -> sockeye::client::OwnedEvent {
+    match client.read() {
+        Ok(event) => event,
+        Err(sockeye::client::ClientError::Timeout) => {
+            panic!("no {what} within the client's I/O timeout ({IO_TIMEOUT:?})")
+        }
+        Err(e) => panic!("reading {what}: {e}"),
+    }
+}
+
+/// Expects the peer to drop TCP: the next read fails with `ClientError::Dropped`. `what` names
+/// the moment for the failure message.
+pub fn expect_dropped(client: &mut sockeye::client::Client, what: &str) {
+    match client.read() {
+        Err(sockeye::client::ClientError::Dropped) => {}
+        Err(sockeye::client::ClientError::Timeout) => {
+            panic!("the peer did not drop TCP {what} within {IO_TIMEOUT:?}")
+        }
+        other => panic!("expected the peer to drop TCP {what}, got {other:?}"),
+    }
 }
 
 /// Sends a text message and expects it back unchanged.
 pub fn echo_text(client: &mut sockeye::client::Client, text: &str) {
     client.send_text(text).expect("send text");
-    match client.read().expect("read echo") {
+    match read_event(client, &format!("the echo of {text:?}")) {
         sockeye::client::OwnedEvent::Text(got) => assert_eq!(got, text, "echoed text"),
         other => panic!("expected the text echoed, got {other:?}"),
     }
@@ -602,18 +664,17 @@ pub fn echo_text(client: &mut sockeye::client::Client, text: &str) {
 /// server drops TCP.
 pub fn close_client(client: &mut sockeye::client::Client) {
     client.close(1000, "done").expect("send close");
+    let deadline = Instant::now() + IO_TIMEOUT;
     loop {
-        match client.read() {
-            Ok(sockeye::client::OwnedEvent::Close(frame)) => {
-                assert_eq!(frame.map(|(c, _)| c), Some(1000), "close echo");
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => panic!("expected the close echo, got {e}"),
+        assert!(
+            Instant::now() < deadline,
+            "no close echo within {IO_TIMEOUT:?} (other frames kept coming)"
+        );
+        let event = read_event(client, "the close echo");
+        if let sockeye::client::OwnedEvent::Close(frame) = event {
+            assert_eq!(frame.map(|(c, _)| c), Some(1000), "close echo");
+            break;
         }
     }
-    match client.read() {
-        Err(sockeye::client::ClientError::Dropped) => {}
-        other => panic!("expected the server to drop TCP after the close handshake, got {other:?}"),
-    }
+    expect_dropped(client, "after the close handshake");
 }

@@ -1,8 +1,10 @@
 //! The client loop against the engine's own server (echo handler on 127.0.0.1:0) and against
-//! small fake servers for the failure paths. Every run is bounded by a deadline.
+//! small fake servers for the failure paths. Every run is bounded by a deadline and fails naming
+//! what it waited for; servers are shut down with a bounded wait.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,11 +62,31 @@ fn echo_server() -> RunningServer {
         .unwrap()
 }
 
-/// Turns until `done` holds, for at most 10 s.
-fn drive<H: ClientHandler>(lp: &mut EventLoop<H::Data>, h: &mut H, done: impl Fn(&H) -> bool) {
+/// Shuts the server down on a helper thread and waits at most 15 s for it (its shutdown
+/// deadline is 5 s).
+fn stop(server: RunningServer) {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(server.shutdown());
+    });
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("RunningServer::shutdown returned within 15 s")
+        .expect("workers ended cleanly");
+}
+
+/// Turns until `done` holds, for at most 10 s; `what` names the awaited state for the failure.
+fn drive<H: ClientHandler>(
+    lp: &mut EventLoop<H::Data>,
+    h: &mut H,
+    what: &str,
+    done: impl Fn(&H) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done(h) {
-        assert!(Instant::now() < deadline, "timed out");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 10 s waiting for {what}"
+        );
         lp.turn(h, Some(Duration::from_millis(50))).unwrap();
     }
 }
@@ -77,7 +99,9 @@ fn close_all(lp: &mut EventLoop<()>, h: &mut Log) {
         c.close(1000, "bye").unwrap();
         open += 1;
     });
-    drive(lp, h, |h| h.closes.len() == before + open);
+    drive(lp, h, "every close handshake", |h| {
+        h.closes.len() == before + open
+    });
     assert!(h.closes[before..].iter().all(|(code, _)| *code == 1000));
     assert!(lp.is_empty());
 }
@@ -205,7 +229,7 @@ fn many_connections_echo_every_size_in_order_and_close() {
     for index in 0..CONNS {
         lp.connect(&target, PerConn { index, next: 0 }).unwrap();
     }
-    drive(&mut lp, &mut h, |h| {
+    drive(&mut lp, &mut h, "every connection to close or fail", |h| {
         h.closes.len() + h.errors.len() == CONNS
     });
     assert!(h.errors.is_empty(), "{:?}", h.errors);
@@ -213,7 +237,7 @@ fn many_connections_echo_every_size_in_order_and_close() {
     assert_eq!(h.matched, CONNS * MESSAGES);
     assert_eq!(h.closes, vec![1000; CONNS]);
     assert!(lp.is_empty());
-    server.shutdown().unwrap();
+    stop(server);
 }
 
 #[test]
@@ -222,15 +246,15 @@ fn a_message_larger_than_the_socket_buffers_goes_through_the_backlog() {
     let mut lp = EventLoop::new(LoopConfig::default()).unwrap();
     let mut h = Log::default();
     let id = lp.connect(&Target::new(server.local_addr()), ()).unwrap();
-    drive(&mut lp, &mut h, |h| h.opened == 1);
+    drive(&mut lp, &mut h, "the open", |h| h.opened == 1);
     let big: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
     let mut conn = lp.conn(id).unwrap();
     assert_eq!(conn.send(Message::Binary(&big)), Ok(SendStatus::Written));
     assert_eq!(conn.buffered_amount(), big.len() + 14);
-    drive(&mut lp, &mut h, |h| h.binaries.len() == 1);
+    drive(&mut lp, &mut h, "the 8 MiB echo", |h| h.binaries.len() == 1);
     assert!(h.binaries[0] == big);
     close_all(&mut lp, &mut h);
-    server.shutdown().unwrap();
+    stop(server);
 }
 
 #[test]
@@ -245,15 +269,17 @@ fn connections_bind_the_source_address_they_are_given() {
             lp.connect(&target.from_local(local), ()).unwrap()
         })
         .collect();
-    drive(&mut lp, &mut h, |h| h.opened == 3);
+    drive(&mut lp, &mut h, "three opens", |h| h.opened == 3);
     for id in &ids {
         lp.conn(*id).unwrap().send_text("peer?").unwrap();
     }
-    drive(&mut lp, &mut h, |h| h.texts.len() == 3);
+    drive(&mut lp, &mut h, "three peer addresses", |h| {
+        h.texts.len() == 3
+    });
     h.texts.sort();
     assert_eq!(h.texts, ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     close_all(&mut lp, &mut h);
-    server.shutdown().unwrap();
+    stop(server);
 }
 
 #[test]
@@ -263,22 +289,26 @@ fn sends_from_outside_callbacks_pings_and_the_server_close_arrive() {
     let mut h = Log::default();
     let id = lp.connect(&Target::new(server.local_addr()), ()).unwrap();
     assert!(lp.conn(id).is_none(), "not open yet");
-    drive(&mut lp, &mut h, |h| h.opened == 1);
+    drive(&mut lp, &mut h, "the open", |h| h.opened == 1);
     let mut conn = lp.conn(id).unwrap();
     conn.send_text("one").unwrap();
     conn.send_text("two").unwrap();
     conn.ping(b"p").unwrap();
-    drive(&mut lp, &mut h, |h| h.texts.len() == 2 && h.pongs == 1);
+    drive(&mut lp, &mut h, "two echoes and a pong", |h| {
+        h.texts.len() == 2 && h.pongs == 1
+    });
     assert_eq!(h.texts, ["one", "two"]);
     lp.conn(id).unwrap().send_text("bye").unwrap();
-    drive(&mut lp, &mut h, |h| !h.closes.is_empty());
+    drive(&mut lp, &mut h, "the server's close 4000", |h| {
+        !h.closes.is_empty()
+    });
     assert_eq!(h.closes, [(4000, "bye".to_string())]);
     assert!(h.errors.is_empty(), "{:?}", h.errors);
     assert!(
         lp.conn(id).is_none(),
         "ids of ended connections reach nothing"
     );
-    server.shutdown().unwrap();
+    stop(server);
 }
 
 #[test]
@@ -290,7 +320,9 @@ fn a_refused_connect_is_reported_without_open_or_close() {
     let mut lp = EventLoop::new(LoopConfig::default()).unwrap();
     let mut h = Log::default();
     lp.connect(&Target::new(addr), ()).unwrap();
-    drive(&mut lp, &mut h, |h| !h.errors.is_empty());
+    drive(&mut lp, &mut h, "the refused connect's error", |h| {
+        !h.errors.is_empty()
+    });
     assert!(h.errors[0].starts_with("Refused"), "{:?}", h.errors);
     assert_eq!((h.opened, h.closes.len()), (0, 0));
     assert!(lp.is_empty());
@@ -306,17 +338,27 @@ fn a_silent_server_hits_the_handshake_timeout() {
     let mut h = Log::default();
     lp.connect(&Target::new(listener.local_addr().unwrap()), ())
         .unwrap();
-    drive(&mut lp, &mut h, |h| !h.errors.is_empty());
+    drive(&mut lp, &mut h, "the handshake timeout", |h| {
+        !h.errors.is_empty()
+    });
     assert_eq!(h.errors, ["Timeout"]);
     assert!(lp.is_empty());
 }
 
-/// A one-shot fake server: reads the request head, answers with `respond(key)`.
+/// A one-shot fake server: reads the request head, answers with `respond(key)`. Its thread is
+/// never joined (the test's waits are `drive`'s, bounded); its reads and writes are bounded too,
+/// so it cannot outlive a failed test by long once the client connected.
 fn fake_server(respond: fn(&str) -> Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -341,7 +383,9 @@ fn a_refused_upgrade_is_a_handshake_error() {
     let mut lp = EventLoop::new(LoopConfig::default()).unwrap();
     let mut h = Log::default();
     lp.connect(&Target::new(addr), ()).unwrap();
-    drive(&mut lp, &mut h, |h| !h.errors.is_empty());
+    drive(&mut lp, &mut h, "the handshake error", |h| {
+        !h.errors.is_empty()
+    });
     assert_eq!(h.errors, ["Handshake(Status(404))"]);
     assert_eq!((h.opened, h.closes.len()), (0, 0));
 }
@@ -360,7 +404,7 @@ fn a_masked_frame_from_the_server_fails_the_connection_with_1002() {
     let mut lp = EventLoop::new(LoopConfig::default()).unwrap();
     let mut h = Log::default();
     lp.connect(&Target::new(addr), ()).unwrap();
-    drive(&mut lp, &mut h, |h| !h.closes.is_empty());
+    drive(&mut lp, &mut h, "the 1002 close", |h| !h.closes.is_empty());
     assert_eq!(h.opened, 1);
     assert_eq!(h.errors, ["Protocol(MaskedFrame)"]);
     assert_eq!(h.closes[0].0, 1002);
