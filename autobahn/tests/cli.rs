@@ -1,8 +1,18 @@
 //! Runs the `sockeye-autobahn` binary on real wstest reports
 //! (`tests/fixtures/`, made by `tests/fixtures/regen.sh`).
+//!
+//! Every run of the binary is bounded: it is killed, and the test fails saying so, if it has not
+//! exited within `RUN_LIMIT`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bound on one run of the checker (it reads a few small JSON files).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,16 +28,52 @@ fn scratch(name: &str) -> PathBuf {
     path
 }
 
-/// Runs the checker; returns (exit code, stdout, stderr).
+/// Reads `pipe` to its end on a thread; the bytes come back over the returned channel.
+fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
+
+/// Runs the checker, for at most `RUN_LIMIT`; returns (exit code, stdout, stderr).
 fn check(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sockeye-autobahn"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .unwrap();
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye-autobahn"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sockeye-autobahn");
+    let stdout = collect(child.stdout.take().expect("stdout"));
+    let stderr = collect(child.stderr.take().expect("stderr"));
+    let until = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sockeye-autobahn") {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sockeye-autobahn {args:?} did not exit within {RUN_LIMIT:?} (killed)");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    // The pipes close when the process exits (it starts no children of its own).
+    let output = |rx: mpsc::Receiver<Vec<u8>>, name: &str| {
+        let bytes = rx
+            .recv_timeout(RUN_LIMIT)
+            .unwrap_or_else(|_| panic!("sockeye-autobahn's {name} did not end after it exited"));
+        String::from_utf8(bytes).unwrap_or_else(|e| panic!("{name} is not UTF-8: {e}"))
+    };
     (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
+        status.code().expect("sockeye-autobahn exited with a code"),
+        output(stdout, "stdout"),
+        output(stderr, "stderr"),
     )
 }
 

@@ -1,7 +1,12 @@
 //! The STOMP server on real sockets: WebSocket and TCP clients on one broker, several workers.
+//!
+//! Every wait is bounded and fails naming what it waited for: WebSocket clients get
+//! `ClientConfig::io_timeout`, TCP sockets read and write timeouts, loops that skip heart-beats
+//! a deadline, and the server's shutdown runs on a thread waited for with `recv_timeout`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sockeye::client::{Client, ClientConfig, ClientError, OwnedEvent};
@@ -23,22 +28,50 @@ fn start(workers: usize, heart_beat: (u64, u64)) -> StompServer {
         .expect("server starts")
 }
 
+/// Shuts the server down on a helper thread and waits for it at most 10 s (its shutdown
+/// deadline is 2 s).
+fn shutdown(server: StompServer) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.shutdown());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("StompServer::shutdown returned within 10 s")
+        .expect("clean shutdown");
+}
+
 fn ws(server: &StompServer) -> Client {
     let config = ClientConfig {
         protocols: vec!["v12.stomp".into()],
+        handshake_timeout: TIMEOUT,
+        io_timeout: Some(TIMEOUT),
         ..ClientConfig::default()
     };
     let client =
         Client::connect_with(&format!("ws://{}/ws", server.ws_addr()), &config).expect("connect");
     assert_eq!(client.protocol(), Some("v12.stomp"));
-    client.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
     client
 }
 
-/// The next STOMP frame over WebSocket (skipping heart-beat EOLs), and whether it came as text.
-fn next_frame(client: &mut Client) -> (String, bool) {
+/// The next event (bounded by the client's `io_timeout`); fails naming `what` it waited for.
+fn read_event(client: &mut Client, what: &str) -> OwnedEvent {
+    match client.read() {
+        Ok(event) => event,
+        Err(ClientError::Timeout) => panic!("no {what} within {TIMEOUT:?}"),
+        Err(e) => panic!("reading {what}: {e}"),
+    }
+}
+
+/// The next STOMP frame over WebSocket (skipping heart-beat EOLs), and whether it came as text;
+/// `what` names it for the failure.
+fn next_frame(client: &mut Client, what: &str) -> (String, bool) {
+    let until = Instant::now() + TIMEOUT;
     loop {
-        match client.read().expect("a frame") {
+        assert!(
+            Instant::now() < until,
+            "no {what} within {TIMEOUT:?} (only heart-beats came)"
+        );
+        match read_event(client, what) {
             OwnedEvent::Text(t) if t.trim().is_empty() => continue,
             OwnedEvent::Text(t) => return (t, true),
             OwnedEvent::Binary(b) => return (String::from_utf8_lossy(&b).into_owned(), false),
@@ -51,7 +84,7 @@ fn connect_ws(server: &StompServer) -> Client {
     let mut c = ws(server);
     c.send_text("CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
         .unwrap();
-    let (frame, _) = next_frame(&mut c);
+    let (frame, _) = next_frame(&mut c, "CONNECTED");
     assert!(frame.starts_with("CONNECTED\nversion:1.2\n"), "{frame}");
     c
 }
@@ -61,7 +94,7 @@ fn subscribe(c: &mut Client, id: &str, destination: &str) {
         "SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:r-{id}\n\n\0"
     ))
     .unwrap();
-    let (frame, _) = next_frame(c);
+    let (frame, _) = next_frame(c, &format!("the RECEIPT for SUBSCRIBE {id}"));
     assert!(
         frame.starts_with(&format!("RECEIPT\nreceipt-id:r-{id}\n")),
         "{frame}"
@@ -69,17 +102,29 @@ fn subscribe(c: &mut Client, id: &str, destination: &str) {
 }
 
 fn tcp(server: &StompServer) -> TcpStream {
-    let s = TcpStream::connect(server.tcp_addr().unwrap()).unwrap();
+    let s = TcpStream::connect_timeout(&server.tcp_addr().unwrap(), TIMEOUT).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
     s
 }
 
-/// Reads from a TCP STOMP connection until `needle` has arrived.
+/// Reads from a TCP STOMP connection until `needle` has arrived (within `TIMEOUT`).
 fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let until = Instant::now() + TIMEOUT;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains(needle) {
-        let n = s.read(&mut buf).expect("read");
+        assert!(
+            Instant::now() < until,
+            "no {needle:?} within {TIMEOUT:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = s.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "waiting for {needle:?}: {e}; got {:?}",
+                String::from_utf8_lossy(&got)
+            )
+        });
         assert!(
             n > 0,
             "EOF before {needle:?}; got {:?}",
@@ -112,7 +157,7 @@ fn websocket_and_tcp_clients_share_topics_across_workers() {
     }
     for (i, c) in subs.iter_mut().enumerate() {
         for n in 0..20 {
-            let (frame, text) = next_frame(c);
+            let (frame, text) = next_frame(c, &format!("item {n} at subscriber {i}"));
             assert!(text);
             assert!(frame.starts_with("MESSAGE\n"), "{frame}");
             assert!(frame.contains(&format!("subscription:s{i}\n")));
@@ -122,7 +167,7 @@ fn websocket_and_tcp_clients_share_topics_across_workers() {
             );
         }
     }
-    server.shutdown().unwrap();
+    shutdown(server);
 }
 
 #[test]
@@ -141,11 +186,11 @@ fn a_body_that_is_not_utf8_goes_out_as_a_binary_message() {
     publisher
         .write_all(b"SEND\ndestination:/topic/bin\n\nplain\0")
         .unwrap();
-    let (_, text) = next_frame(&mut sub);
+    let (_, text) = next_frame(&mut sub, "the MESSAGE with the binary body");
     assert!(!text, "invalid UTF-8 body: binary WebSocket message");
-    let (frame, text) = next_frame(&mut sub);
+    let (frame, text) = next_frame(&mut sub, "the MESSAGE with the text body");
     assert!(text && frame.ends_with("plain\0"));
-    server.shutdown().unwrap();
+    shutdown(server);
 }
 
 #[test]
@@ -155,20 +200,25 @@ fn an_error_closes_only_the_offender() {
     subscribe(&mut good, "g", "/topic/t");
     let mut bad = connect_ws(&server);
     bad.send_text("SEND\n\nno destination\0").unwrap();
-    let (frame, _) = next_frame(&mut bad);
+    let (frame, _) = next_frame(&mut bad, "the ERROR for SEND without destination");
     assert!(
         frame.starts_with("ERROR\n") && frame.contains("message:SEND without destination\n"),
         "{frame}"
     );
     // Then the WebSocket closes with 1002.
+    let until = Instant::now() + TIMEOUT;
     loop {
+        assert!(
+            Instant::now() < until,
+            "no close after the ERROR within {TIMEOUT:?}"
+        );
         match bad.read() {
             Ok(OwnedEvent::Close(Some((code, _)))) => {
                 assert_eq!(code, 1002);
                 break;
             }
             Ok(OwnedEvent::Text(t)) if t.trim().is_empty() => {}
-            other => panic!("expected the close, got {other:?}"),
+            other => panic!("expected the close after the ERROR, got {other:?}"),
         }
     }
     let mut tcp_bad = tcp(&server);
@@ -177,14 +227,15 @@ fn an_error_closes_only_the_offender() {
         .unwrap();
     let got = read_until(&mut tcp_bad, "message:unknown command");
     assert!(got.contains("ERROR\n"));
+    // Up to the close (bounded by the read timeout); what arrives is not checked.
     let mut rest = Vec::new();
     let _ = tcp_bad.read_to_end(&mut rest);
     // The good client still works.
     good.send_text("SEND\ndestination:/topic/t\n\nstill here\0")
         .unwrap();
-    let (frame, _) = next_frame(&mut good);
+    let (frame, _) = next_frame(&mut good, "the message after the offenders left");
     assert!(frame.ends_with("still here\0"));
-    server.shutdown().unwrap();
+    shutdown(server);
 }
 
 #[test]
@@ -194,17 +245,21 @@ fn silent_clients_are_dropped_after_the_heart_beat_period_and_tolerance() {
     let mut c = ws(&server);
     c.send_text("CONNECT\naccept-version:1.2\nheart-beat:200,200\n\n\0")
         .unwrap();
-    let (frame, _) = next_frame(&mut c);
+    let (frame, _) = next_frame(&mut c, "CONNECTED");
     assert!(frame.contains("heart-beat:200,200\n"), "{frame}");
     let started = Instant::now();
     let mut beats = 0;
     let code = loop {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the silent client was not dropped within {TIMEOUT:?} ({beats} beats came)"
+        );
         match c.read() {
             Ok(OwnedEvent::Text(t)) if t == "\n" => beats += 1,
             Ok(OwnedEvent::Close(frame)) => break frame.map(|(code, _)| code),
             Ok(other) => panic!("unexpected {other:?}"),
             Err(ClientError::Dropped) => break None,
-            Err(e) => panic!("{e}"),
+            Err(e) => panic!("waiting for the heart-beat close: {e}"),
         }
     };
     let waited = started.elapsed();
@@ -215,7 +270,7 @@ fn silent_clients_are_dropped_after_the_heart_beat_period_and_tolerance() {
         waited >= Duration::from_millis(1200) && waited < Duration::from_millis(2500),
         "{waited:?}"
     );
-    server.shutdown().unwrap();
+    shutdown(server);
 }
 
 #[test]
@@ -224,7 +279,7 @@ fn a_client_that_beats_stays_connected() {
     let mut c = ws(&server);
     c.send_text("CONNECT\naccept-version:1.2\nheart-beat:200,200\n\n\0")
         .unwrap();
-    next_frame(&mut c);
+    next_frame(&mut c, "CONNECTED");
     subscribe(&mut c, "x", "/topic/x");
     c.stream()
         .set_read_timeout(Some(Duration::from_millis(150)))
@@ -240,7 +295,7 @@ fn a_client_that_beats_stays_connected() {
     c.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
     c.send_text("SEND\ndestination:/topic/x\n\nalive\0")
         .unwrap();
-    let (frame, _) = next_frame(&mut c);
+    let (frame, _) = next_frame(&mut c, "the message after the beating");
     assert!(frame.ends_with("alive\0"));
-    server.shutdown().unwrap();
+    shutdown(server);
 }
