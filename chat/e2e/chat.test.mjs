@@ -42,13 +42,24 @@ const LABEL = { connecting: 'connecting…', connected: 'connected', reconnectin
 
 // --- helpers ---
 
+/** `promise`, or a rejection naming `what` once `ms` have passed. */
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 /** Polls `fn` until it returns without throwing (and not `false`), at most `timeout` ms. */
 async function eventually(what, fn, timeout = WAIT) {
   const deadline = Date.now() + timeout;
   let last;
   for (;;) {
     try {
-      const value = await fn();
+      // One attempt may not outlast the deadline either (a page call that never settles).
+      const left = Math.max(deadline - Date.now(), 100);
+      const value = await within(Promise.resolve().then(fn), left, `one check of whether ${what}`);
       if (value !== false) return value;
       last = new Error('not yet');
     } catch (e) {
@@ -155,7 +166,8 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
         failed = true;
         for (const [who, page] of [['ann', pageA], ['bob', pageB]]) {
           if (page && !page.isClosed()) {
-            await page.screenshot({ path: path.join(ARTIFACTS, `failed-${who}.png`) }).catch(() => {});
+            await within(page.screenshot({ path: path.join(ARTIFACTS, `failed-${who}.png`) }), WAIT, 'a screenshot')
+              .catch(() => {});
           }
         }
         throw e;
@@ -164,10 +176,14 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
   }
 
   async function newContext() {
-    const ctx = await browser.newContext({ viewport: { width: 1100, height: 640 }, locale: 'en-US' });
+    const ctx = await within(
+      browser.newContext({ viewport: { width: 1100, height: 640 }, locale: 'en-US' }),
+      WAIT,
+      'a new browser context',
+    );
     ctx.setDefaultTimeout(WAIT);
     // Records every text the connection indicator shows (room pages only).
-    await ctx.addInitScript(() => {
+    await within(ctx.addInitScript(() => {
       window.__connStates = [];
       const record = () => {
         const el = document.getElementById('conn-state');
@@ -177,12 +193,12 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
         }
       };
       new MutationObserver(record).observe(document, { subtree: true, childList: true, characterData: true });
-    });
+    }), WAIT, 'the init script to be added');
     return ctx;
   }
 
   async function newPage(ctx, who) {
-    const page = await ctx.newPage();
+    const page = await within(ctx.newPage(), WAIT, `a new page for ${who}`);
     page.on('dialog', (d) => {
       dialogs.push(`${who}: ${d.type()} ${d.message()}`);
       d.dismiss().catch(() => {});
@@ -209,12 +225,12 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
     ctxB = await newContext();
     pageA = await newPage(ctxA, 'ann');
     pageB = await newPage(ctxB, 'bob');
-  });
+  }, { timeout: 90_000 }); // the server's start (15 s), Chromium's launch (30 s), two contexts
 
   after(async () => {
-    if (browser) await browser.close().catch(() => {});
-    if (server) await server.stop();
-  });
+    if (browser) await within(browser.close(), WAIT, 'the browser to close').catch(() => {});
+    if (server) await server.stop(); // bounded: SIGTERM, SIGKILL after 10 s
+  }, { timeout: 60_000 });
 
   step('ann creates a room with the form on the room list and joins it', async () => {
     await pageA.goto(server.url + '/');
@@ -325,7 +341,7 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
 
   step('bob closes his page: ann sees "bob left"', async () => {
     const leftBefore = (await notices(pageA, 'bob left')).length;
-    await pageB.close();
+    await within(pageB.close(), WAIT, "bob's page to close");
     await eventually('ann sees "bob left"', async () =>
       assert.equal((await notices(pageA, 'bob left')).length, leftBefore + 1));
     await eventually('bob is gone from the members', async () =>
@@ -384,7 +400,7 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
       assert.deepEqual(await members(pageC), { names: ['ann'], count: '1' });
       await shoot(pageC, 'room-newcomer.png');
     } finally {
-      await ctxC.close();
+      await within(ctxC.close(), WAIT, "the newcomer's context to close");
     }
     await shoot(pageA, 'room-ann-after-restart.png');
   });

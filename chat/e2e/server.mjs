@@ -5,9 +5,18 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/** `promise`, or a rejection naming `what` once `ms` have passed. */
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 /** A port nothing listens on right now (the kernel's pick). */
 export function freePort() {
-  return new Promise((resolve, reject) => {
+  return within(new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
     srv.on('error', reject);
@@ -15,7 +24,7 @@ export function freePort() {
       const { port } = srv.address();
       srv.close(() => resolve(port));
     });
-  });
+  }), 5000, 'a free port');
 }
 
 export class ChatServer {
@@ -90,7 +99,7 @@ export class ChatServer {
     cancel.abort();
     if (result === 'timeout') {
       child.kill('SIGKILL');
-      result = await this.exited;
+      result = await within(this.exited, timeoutMs, `the server (pid ${child.pid}) to exit after SIGKILL`);
       result.killed = true;
     }
     if (this.pidFile) fs.rmSync(this.pidFile, { force: true });

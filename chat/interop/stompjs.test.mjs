@@ -107,7 +107,8 @@ async function connect({ login, versions, heartbeat = [0, 0], options = {} } = {
   conn.client = client;
   cleanups.push(async () => {
     if (!client.active) return;
-    await within(client.deactivate(), WAIT, 'deactivate').catch(() => client.deactivate({ force: true }));
+    await within(client.deactivate(), WAIT, 'deactivate')
+      .catch(() => within(client.deactivate({ force: true }), WAIT, 'a forced deactivate'));
   });
   const connected = new Promise((resolve, reject) => {
     client.onConnect = resolve;
@@ -309,7 +310,7 @@ test('client-individual: a NACKed queue message is redelivered to the other subs
   assert.equal(again.headers.destination, queue);
   again.ack();
   // Settled: b leaving gives nothing back; a's next message is a new one.
-  await b.client.deactivate();
+  await within(b.client.deactivate(), WAIT, "b's deactivate");
   await publish(producer, queue, 'job-2');
   assert.equal((await sa.inbox.next('job-2')).body, 'job-2');
 });
@@ -456,7 +457,7 @@ test('chat end to end: POST /api/rooms, /app/chat.join and /app/chat.send, /topi
   assert.equal(JSON.parse((await annTopic.next("bob's JOIN")).body).sender, 'bob');
   const detail = await (await fetch(`${HTTP}/api/rooms/${room.id}`, { signal: AbortSignal.timeout(WAIT) })).json();
   assert.deepEqual([...detail.members].sort(), ['ann', 'bob']);
-  await bob.client.deactivate();
+  await within(bob.client.deactivate(), WAIT, "bob's deactivate");
   const left = JSON.parse((await annTopic.next("bob's LEAVE on disconnect")).body);
   assert.deepEqual([left.type, left.sender], ['LEAVE', 'bob']);
 

@@ -3,7 +3,8 @@
 Run by run.sh against a running sockeye-chat; it passes the server's address in
 SOCKEYE_STOMP_HOST / SOCKEYE_STOMP_PORT, the binary in SOCKEYE_CHAT_BIN (the --users test
 starts its own server) and the server's heart-beat offer in SOCKEYE_HEART_BEAT. Every wait
-is bounded; pytest-timeout bounds each test as a whole.
+is bounded and fails naming what it waited for (stomp.py's own blocking calls, whose waits
+have no bound, run through `bounded`); pytest-timeout bounds each test as a whole.
 """
 
 import json
@@ -33,6 +34,31 @@ VERSIONS = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.C
 
 def uid():
     return uuid.uuid4().hex[:10]
+
+
+def bounded(call, what, timeout=WAIT):
+    """Runs a blocking stomp.py call on a daemon thread and waits at most `timeout` for it.
+
+    stomp.py waits without a bound in `connect(wait=True)` (for CONNECTED or an error) and in
+    `disconnect(receipt=...)` (for its receiver thread to end). Returns what `call` returned,
+    re-raises what it raised, and fails naming `what` if it has not returned in time.
+    """
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # re-raised in the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name=f"bounded: {what}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 class Recorder(stomp.ConnectionListener):
@@ -117,7 +143,7 @@ def open_conn(version="1.2", login=None, passcode=None, heartbeats=(0, 0), auto_
 def close_quietly(conn):
     try:
         if conn.is_connected():
-            conn.disconnect()
+            bounded(conn.disconnect, "DISCONNECT at clean-up")
     except Exception:
         pass
     try:
@@ -134,7 +160,7 @@ def clients():
     def connect(version="1.2", login=None, passcode=None, **kwargs):
         conn, rec = open_conn(version, login, passcode, **kwargs)
         opened.append(conn)
-        conn.connect(login, passcode, wait=True)
+        bounded(lambda: conn.connect(login, passcode, wait=True), "stomp.py's connect (CONNECTED)")
         rec.wait(lambda: rec.connected, "CONNECTED")
         return conn, rec
 
@@ -180,12 +206,15 @@ class Raw:
     def send(self, data):
         self.sock.sendall(data if isinstance(data, bytes) else data.encode())
 
-    def _fill(self, deadline):
-        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+    def _fill(self, deadline, what):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {what}")
+        self.sock.settimeout(left)
         try:
             chunk = self.sock.recv(65536)
         except socket.timeout:
-            raise AssertionError("timed out waiting for the server") from None
+            raise AssertionError(f"timed out waiting for {what}") from None
         except ConnectionResetError:
             chunk = b""
         if not chunk:
@@ -193,7 +222,7 @@ class Raw:
         self.buf += chunk
         return True
 
-    def frame(self, timeout=WAIT):
+    def frame(self, timeout=WAIT, what="a frame or EOF"):
         """The next frame as (command, headers, body), or None at EOF. Counts heart-beats."""
         deadline = time.monotonic() + timeout
         while True:
@@ -223,12 +252,12 @@ class Raw:
                     body = self.buf[start:end]
                     self.buf = self.buf[end + 1 :]
                     return lines[0], headers, body
-            if not self._fill(deadline):
+            if not self._fill(deadline, f"{what} (within {timeout} s)"):
                 return None
 
     def connect(self, *extra):
         self.send("CONNECT\naccept-version:1.2\nhost:localhost\n" + "".join(e + "\n" for e in extra) + "\n\0")
-        command, headers, _ = self.frame()
+        command, headers, _ = self.frame(what="CONNECTED")
         assert command == "CONNECTED", (command, headers)
         return headers
 
@@ -240,7 +269,7 @@ class Raw:
         self.buf = b""
         while True:
             before = len(self.buf)
-            if not self._fill(deadline):
+            if not self._fill(deadline, f"the server to close the connection (within {timeout} s)"):
                 return time.monotonic() - start
             self.beats += self.buf[before:].count(b"\n")
 
@@ -343,7 +372,7 @@ def test_nack_redelivers_to_the_other_subscriber(clients, version):
     assert again.headers["subscription"] == "b"
     settle(b, version, again, "b")
     # b acknowledged it: b leaving gives nothing back, and a's next message is a new one.
-    b.disconnect(receipt="b-bye")
+    bounded(lambda: b.disconnect(receipt="b-bye"), "stomp.py's disconnect of b")
     rb.receipt("b-bye")
     send(producer, rp, queue, "job-2")
     assert ra.next_message().body == "job-2"
@@ -360,7 +389,8 @@ def test_client_ack_subscriber_leaving_unacked_gets_its_messages_redelivered(cli
     send(producer, rp, queue, "m2")
     assert [rc.next_message().body, rc.next_message().body] == ["m1", "m2"]
     subscribe(d, rd, queue, "d", ack="client")
-    c.disconnect(receipt="c-bye")  # DISCONNECT without acknowledging anything
+    # DISCONNECT without acknowledging anything
+    bounded(lambda: c.disconnect(receipt="c-bye"), "stomp.py's disconnect of c")
     rc.receipt("c-bye")
     got = [rd.next_message(), rd.next_message()]
     assert [m.body for m in got] == ["m1", "m2"]
@@ -393,25 +423,25 @@ def test_unacked_messages_of_a_closing_session_are_not_given_to_its_other_subscr
     c = raw()
     c.connect()
     c.send(f"SUBSCRIBE\nid:c1\ndestination:{queue}\nack:client\nreceipt:r1\n\n\0")
-    assert c.frame()[0] == "RECEIPT"
+    assert c.frame(what="RECEIPT r1")[0] == "RECEIPT"
     p = raw()
     p.connect()
     p.send(f"SEND\ndestination:{queue}\nreceipt:s1\n\nm1\0")
-    assert p.frame()[0] == "RECEIPT"
-    command, headers, body = c.frame()
+    assert p.frame(what="RECEIPT s1")[0] == "RECEIPT"
+    command, headers, body = c.frame(what="the MESSAGE m1")
     assert (command, headers["subscription"], body) == ("MESSAGE", "c1", b"m1")
     # A second subscription on the same queue, auto-ack, then the session leaves without ACK.
     c.send(f"SUBSCRIBE\nid:c2\ndestination:{queue}\nreceipt:r2\n\n\0")
-    assert c.frame()[0] == "RECEIPT"
+    assert c.frame(what="RECEIPT r2")[0] == "RECEIPT"
     c.send("DISCONNECT\nreceipt:bye\n\n\0")
-    assert c.frame()[0] == "RECEIPT"
-    assert c.frame(timeout=WAIT) is None
+    assert c.frame(what="RECEIPT bye")[0] == "RECEIPT"
+    assert c.frame(timeout=WAIT, what="EOF after DISCONNECT") is None
     # m1 was never acknowledged: the next subscriber must get it (it was handed to c2 and lost
     # before 8c4fb5d).
     d = raw()
     d.connect()
     d.send(f"SUBSCRIBE\nid:d\ndestination:{queue}\n\n\0")
-    command, headers, body = d.frame(timeout=2)
+    command, headers, body = d.frame(timeout=2, what="the redelivered m1")
     assert (command, body, headers.get("redelivered")) == ("MESSAGE", b"m1", "true")
 
 
@@ -427,7 +457,7 @@ def test_an_ack_inside_an_aborted_transaction_does_not_count(clients):
     c.ack(msg.headers["ack"], transaction=tx)
     c.abort(tx)
     subscribe(d, rd, queue, "d")
-    c.disconnect(receipt="c-bye")
+    bounded(lambda: c.disconnect(receipt="c-bye"), "stomp.py's disconnect of c")
     rc.receipt("c-bye")
     again = rd.next_message()
     assert (again.body, again.headers["redelivered"]) == ("job", "true")
@@ -441,7 +471,7 @@ def test_an_ack_inside_an_aborted_transaction_does_not_count(clients):
     e.commit(tx)
     f, rf = clients()
     subscribe(f, rf, f"{queue}-2", "f")
-    e.disconnect(receipt="e-bye")
+    bounded(lambda: e.disconnect(receipt="e-bye"), "stomp.py's disconnect of e")
     re_.receipt("e-bye")
     send(producer, rp, f"{queue}-2", "job-3")
     assert rf.next_message().body == "job-3"
@@ -550,31 +580,34 @@ def test_users_file_checks_passcodes(tmp_path):
     try:
         found = {}
 
+        announced = threading.Event()
+
         def read_stdout():
+            # Reads to EOF (the server's exit), so that its log never fills the pipe.
             for line in proc.stdout:
                 m = re.search(r"STOMP over TCP at [\d.]+:(\d+)", line)
-                if m:
+                if m and not announced.is_set():
                     found["port"] = int(m.group(1))
-                    return
+                    announced.set()
 
         reader = threading.Thread(target=read_stdout, daemon=True)
         reader.start()
-        reader.join(WAIT * 2)
-        assert "port" in found, "the --users server did not print its STOMP address"
+        announced.wait(WAIT * 2)
+        assert "port" in found, f"the --users server did not print its STOMP address within {WAIT * 2} s"
         port = found["port"]
 
         for login, passcode in (("ann", "wrong"), ("eve", "ann-secret"), (None, None)):
             conn, rec = open_conn(login=login, passcode=passcode, port=port)
             opened.append(conn)
             with pytest.raises(ConnectFailedException):
-                conn.connect(login, passcode, wait=True)
+                bounded(lambda: conn.connect(login, passcode, wait=True), "stomp.py's connect to fail")
             error = rec.error()
             assert error.headers["message"].startswith("not authorized"), error.headers
             rec.wait(lambda rec=rec: rec.disconnected, "the server closing")
 
         conn, rec = open_conn(login="ann", passcode="ann-secret", port=port)
         opened.append(conn)
-        conn.connect("ann", "ann-secret", wait=True)
+        bounded(lambda: conn.connect("ann", "ann-secret", wait=True), "stomp.py's connect (CONNECTED)")
         rec.wait(lambda: rec.connected, "CONNECTED")
         assert rec.connected[0].headers.get("user-name") == "ann"
         subscribe(conn, rec, "/user/queue/inbox", "in")
@@ -598,7 +631,8 @@ def test_users_file_checks_passcodes(tmp_path):
 def test_disconnect_with_receipt(clients, version):
     conn, rec = clients(version)
     start = time.monotonic()
-    conn.disconnect(receipt="bye-1")  # stomp.py waits for the receipt and the close
+    # stomp.py waits for the receipt and the close
+    bounded(lambda: conn.disconnect(receipt="bye-1"), "stomp.py's disconnect")
     # stomp.py marks the connection closed before it tells listeners about the RECEIPT.
     rec.receipt("bye-1")
     rec.wait(lambda: rec.disconnected, "the connection to close")
@@ -610,9 +644,9 @@ def test_disconnect_receipt_then_eof_on_a_raw_socket(raw):
     r = raw()
     r.connect()
     r.send("DISCONNECT\nreceipt:77\n\n\0")
-    command, headers, _ = r.frame()
+    command, headers, _ = r.frame(what="RECEIPT 77")
     assert (command, headers.get("receipt-id")) == ("RECEIPT", "77")
-    assert r.frame() is None  # then the server closes
+    assert r.frame(what="EOF after the RECEIPT") is None  # then the server closes
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -637,12 +671,12 @@ def test_bad_frames_get_an_error_naming_the_problem_and_a_close(raw, clients, fr
     r = raw()
     r.connect()
     r.send(frame)
-    command, headers, body = r.frame()
+    command, headers, body = r.frame(what="the ERROR")
     assert command == "ERROR"
     assert problem in headers.get("message", ""), headers
     if "receipt:" in frame:
         assert headers.get("receipt-id") == "r-9"
-    assert r.frame() is None, "the connection should close after ERROR"
+    assert r.frame(what="EOF after the ERROR") is None, "the connection should close after ERROR"
     # Another connected client keeps working.
     send(bystander, rb, topic, "still fine")
     assert rb.next_message().body == "still fine"
@@ -651,10 +685,10 @@ def test_bad_frames_get_an_error_naming_the_problem_and_a_close(raw, clients, fr
 def test_a_frame_before_connect_is_refused(raw):
     r = raw()
     r.send("SEND\ndestination:/topic/a\n\nx\0")
-    command, headers, _ = r.frame()
+    command, headers, _ = r.frame(what="the ERROR")
     assert command == "ERROR"
     assert headers["message"] == "SEND before CONNECT"
-    assert r.frame() is None
+    assert r.frame(what="EOF after the ERROR") is None
 
 
 def test_stomp_py_send_without_destination(clients):
