@@ -16,7 +16,9 @@ use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::broker::{Authenticator, ConnectRequest};
 use sockeye_chat::rooms::{Chat, ChatConfig, Store};
-use sockeye_chat::server::{heartbeat, Hub, StompConfig, StompHandler, SUB_PROTOCOLS};
+use sockeye_chat::server::{
+    heartbeat, Hub, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
+};
 use tracing::{error, info};
 
 /// Chat rooms over STOMP, on the Sockeye WebSocket engine.
@@ -47,6 +49,15 @@ struct Args {
     /// Bytes queued per connection before the slow-consumer policy applies.
     #[arg(long)]
     max_backpressure: Option<usize>,
+    /// What happens to a subscriber that does not read as fast as it is sent to:
+    /// "disconnect" (default: ERROR "slow consumer", then close), "drop" (drop what does not
+    /// fit, counted and logged), or "throttle" (pause reading from its publishers while it
+    /// has more than half of --max-backpressure queued; disconnect it after --throttle-limit).
+    #[arg(long, value_name = "POLICY")]
+    slow_consumer: Option<String>,
+    /// Seconds a subscriber may hold its publishers up under "throttle" (default 10).
+    #[arg(long, value_name = "SECS")]
+    throttle_limit: Option<u64>,
     /// Server heart-beat offer in ms, "send,receive" (STOMP heart-beat header).
     #[arg(long)]
     heart_beat: Option<String>,
@@ -73,6 +84,8 @@ struct FileConfig {
     max_message_size: Option<usize>,
     max_connections: Option<usize>,
     max_backpressure: Option<usize>,
+    slow_consumer: Option<String>,
+    throttle_limit: Option<u64>,
     heart_beat: Option<String>,
     users: Option<PathBuf>,
 }
@@ -184,6 +197,19 @@ fn run(args: Args) -> Result<(), String> {
         Some(v) => parse_heart_beat(&v)?,
         None => (10_000, 10_000),
     };
+    let mut slow_consumer: SlowConsumer = args
+        .slow_consumer
+        .or(file.slow_consumer)
+        .as_deref()
+        .unwrap_or("disconnect")
+        .parse()?;
+    if let (SlowConsumer::Throttle { limit }, Some(secs)) = (
+        &mut slow_consumer,
+        args.throttle_limit.or(file.throttle_limit),
+    ) {
+        *limit = Duration::from_secs(secs.max(1));
+    }
+    info!(policy = %slow_consumer, "slow consumers");
     let users = match args.users.or(file.users) {
         Some(path) => Some(load_users(&path)?),
         None => None,
@@ -234,6 +260,7 @@ fn run(args: Args) -> Result<(), String> {
     stomp.limits.max_body = max_message;
     stomp.broker.heart_beat = heart_beat;
     stomp.broker.authenticator = Some(authenticator(users));
+    stomp.slow_consumer = slow_consumer;
     let hub = Hub::new(stomp, Box::new(app.clone()));
 
     let mut server =

@@ -11,6 +11,8 @@
 //! builds and 256 MiB in release (`SOCKEYE_SCALE_FEED_MIB` overrides). Figures are printed with
 //! `--nocapture`.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -22,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{spawn_bounded, Bounded};
 use sockeye::client::{Client, ClientConfig, ClientError, OwnedEvent};
 use sockeye::handshake::Request;
 use sockeye::server::{
@@ -276,31 +279,6 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5).saturating_add(PATIENCE)
 /// Runs `RunningServer::shutdown` on a helper thread and waits for it at most `SHUTDOWN_LIMIT`.
 fn bounded_shutdown(server: RunningServer) -> std::io::Result<()> {
     spawn_bounded(move || server.shutdown()).join(SHUTDOWN_LIMIT, "RunningServer::shutdown")
-}
-
-/// A thread whose end is awaited with a bound: its outcome comes back over a channel.
-struct Bounded<T> {
-    outcome: Receiver<thread::Result<T>>,
-}
-
-fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
-    let (tx, outcome) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    Bounded { outcome }
-}
-
-impl<T> Bounded<T> {
-    /// The thread's result; its panic is resumed here; fails if it runs longer than `limit`.
-    fn join(self, limit: Duration, what: &str) -> T {
-        match self.outcome.recv_timeout(limit) {
-            Ok(Ok(value)) => value,
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish within {limit:?}"),
-            Err(RecvTimeoutError::Disconnected) => panic!("{what}: its thread vanished"),
-        }
-    }
 }
 
 /// A client whose handshake and every read and write are bounded by `PATIENCE`.

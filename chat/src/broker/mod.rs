@@ -42,15 +42,23 @@ pub struct OutFrame {
     pub tail: Option<Bytes>,
     /// Whether the frame is valid UTF-8 (sent as a text WebSocket message) or not (binary).
     pub utf8: bool,
+    /// Subject to the transport's per-session cap (a subscriber that does not keep up loses
+    /// it, and is told). False for what must not be lost and is bounded otherwise: replies to
+    /// the session's own frames (CONNECTED, RECEIPT, ERROR: the transport stops reading a
+    /// session that does not read its replies) and queue messages awaiting an ACK (bounded by
+    /// the unacknowledged limit per subscription).
+    pub bounded: bool,
 }
 
 impl OutFrame {
-    fn simple(bytes: Vec<u8>) -> Self {
+    /// A reply to the session's own frame: whole, and never dropped.
+    fn reply(bytes: Vec<u8>) -> Self {
         let utf8 = std::str::from_utf8(&bytes).is_ok();
         OutFrame {
             head: Bytes::from(bytes),
             tail: None,
             utf8,
+            bounded: false,
         }
     }
 
@@ -382,11 +390,24 @@ impl Broker {
         receipt: Option<&str>,
         out: &mut Vec<Action>,
     ) {
+        if let Some(frame) = self.error_frame(session, &refusal.message, &refusal.detail, receipt) {
+            out.push(Action::Send { to: session, frame });
+        }
+        out.push(Action::Close { to: session });
+    }
+
+    /// An ERROR frame for `session` in its version: `message` as the header, `detail` as the
+    /// body (for the transport's own errors, such as a slow consumer being let go).
+    pub fn error_frame(
+        &self,
+        session: SessionId,
+        message: &str,
+        detail: &str,
+        receipt: Option<&str>,
+    ) -> Option<OutFrame> {
         let version = self.version(session);
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("message", &refusal.message),
-            ("content-type", "text/plain"),
-        ];
+        let mut headers: Vec<(&str, &str)> =
+            vec![("message", message), ("content-type", "text/plain")];
         if let Some(r) = receipt {
             headers.push(("receipt-id", r));
         }
@@ -396,21 +417,15 @@ impl Broker {
             .iter()
             .map(|(n, v)| (*n, sanitize(v, version)))
             .collect();
-        if encode(
+        encode(
             Command::Error,
             sanitized.iter().map(|(n, v)| (*n, v.as_str())),
-            refusal.detail.as_bytes(),
+            detail.as_bytes(),
             opts,
             &mut bytes,
         )
-        .is_ok()
-        {
-            out.push(Action::Send {
-                to: session,
-                frame: OutFrame::simple(bytes),
-            });
-        }
-        out.push(Action::Close { to: session });
+        .ok()?;
+        Some(OutFrame::reply(bytes))
     }
 
     fn receipt(&mut self, session: SessionId, id: &str, out: &mut Vec<Action>) {
@@ -428,7 +443,7 @@ impl Broker {
         {
             out.push(Action::Send {
                 to: session,
-                frame: OutFrame::simple(bytes),
+                frame: OutFrame::reply(bytes),
             });
         }
     }
@@ -507,7 +522,7 @@ impl Broker {
         .map_err(|e| refuse(format!("cannot encode CONNECTED: {e}")))?;
         out.push(Action::Send {
             to: session,
-            frame: OutFrame::simple(bytes),
+            frame: OutFrame::reply(bytes),
         });
         out.push(Action::HeartBeat {
             to: session,
@@ -811,12 +826,16 @@ impl Broker {
                 continue;
             }
             let head = heads.split().freeze();
+            // A queue message awaiting an ACK is never dropped: the unacknowledged limit per
+            // subscription bounds it, and dropping it would leave it pending forever.
+            let acked = queue.is_some() && ack_mode != AckMode::Auto;
             out.push(Action::Send {
                 to: session,
                 frame: OutFrame {
                     head,
                     tail: Some(tail.bytes().clone()),
                     utf8,
+                    bounded: !acked,
                 },
             });
             if let (Some(queue), AckMode::Client | AckMode::ClientIndividual) = (queue, ack_mode) {

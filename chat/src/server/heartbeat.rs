@@ -44,6 +44,7 @@ fn run(hub: Weak<Hub>) {
         }
         let now = hub.elapsed_ms();
         let Ok(peers) = hub.peers.read() else { return };
+        hub.let_go_stuck(&peers);
         next_beat.retain(|id, _| peers.contains_key(id));
         for (id, peer) in peers.iter() {
             let send_every = peer.send_every.load(Ordering::Relaxed);

@@ -25,16 +25,20 @@ use std::time::Instant;
 use bytes::Bytes;
 use sockeye::handshake::Request;
 use sockeye::server::{
-    Handler, HttpResponse, Message, Outgoing, Rejection, Session, SessionHandle, Upgrading,
+    Handler, HttpResponse, Message, Outgoing, PostError, Rejection, Session, SessionHandle,
+    Upgrading,
 };
 use sockeye::DataKind;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::broker::{Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, SessionId};
 use crate::link::Link;
 use crate::stomp::Limits;
 
 pub mod heartbeat;
+pub mod slow;
+
+pub use slow::{SlowConsumer, SlowStats};
 
 /// Frames of a STOMP-over-TCP read handled per broker lock, between checks of the session's
 /// read pause: small enough that a publisher whose fan-out fills an inbox stops soon, large
@@ -97,6 +101,8 @@ pub struct StompConfig {
     pub limits: Limits,
     /// The path STOMP over WebSocket is served on.
     pub ws_path: String,
+    /// What happens to a session that does not read as fast as it is sent to (see [`slow`]).
+    pub slow_consumer: SlowConsumer,
 }
 
 impl Default for StompConfig {
@@ -105,6 +111,7 @@ impl Default for StompConfig {
             broker: BrokerConfig::default(),
             limits: Limits::default(),
             ws_path: "/ws".into(),
+            slow_consumer: SlowConsumer::default(),
         }
     }
 }
@@ -118,6 +125,10 @@ struct Peer {
     /// Negotiated heart-beats in ms (0: none).
     send_every: AtomicU64,
     expect_every: AtomicU64,
+    /// Messages dropped since it fell behind (drop policy).
+    dropping: AtomicU64,
+    /// Already let go as a slow consumer (from afar: the close takes a moment to apply).
+    let_go: AtomicBool,
 }
 
 /// The shared state of a STOMP server.
@@ -129,6 +140,8 @@ pub struct Hub {
     ws_path: String,
     started: Instant,
     stopping: AtomicBool,
+    slow: SlowConsumer,
+    slow_counters: slow::Counters,
 }
 
 impl std::fmt::Debug for Hub {
@@ -217,6 +230,8 @@ impl Hub {
             ws_path: config.ws_path,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
+            slow: config.slow_consumer,
+            slow_counters: slow::Counters::default(),
         })
     }
 
@@ -249,6 +264,8 @@ impl Hub {
             last_in: AtomicU64::new(self.elapsed_ms()),
             send_every: AtomicU64::new(0),
             expect_every: AtomicU64::new(0),
+            dropping: AtomicU64::new(0),
+            let_go: AtomicBool::new(false),
         };
         if let Ok(mut peers) = self.peers.write() {
             peers.insert(id, peer);
@@ -369,7 +386,9 @@ impl Hub {
         }
     }
 
-    /// Sends a frame to a session through its handle (any worker).
+    /// Sends a frame to a session through its handle (any worker). Under the throttle policy
+    /// the session being served (a publisher) then passes the recipient's gate: if the
+    /// recipient is behind, the publisher stops being read after this message.
     fn post(&self, to: SessionId, frame: &OutFrame) {
         let Ok(peers) = self.peers.read() else { return };
         let Some(peer) = peers.get(&to) else { return };
@@ -382,11 +401,17 @@ impl Hub {
             Some(tail) => (frame.head.clone(), tail.clone()),
             None => (Bytes::new(), frame.head.clone()),
         };
-        if peer.handle.send_parts(kind, prefix, body).is_err() {
-            debug!(
-                session = to,
-                "could not post a frame (worker stopping or inbox full)"
-            );
+        let posted = match frame.bounded {
+            true => peer.handle.send_parts(kind, prefix, body),
+            false => peer.handle.send_parts_unbounded(kind, prefix, body),
+        };
+        match posted {
+            Ok(()) => {}
+            Err(PostError::Full) => self.lost(to, peer),
+            Err(PostError::Stopped) => debug!(session = to, "not posted: the worker stopped"),
+        }
+        if let SlowConsumer::Throttle { .. } = self.slow {
+            peer.handle.gate().pass();
         }
     }
 }
@@ -414,7 +439,10 @@ impl<D> CurrentSession for Session<'_, D> {
             Some(tail) => Outgoing::Parts(kind, &frame.head, tail.clone()),
             None => Outgoing::Shared(kind, frame.head.clone()),
         };
-        let _ = self.send(outgoing);
+        let _ = match frame.bounded {
+            true => self.send(outgoing),
+            false => self.send_unbounded(outgoing),
+        };
     }
 
     fn close_with(&mut self, code: u16, reason: &str) {
@@ -476,6 +504,11 @@ impl StompServer {
 
     pub fn shutdown_handle(&self) -> sockeye::server::ShutdownHandle {
         self.running.shutdown_handle()
+    }
+
+    /// The engine's counters (connections, drops, pauses).
+    pub fn engine_stats(&self) -> sockeye::server::ServerStats {
+        self.running.stats()
     }
 
     /// Waits until the engine stops (a shutdown through the handle, or a signal).
@@ -565,8 +598,20 @@ impl Handler for StompHandler {
         self.hub.feed(session, bytes, STREAM_BATCH)
     }
 
+    fn on_drain(&mut self, session: &mut Session<'_, Link>) {
+        self.hub.drained(session);
+    }
+
+    fn on_backpressure(&mut self, session: &mut Session<'_, Link>) {
+        self.hub.congested(session);
+    }
+
+    fn on_overflow(&mut self, session: &mut Session<'_, Link>, dropped: u32) {
+        self.hub.overflowed(session, dropped);
+    }
+
     fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {
-        info!(session = session.id(), code, reason, "STOMP session closed");
+        debug!(session = session.id(), code, reason, "STOMP session closed");
         self.hub.closed(session.id());
     }
 }

@@ -231,6 +231,8 @@ pub struct Backlog {
     len: usize,
     /// A send was answered `Queued` or `Dropped` and no drain has been paid since.
     drain_owed: bool,
+    /// Sends answered `Dropped` since the loop last took the count (to report them).
+    dropped: u32,
 }
 
 impl Backlog {
@@ -248,7 +250,18 @@ impl Backlog {
     /// The status of a send refused at the cap: `Dropped`, which owes a drain.
     pub fn refused(&mut self) -> SendStatus {
         self.drain_owed = true;
+        self.dropped = self.dropped.saturating_add(1);
         SendStatus::Dropped
+    }
+
+    /// Owes a drain without a send (the loop told the application the queue is long).
+    pub fn owe_drain(&mut self) {
+        self.drain_owed = true;
+    }
+
+    /// Sends refused since the last call.
+    pub fn take_dropped(&mut self) -> u32 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// True when a drain is owed and nothing is queued: it must be paid now (no writable edge

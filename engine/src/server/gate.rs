@@ -15,8 +15,9 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::inbox::{Command, Inbox};
 use crate::driver::Tag;
@@ -26,8 +27,15 @@ use crate::driver::Tag;
 #[derive(Default)]
 pub struct Gate {
     closed: AtomicBool,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
     /// Sessions whose reading waits for this gate to open: their worker's inbox and slot.
-    waiters: Mutex<Vec<(Arc<Inbox>, Tag)>>,
+    sessions: Vec<(Arc<Inbox>, Tag)>,
+    /// When the gate last closed.
+    since: Option<Instant>,
 }
 
 impl fmt::Debug for Gate {
@@ -55,7 +63,18 @@ impl Gate {
 
     /// Closes the gate: producers that pass it from now on pause.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        if !self.closed.load(Ordering::Acquire) && !self.closed.swap(true, Ordering::AcqRel) {
+            self.lock().since = Some(Instant::now());
+        }
+    }
+
+    /// How long the gate has been closed (`None` while it is open): an application lets go of
+    /// what holds its producers up for too long.
+    pub fn closed_for(&self) -> Option<Duration> {
+        if !self.is_closed() {
+            return None;
+        }
+        self.lock().since.map(|at| at.elapsed())
     }
 
     /// Opens the gate and resumes every session that waits for it.
@@ -63,7 +82,11 @@ impl Gate {
         if !self.closed.swap(false, Ordering::AcqRel) {
             return;
         }
-        let waiters = std::mem::take(&mut *self.lock());
+        let waiters = {
+            let mut waiting = self.lock();
+            waiting.since = None;
+            std::mem::take(&mut waiting.sessions)
+        };
         for (inbox, to) in waiters {
             inbox.post_control(Command::Resume { to });
         }
@@ -85,19 +108,19 @@ impl Gate {
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Inbox>, Tag)>> {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a session to resume when the gate opens; false if it is open already.
     fn wait(&self, inbox: &Arc<Inbox>, tag: Tag) -> bool {
-        let mut waiters = self.lock();
+        let mut waiting = self.lock();
         // Checked under the lock: `open` clears the flag before it takes the waiters, so a
         // waiter is either seen by it or sees the gate open.
         if !self.is_closed() {
             return false;
         }
-        waiters.push((inbox.clone(), tag));
+        waiting.sessions.push((inbox.clone(), tag));
         true
     }
 }
@@ -137,4 +160,69 @@ pub(crate) fn hold(inbox: &Arc<Inbox>, tag: Tag) -> bool {
 /// between messages).
 pub(crate) fn passed_closed() -> bool {
     PASSED.with(|passed| passed.borrow().as_ref().is_some_and(|l| !l.is_empty()))
+}
+
+/// The books of a session that other threads post to: bytes posted and not yet taken by its
+/// loop, its queue as of the loop's last flush, and its gate, closed while the two together
+/// are over half the session's cap (open again at a quarter). Shared by the session and its
+/// handles; made with the first handle.
+#[derive(Debug)]
+pub(crate) struct Flow {
+    /// The session's id (kept here rather than in every handle).
+    pub id: u64,
+    inflight: AtomicUsize,
+    queued: AtomicUsize,
+    /// Half the session's cap.
+    high: usize,
+    ended: AtomicBool,
+    gate: Arc<Gate>,
+}
+
+impl Flow {
+    pub fn new(id: u64, cap: usize) -> Arc<Flow> {
+        Arc::new(Flow {
+            id,
+            inflight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            high: cap / 2,
+            ended: AtomicBool::new(false),
+            gate: Gate::new(),
+        })
+    }
+
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// `len` bytes were posted to the session.
+    pub fn posted(&self, len: usize) {
+        let inflight = self.inflight.fetch_add(len, Ordering::AcqRel) + len;
+        if inflight + self.queued.load(Ordering::Acquire) > self.high
+            && !self.ended.load(Ordering::Acquire)
+        {
+            self.gate.close();
+        }
+    }
+
+    /// The loop took `len` posted bytes (or a post of them failed).
+    pub fn taken(&self, len: usize) {
+        self.inflight.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    /// The loop flushed the session and `queued` bytes are left: the gate follows.
+    pub fn settled(&self, queued: usize) {
+        self.queued.store(queued, Ordering::Release);
+        let total = queued + self.inflight.load(Ordering::Acquire);
+        if total > self.high {
+            self.gate.close();
+        } else if total <= self.high / 2 {
+            self.gate.open();
+        }
+    }
+
+    /// The session is over: nobody waits for it any more.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.gate.open();
+    }
 }

@@ -148,6 +148,19 @@ pub trait Handler: 'static {
     /// owe the next one if they are `Queued` again). See [`crate::driver`] for the contract.
     fn on_drain(&mut self, _session: &mut Session<'_, Self::Data>) {}
 
+    /// The session's queue went over half of `max_backpressure`: its peer is not keeping up
+    /// with what is sent to it (through [`Session`] or its handles). Called once; `on_drain`
+    /// follows when the queue is empty again. The place to stop feeding it, or to hold back
+    /// those who do (a [`Gate`](super::Gate)).
+    fn on_backpressure(&mut self, _session: &mut Session<'_, Self::Data>) {}
+
+    /// `dropped` messages to this session were refused at `max_backpressure` since the last
+    /// call (by sends in callbacks or through handles; with [`Overflow::Close`](super::Overflow)
+    /// its close has begun). Called after the callback or the batch of cross-thread sends that
+    /// dropped them, so that no drop goes unnoticed: a handler may log it, or let the session
+    /// go with [`Session::end_with`].
+    fn on_overflow(&mut self, _session: &mut Session<'_, Self::Data>, _dropped: u32) {}
+
     /// Called before `on_close` when the session ends because of an error.
     fn on_error(&mut self, _session: &mut Session<'_, Self::Data>, _error: &SessionError) {}
 

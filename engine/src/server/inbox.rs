@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use mio::Waker;
 
-use super::gate::Gate;
+use super::gate::{Flow, Gate};
 use super::session::data_opcode;
 use crate::close;
 use crate::connection::DataKind;
@@ -60,6 +60,8 @@ pub(crate) enum Command {
         /// Copied before `payload` inside the same message (empty for most sends).
         prefix: Bytes,
         payload: Bytes,
+        /// Under the session's cap (else sent whatever it holds).
+        bounded: bool,
     },
     Broadcast {
         to: Vec<Tag>,
@@ -207,13 +209,14 @@ impl std::error::Error for PostError {}
 pub struct SessionHandle {
     inbox: Arc<Inbox>,
     tag: Tag,
-    id: u64,
+    /// The session's books and gate (and its id).
+    flow: Arc<Flow>,
 }
 
 impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionHandle")
-            .field("id", &self.id)
+            .field("id", &self.flow.id)
             .finish()
     }
 }
@@ -221,7 +224,7 @@ impl fmt::Debug for SessionHandle {
 /// Handles are equal when they name the same session.
 impl PartialEq for SessionHandle {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.flow.id == other.flow.id
     }
 }
 
@@ -229,18 +232,27 @@ impl Eq for SessionHandle {}
 
 impl Hash for SessionHandle {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
+        self.flow.id.hash(state);
     }
 }
 
 impl SessionHandle {
-    pub(crate) fn new(inbox: Arc<Inbox>, tag: Tag, id: u64) -> Self {
-        SessionHandle { inbox, tag, id }
+    pub(crate) fn new(inbox: Arc<Inbox>, tag: Tag, flow: Arc<Flow>) -> Self {
+        SessionHandle { inbox, tag, flow }
+    }
+
+    /// The session's own gate: closed while it is behind (more than half its cap queued or
+    /// posted and not yet taken by its loop), open again once it is down to a quarter, or
+    /// over. A producer that [passes](Gate::pass) it before posting pauses while the session
+    /// is behind: credit flow, as RabbitMQ holds publishers to the pace of their queues.
+    /// Posting alone never pauses anyone.
+    pub fn gate(&self) -> &Arc<Gate> {
+        self.flow.gate()
     }
 
     /// The session's [`Session::id`](super::Session::id).
     pub fn id(&self) -> u64 {
-        self.id
+        self.flow.id
     }
 
     /// Copies `text` once and posts it.
@@ -267,13 +279,69 @@ impl SessionHandle {
         payload: Bytes,
     ) -> Result<(), PostError> {
         let len = prefix.len() + payload.len();
-        let command = Command::Send {
+        let command = self.command(kind, prefix, payload, true);
+        self.post_send(command, len, false)
+    }
+
+    /// [`SessionHandle::send_parts`] for a message that must not be lost and is bounded some
+    /// other way (see [`Session::send_unbounded`](super::Session::send_unbounded)): sent
+    /// whatever the session's cap, and never refused for a full inbox.
+    pub fn send_parts_unbounded(
+        &self,
+        kind: DataKind,
+        prefix: Bytes,
+        payload: Bytes,
+    ) -> Result<(), PostError> {
+        let len = prefix.len() + payload.len();
+        let command = self.command(kind, prefix, payload, false);
+        self.post_send(command, len, true)
+    }
+
+    /// The last words to a session that is being let go, from any thread (see
+    /// [`Session::end_with`](super::Session::end_with)): `payload` whatever the cap, then the
+    /// close handshake. Never refused for a full inbox.
+    pub fn end_with(
+        &self,
+        kind: DataKind,
+        payload: Bytes,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), PostError> {
+        let len = payload.len();
+        let command = self.command(kind, Bytes::new(), payload, false);
+        self.post_send(command, len, true)?;
+        self.close(code, reason)
+    }
+
+    fn command(&self, kind: DataKind, prefix: Bytes, payload: Bytes, bounded: bool) -> Command {
+        Command::Send {
             to: self.tag,
-            head: Head::data(kind, len),
+            head: Head::data(kind, prefix.len() + payload.len()),
             prefix,
             payload,
+            bounded,
+        }
+    }
+
+    /// Posts a send, counted in the session's flow until its loop takes it.
+    fn post_send(&self, command: Command, len: usize, control: bool) -> Result<(), PostError> {
+        self.flow.posted(len);
+        let posted = match control {
+            true => self.post_control(command),
+            false => self.inbox.post(command, len),
         };
-        self.inbox.post(command, len)
+        if posted.is_err() {
+            self.flow.taken(len);
+        }
+        posted
+    }
+
+    fn post_control(&self, command: Command) -> Result<(), PostError> {
+        if self.inbox.is_stopped() {
+            return Err(PostError::Stopped);
+        }
+        self.inbox.post_control(command);
+        Ok(())
     }
 
     /// Starts the session's close handshake (the reason is cut to fit a control frame; an
@@ -284,12 +352,8 @@ impl SessionHandle {
             code,
             reason: close::truncate_reason(reason).into(),
         };
-        if self.inbox.is_stopped() {
-            return Err(PostError::Stopped);
-        }
         // Never refused for want of room: a close is how a stuck session is let go.
-        self.inbox.post_control(command);
-        Ok(())
+        self.post_control(command)
     }
 }
 

@@ -151,7 +151,8 @@ pub struct ServerStats {
     pub refused: u64,
     /// Messages dropped because a session was at `max_backpressure`.
     pub dropped_messages: u64,
-    /// Sessions whose close handshake was started by [`Overflow::Close`].
+    /// Sessions closed because they overflowed: by [`Overflow::Close`], or by the application
+    /// in [`Handler::on_overflow`] (a slow consumer let go).
     pub overflow_closes: u64,
     /// Sessions dropped because no pong came in time.
     pub pong_timeouts: u64,

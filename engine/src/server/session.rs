@@ -7,11 +7,13 @@
 //! against [`ServerConfig::max_backpressure`](super::ServerConfig::max_backpressure) before
 //! anything is copied, so a peer that stops reading costs at most the cap.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use super::gate::Flow;
 use super::inbox::{Inbox, SessionHandle};
 use super::{Counters, Overflow, ServerConfig, Shared};
 use crate::connection::{DataKind, Sender};
@@ -34,6 +36,8 @@ pub(crate) struct SessionState<D> {
     pub close: Option<Box<(u16, Box<str>)>>,
     /// A plain byte stream (no WebSocket framing), from a stream listener.
     pub stream: bool,
+    /// What handles post to it, made with the first handle.
+    pub flow: OnceCell<Arc<Flow>>,
     pub data: D,
 }
 
@@ -150,23 +154,60 @@ impl<D> Session<'_, D> {
 
     /// A handle for sending to this session from any thread (see [`SessionHandle`]).
     pub fn handle(&self) -> SessionHandle {
-        SessionHandle::new(self.out.env.inbox.clone(), self.out.tag, self.state.id)
+        let (id, cap) = (self.state.id, self.out.env.config.max_backpressure);
+        let flow = self.state.flow.get_or_init(|| Flow::new(id, cap)).clone();
+        SessionHandle::new(self.out.env.inbox.clone(), self.out.tag, flow)
     }
 
     /// Sends a message and says what became of it: written, queued behind backpressure, or
     /// dropped at the session's cap (see [`SendStatus`]). Takes a [`Message`] (so an echo is
     /// `session.send(message)`), a `&str`, a `&[u8]`, or a shared payload.
     pub fn send<'m>(&mut self, message: impl Into<Outgoing<'m>>) -> Result<SendStatus, SendError> {
-        match message.into() {
-            Outgoing::Text(text) => self.send_frame(OpCode::Text, Payload::Copied(text.as_bytes())),
-            Outgoing::Binary(bytes) => self.send_frame(OpCode::Binary, Payload::Copied(bytes)),
-            Outgoing::Shared(kind, bytes) => {
-                self.send_frame(data_opcode(kind), Payload::Shared(bytes))
-            }
+        let cap = self.out.env.config.max_backpressure;
+        self.send_capped(message.into(), cap)
+    }
+
+    /// Sends a message whatever the session's cap: `Written` or `Queued`, never `Dropped`.
+    /// For messages that must not be lost and are bounded some other way: replies to what the
+    /// peer sent (the loop stops reading a session over half its cap, so replies cannot pile
+    /// up), or messages under a window the application enforces (a broker's limit of
+    /// unacknowledged messages per subscription).
+    pub fn send_unbounded<'m>(
+        &mut self,
+        message: impl Into<Outgoing<'m>>,
+    ) -> Result<SendStatus, SendError> {
+        self.send_capped(message.into(), usize::MAX)
+    }
+
+    /// The last words to a session that is being let go: sends `message` whatever the cap
+    /// (after what is queued), then starts the close handshake with `code` and `reason` (a
+    /// stream is closed once it is written). For telling a slow consumer why it is cut off.
+    pub fn end_with<'m>(
+        &mut self,
+        message: impl Into<Outgoing<'m>>,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SendError> {
+        let _written_or_queued = self.send_unbounded(message)?;
+        self.close(code, reason)
+    }
+
+    fn send_capped(&mut self, message: Outgoing<'_>, cap: usize) -> Result<SendStatus, SendError> {
+        let (opcode, payload) = match message {
+            Outgoing::Text(text) => (OpCode::Text, Payload::Copied(text.as_bytes())),
+            Outgoing::Binary(bytes) => (OpCode::Binary, Payload::Copied(bytes)),
+            Outgoing::Shared(kind, bytes) => (data_opcode(kind), Payload::Shared(bytes)),
             Outgoing::Parts(kind, prefix, rest) => {
-                self.send_frame(data_opcode(kind), Payload::Parts(prefix, rest))
+                (data_opcode(kind), Payload::Parts(prefix, rest))
             }
+        };
+        self.state.tx.check_data()?;
+        if self.state.stream {
+            return self.send_encoded(&[], payload, cap);
         }
+        let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
+        debug_assert!(mask.is_none(), "server frames are not masked");
+        self.send_encoded(&head[..n], payload, cap)
     }
 
     /// Sends a text message. `Ok` when it was written, queued or dropped at the cap: use
@@ -186,43 +227,35 @@ impl<D> Session<'_, D> {
         self.send(Outgoing::Shared(kind, payload)).map(drop)
     }
 
-    fn send_frame(
-        &mut self,
-        opcode: OpCode,
-        payload: Payload<'_>,
-    ) -> Result<SendStatus, SendError> {
-        self.state.tx.check_data()?;
-        if self.state.stream {
-            return self.send_encoded(&[], payload);
-        }
-        let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
-        debug_assert!(mask.is_none(), "server frames are not masked");
-        self.send_encoded(&head[..n], payload)
-    }
-
     /// Sends what another thread prepared: a WebSocket header encoded once (dropped for a
-    /// stream session) and the payload.
+    /// stream session) and the payload, under the cap when `bounded`.
     pub(crate) fn send_prepared(
         &mut self,
         head: &[u8],
         payload: Payload<'_>,
+        bounded: bool,
     ) -> Result<SendStatus, SendError> {
         let head = if self.state.stream { &[][..] } else { head };
-        self.send_encoded(head, payload)
+        let cap = match bounded {
+            true => self.out.env.config.max_backpressure,
+            false => usize::MAX,
+        };
+        self.send_encoded(head, payload, cap)
     }
 
     /// Sends a frame whose header is already encoded (a broadcast encodes it once for all).
-    pub(crate) fn send_encoded(
+    fn send_encoded(
         &mut self,
         head: &[u8],
         payload: Payload<'_>,
+        cap: usize,
     ) -> Result<SendStatus, SendError> {
         self.state.tx.check_data()?;
         let status = queue_frame(
             self.out.cork,
             self.out.stream,
             &mut self.state.backlog,
-            self.out.env.config.max_backpressure,
+            cap,
             head,
             payload,
         );

@@ -79,6 +79,11 @@ impl TestServer {
         format!("ws://{}{target}", self.addr)
     }
 
+    /// The server's counters now.
+    pub fn stats(&self) -> sockeye::server::ServerStats {
+        self.running.as_ref().expect("server running").stats()
+    }
+
     /// Takes the running server (for tests of shutdown itself).
     pub fn take(mut self) -> RunningServer {
         self.running.take().expect("server running")
@@ -476,6 +481,33 @@ pub fn expect_close_code(stream: &mut TcpStream) -> u16 {
         "bytes after the close frame: {extra:02x?}"
     );
     code
+}
+
+/// A thread whose end is awaited with a bound: its outcome comes back over a channel.
+pub struct Bounded<T> {
+    outcome: mpsc::Receiver<std::thread::Result<T>>,
+}
+
+pub fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
+    let (tx, outcome) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    Bounded { outcome }
+}
+
+impl<T> Bounded<T> {
+    /// The thread's result; its panic is resumed here; fails if it runs longer than `limit`.
+    pub fn join(self, limit: Duration, what: &str) -> T {
+        match self.outcome.recv_timeout(limit) {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{what} did not finish within {limit:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: its thread vanished"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

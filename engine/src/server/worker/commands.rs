@@ -36,20 +36,29 @@ impl<D> Loop<D> {
                     head,
                     prefix,
                     payload,
+                    bounded,
                     ..
                 } => {
                     self.deliver(handler, &mut current, to, |s| {
+                        let len = prefix.len() + payload.len();
                         let payload = if prefix.is_empty() {
                             Payload::Shared(payload.clone())
                         } else {
                             Payload::Parts(prefix, payload.clone())
                         };
-                        let _ = s.send_prepared(head.as_slice(), payload);
+                        let _ = s.send_prepared(head.as_slice(), payload, *bounded);
+                        if let Some(flow) = s.state.flow.get() {
+                            flow.taken(len);
+                        }
                     });
                 }
                 Command::Broadcast { head, payload, .. } => {
                     self.deliver(handler, &mut current, to, |s| {
-                        let _ = s.send_prepared(head.as_slice(), Payload::Shared(payload.clone()));
+                        let _ = s.send_prepared(
+                            head.as_slice(),
+                            Payload::Shared(payload.clone()),
+                            true,
+                        );
                     });
                 }
                 Command::Close { code, reason, .. } => {

@@ -17,6 +17,7 @@
 //!               └─HTTP answered / refused──▶ Linger ──EOF or close deadline──▶ dropped
 //! ```
 
+use std::cell::OnceCell;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
@@ -68,6 +69,9 @@ struct Open<D> {
     /// `stash` holds input kept back by a pause (not just an incomplete frame): it is fed
     /// again, alone, before anything new is read.
     held_input: bool,
+    /// The queue went over half the cap and `on_backpressure` was called; cleared by the
+    /// `on_drain` that follows.
+    congested: bool,
 }
 
 impl<D> Open<D> {
@@ -166,6 +170,7 @@ impl<H: Handler> Drains for Draining<'_, H> {
     }
 
     fn on_drain(&mut self) {
+        self.open.congested = false;
         self.handler.on_drain(&mut Session {
             state: &mut self.open.state,
             out: self.out.reborrow(),
@@ -423,6 +428,7 @@ impl Worker {
                         protocol: None,
                         close: None,
                         stream: true,
+                        flow: OnceCell::new(),
                         data,
                     },
                     stash: Vec::new(),
@@ -432,6 +438,7 @@ impl Worker {
                     paused_output: false,
                     paused_gate: false,
                     held_input: false,
+                    congested: false,
                 };
                 entry.insert(Conn {
                     stream,
@@ -641,6 +648,7 @@ impl<D> Loop<D> {
                 protocol: upgrading.protocol.map(String::into_boxed_str),
                 close: None,
                 stream: false,
+                flow: OnceCell::new(),
                 data,
             },
             stash: rest.to_vec(),
@@ -650,6 +658,7 @@ impl<D> Loop<D> {
             paused_output: false,
             paused_gate: false,
             held_input: false,
+            congested: false,
         };
         self.conns[key].phase = Phase::Open(open);
         debug!(%peer, "websocket open");
@@ -1007,23 +1016,58 @@ impl<D> Loop<D> {
         Next::Keep
     }
 
-    /// Writes the cork after the backlog and pays the drains that are due (see
-    /// [`flush_and_drain`]); a session still owed one is served again next turn.
+    /// After work on a session: reports drops (`on_overflow`), writes the cork after the
+    /// backlog and pays the drains that are due (see [`flush_and_drain`]), reports a queue
+    /// grown over half the cap (`on_backpressure`), and resumes reading once the queue is down
+    /// to a quarter. A session still owed a drain is served again next turn.
     fn flush_session<H: Handler<Data = D>>(
         &mut self,
         handler: &mut H,
         key: usize,
     ) -> io::Result<()> {
-        let Some((open, out)) = open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
+        let Some((open, mut out)) =
+            open_parts(&mut self.conns[key], key, &mut self.cork, &self.env)
         else {
             return Ok(());
         };
+        let cap = out.env.config.max_backpressure;
+        let dropped = open.state.backlog.take_dropped();
+        if dropped > 0 {
+            let closing = open.state.tx.is_close_sent();
+            handler.on_overflow(
+                &mut Session {
+                    state: &mut open.state,
+                    out: out.reborrow(),
+                },
+                dropped,
+            );
+            if !closing && open.state.tx.is_close_sent() {
+                // The application let the session go for it (a slow consumer).
+                Counters::bump(&out.env.counters().overflow_closes);
+            }
+        }
         let mut session = Draining { handler, open, out };
-        let again = flush_and_drain(&mut session)?;
+        let mut again = flush_and_drain(&mut session)?;
+        if !session.open.congested && session.backlog().len() > cap / 2 {
+            session.open.congested = true;
+            session.backlog_mut().owe_drain();
+            session.handler.on_backpressure(&mut Session {
+                state: &mut session.open.state,
+                out: session.out.reborrow(),
+            });
+            again = flush_and_drain(&mut session)?;
+        }
         let Draining { open, out, .. } = session;
         out.env.counters().note_queued(open.state.backlog.len());
+        if let Some(flow) = open.state.flow.get() {
+            match open.state.tx.is_close_sent() {
+                // Closing: it takes no more messages, so nobody waits for it.
+                true => flow.end(),
+                false => flow.settled(open.state.backlog.len()),
+            }
+        }
         let mut read = false;
-        if open.paused_output && open.state.backlog.len() <= out.env.config.max_backpressure / 4 {
+        if open.paused_output && open.state.backlog.len() <= cap / 4 {
             open.paused_output = false;
             read = !open.paused_gate;
         }
@@ -1081,6 +1125,9 @@ impl<D> Loop<D> {
                 },
                 error,
             );
+        }
+        if let Some(flow) = open.state.flow.get() {
+            flow.end();
         }
         let (c, reason) = match open.state.close.as_deref() {
             Some((c, reason)) => (*c, reason.clone()),
