@@ -8,8 +8,10 @@ use super::state::Open;
 use super::{ClientHandler, ClientId};
 use crate::close::code;
 use crate::connection::{Connection, DataKind, Event, Failure, Read, Sender};
+use crate::driver::out::CORK_LIMIT;
 use crate::driver::{Backlog, Cork, Message, SendStatus};
 use crate::error::SendError;
+use mio::net::TcpStream;
 
 /// A connection's outgoing bytes: a cork of its own (its sends may come between turns, and are
 /// written once per turn) and its backlog, with the server's rules (see [`crate::driver`]).
@@ -37,6 +39,7 @@ pub(super) struct Env {
 /// An open connection as a callback (or the owner of the loop, between turns) sees it.
 pub struct ClientConn<'a, D> {
     pub(super) id: ClientId,
+    pub(super) stream: &'a mut TcpStream,
     pub(super) tx: &'a mut Sender,
     pub(super) out: &'a mut Output,
     pub(super) data: &'a mut D,
@@ -97,6 +100,12 @@ impl<D> ClientConn<'_, D> {
             return Ok(self.out.backlog.refused());
         }
         self.tx.send(kind, payload, &mut self.out.cork)?;
+        if self.out.cork.len() >= CORK_LIMIT {
+            // A burst goes out as it is made rather than piling up until the end of the turn.
+            self.out
+                .cork
+                .flush_early(self.stream, &mut self.out.backlog);
+        }
         Ok(self.out.backlog.accepted())
     }
 
@@ -138,9 +147,11 @@ impl<D> ClientConn<'_, D> {
 }
 
 /// Runs the core over `buf`, calling the handler for each event; keeps the unconsumed tail.
+#[allow(clippy::too_many_arguments)] // the parts of a slot, borrowed apart
 pub(super) fn dispatch<H: ClientHandler>(
     handler: &mut H,
     id: ClientId,
+    stream: &mut TcpStream,
     open: &mut Open,
     out: &mut Output,
     data: &mut H::Data,
@@ -168,6 +179,7 @@ pub(super) fn dispatch<H: ClientHandler>(
                 };
                 let mut conn = ClientConn {
                     id,
+                    stream: &mut *stream,
                     tx: &mut *tx,
                     out: &mut *out,
                     data: &mut *data,

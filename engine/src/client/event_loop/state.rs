@@ -93,6 +93,7 @@ impl<H: ClientHandler> Drains for Draining<'_, H> {
     fn on_drain(&mut self) {
         self.handler.on_drain(&mut ClientConn {
             id: self.id,
+            stream: self.stream,
             tx: &mut self.open.conn.tx,
             out: self.out,
             data: self.data,
@@ -255,6 +256,7 @@ impl<D> Core<D> {
         }
         Self::mark(&mut self.dirty, slot, id);
         let Slot {
+            stream,
             phase: Phase::Open(open),
             out,
             data,
@@ -265,6 +267,7 @@ impl<D> Core<D> {
         };
         Some(ClientConn {
             id,
+            stream,
             tx: &mut open.conn.tx,
             out,
             data,
@@ -282,6 +285,7 @@ impl<D> Core<D> {
             }
             Self::mark(&mut self.dirty, slot, id);
             let Slot {
+                stream,
                 phase: Phase::Open(open),
                 out,
                 data,
@@ -292,6 +296,7 @@ impl<D> Core<D> {
             };
             f(&mut ClientConn {
                 id,
+                stream,
                 tx: &mut open.conn.tx,
                 out,
                 data,
@@ -440,6 +445,7 @@ impl<D> Core<D> {
         });
         Self::mark(&mut self.dirty, slot, id);
         let Slot {
+            stream,
             phase: Phase::Open(open),
             out,
             data,
@@ -450,6 +456,7 @@ impl<D> Core<D> {
         };
         handler.on_open(&mut ClientConn {
             id,
+            stream: &mut *stream,
             tx: &mut open.conn.tx,
             out,
             data,
@@ -459,7 +466,7 @@ impl<D> Core<D> {
         if !stash.is_empty() {
             // Frames that came with the head.
             let mut early = stash;
-            dispatch(handler, id, open, out, data, &mut early, env);
+            dispatch(handler, id, stream, open, out, data, &mut early, env);
         }
         match (eof, drained) {
             // The server hung up right after its answer (and whatever frames came with it).
@@ -502,7 +509,7 @@ impl<D> Core<D> {
                     open.stash.clear();
                     let data_len = carry + n;
                     let buf = &mut self.buf[..data_len];
-                    dispatch(handler, id, open, out, data, buf, env);
+                    dispatch(handler, id, stream, open, out, data, buf, env);
                     if SHORT_READ_DRAINS && !ready.hup && n < room {
                         return Next::Keep;
                     }
