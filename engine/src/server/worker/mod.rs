@@ -353,7 +353,11 @@ impl Worker {
                     }
                 }
             }
-            for key in std::mem::take(&mut lp.pending) {
+            let mut pending = std::mem::take(&mut lp.pending);
+            // A connection may have been listed more than once (cut off, resumed, owed a drain).
+            pending.sort_unstable();
+            pending.dedup();
+            for key in pending {
                 // No fresh edge to rely on: read until the socket says it is empty.
                 lp.serve(handler, key, true, true);
             }
@@ -1071,7 +1075,7 @@ impl<D> Loop<D> {
             open.paused_output = false;
             read = !open.paused_gate;
         }
-        if (again || read) && !self.pending.contains(&key) {
+        if again || read {
             self.pending.push(key);
         }
         Ok(())
@@ -1085,7 +1089,7 @@ impl<D> Loop<D> {
         }
         if let Phase::Open(open) = &mut self.conns[tag.key].phase {
             open.paused_gate = false;
-            if !open.paused_output && !self.pending.contains(&tag.key) {
+            if !open.paused_output {
                 self.pending.push(tag.key);
             }
         }
