@@ -1,9 +1,10 @@
 //! Echo server: every text or binary message comes back unchanged.
 //!
-//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001`
+//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001 [MAX_BACKPRESSURE]`
 //!
 //! Limits are raised to what the Autobahn testsuite sends (16 MiB messages, 4 MiB in 64-byte
-//! fragments), and the send queue cap to hold a few of them. One worker: the testsuite opens
+//! fragments), and the send queue cap (`max_backpressure`, the second argument, in bytes) to
+//! hold a few of them: 64 MiB by default. One worker: the testsuite opens
 //! one connection at a time. No automatic pings: the testsuite checks every frame it receives.
 //! SIGINT / SIGTERM shut it down gracefully (a second one exits at once).
 
@@ -44,9 +45,18 @@ fn main() -> std::io::Result<()> {
                 format!("bad address: {e}"),
             )
         })?;
+    let max_backpressure = match std::env::args().nth(2) {
+        Some(cap) => cap.parse().map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad max_backpressure {cap:?}: {e}"),
+            )
+        })?,
+        None => 64 << 20,
+    };
     let mut config = ServerConfig {
         workers: 1,
-        max_backpressure: 64 << 20,
+        max_backpressure,
         ping_interval: None,
         ..ServerConfig::default()
     };
