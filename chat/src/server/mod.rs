@@ -13,8 +13,10 @@
 //!
 //! The broker is a plain mutex: frames of one batch are handled under one lock (so a CONNECT
 //! and the frames after it in the same message see the negotiated version), delivery happens
-//! after it is released. Fan-out never mutates subscriptions; slow subscribers fall under the
-//! engine's backpressure cap and policy, never stalling the publisher.
+//! after it is released. Fan-out never mutates subscriptions. A subscriber that falls behind is
+//! handled by the [`slow`] consumer policy (told and let go, dropped and counted, or its
+//! publishers held back), never silently; a publisher whose fan-out fills a worker's inbox stops
+//! being read until the inbox is taken (the engine's gates).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
