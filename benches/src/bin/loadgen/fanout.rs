@@ -5,12 +5,29 @@
 //! SUBSCRIBEs with a receipt; once every receipt is in, the publisher SENDs messages of S bytes
 //! whose body starts with the sequence number and the send time (hex, nanoseconds on this
 //! process's clock), so a subscriber knows each delivery's latency and whether it came in
-//! order. The publisher is paced by a window: at most `--window` messages may be outstanding at
-//! the slowest subscriber (and, with `--rate`, no more than the rate allows), so the latency
-//! measured is the broker's, not a queue the load generator built up.
+//! order. The publisher is paced in one of two ways (and, with `--rate`, no faster than the
+//! rate allows):
+//!
+//! * **window** (the default): at most `--window` messages (default 4) may be outstanding at
+//!   the slowest subscriber, so the latency measured is the broker's, not a queue the load
+//!   generator built up.
+//! * **flood** (`--flood R`): as a real publisher, which knows nothing of its subscribers, the
+//!   publisher SENDs every message with a `receipt` header and keeps at most R SENDs (1 to
+//!   65,536) without their RECEIPT; deliveries play no part in its pacing. Subscribers that do
+//!   not keep up meet the server's slow-consumer policy.
+//!
+//! Slow consumers, in either mode: a subscriber that gets an ERROR whose `message` header is
+//! `slow consumer` and is then closed counts as *disconnected as slow* (not an error); what it
+//! missed after its last delivery is excused (reported as missed by slow subscribers). Every
+//! subscriber still connected at the end must have received every message published after its
+//! subscription's receipt, in order: a gap, or a tail missing at the end, is lost, an earlier
+//! or repeated message out of order, and either fails the run. With `--slow-consumer drop`
+//! (the server runs that policy, which drops what a subscriber has no room for and leaves it
+//! connected) those gaps and tails are counted as dropped by the server instead, not as errors.
 //!
 //! Stages: open (paced) → subscribe → warm up → measure (deliveries, latencies, the server's CPU
-//! time) → drain (stop publishing; what has not arrived within 5 s is lost) → close → report.
+//! time) → drain (stop publishing; wait for every outstanding delivery, and in flood mode every
+//! RECEIPT, for at most 5 s) → close → report.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +56,9 @@ const STEP: Duration = Duration::from_millis(1);
 const PUBLISH_BATCH: u64 = 256;
 /// Errors printed in full; the rest are only counted.
 const PRINTED_ERRORS: usize = 5;
+/// Most bytes of SENDs a flood keeps without their RECEIPT (within the WebSocket client's
+/// default send queue, 16 MiB).
+const FLOOD_BYTES: u64 = 8 << 20;
 /// Bytes of the body holding the sequence number and the send time (16 hex digits each).
 const STAMP: usize = 32;
 
@@ -46,6 +66,25 @@ const STAMP: usize = 32;
 pub enum Transport {
     Ws,
     Tcp,
+}
+
+/// What the server does with a subscriber that falls behind (its `--slow-consumer`): only
+/// `drop` changes the accounting, by leaving connected subscribers with gaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Disconnect,
+    Throttle,
+    Drop,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Disconnect => "disconnect",
+            Policy::Throttle => "throttle",
+            Policy::Drop => "drop",
+        }
+    }
 }
 
 pub struct Settings {
@@ -58,6 +97,13 @@ pub struct Settings {
     pub size: usize,
     pub rate: f64,
     pub window: u64,
+    /// Flood mode: at most this many SENDs without their RECEIPT (window mode when `None`).
+    pub flood: Option<u64>,
+    /// The server's slow-consumer policy, as far as the accounting of gaps goes.
+    pub policy: Policy,
+    /// Subscribers 0..stall read nothing during the warm-up and the measured window (a flood
+    /// over TCP only): slow consumers on purpose, to see the server's policy at work.
+    pub stall: usize,
     pub secs: f64,
     pub warmup: f64,
     pub pid: Option<u32>,
@@ -91,6 +137,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
             (addr_text, addr)
         }
     };
+    let window: Option<u64> = o.opt("window")?;
     let s = Settings {
         transport,
         target_text,
@@ -99,7 +146,22 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         subs: bounded("subs", o.get("subs", 100)?, 1, MAX_CONNS)?,
         size: bounded("size", o.get("size", 100)?, STAMP, 1 << 20)?,
         rate: bounded("rate", o.get("rate", 0.0)?, 0.0, 1e6)?,
-        window: bounded("window", o.get("window", 4)?, 1, 1 << 16)?,
+        window: bounded("window", window.unwrap_or(4), 1, 1 << 16)?,
+        flood: o
+            .opt("flood")?
+            .map(|r| bounded("flood", r, 1, 1 << 16))
+            .transpose()?,
+        stall: o.get("stall", 0)?,
+        policy: match o.get("slow-consumer", "disconnect".to_string())?.as_str() {
+            "disconnect" => Policy::Disconnect,
+            "throttle" => Policy::Throttle,
+            "drop" => Policy::Drop,
+            other => {
+                return Err(format!(
+                    "--slow-consumer is disconnect, throttle or drop, not {other:?}"
+                ))
+            }
+        },
         secs: bounded("seconds", o.get("seconds", 10.0)?, 0.1, MAX_SECS)?,
         warmup: bounded("warmup", o.get("warmup", 1.0)?, 0.0, MAX_SECS)?,
         pid: o.opt("server-pid")?,
@@ -110,6 +172,27 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         conn_rate: bounded("conn-rate", o.get("conn-rate", 2000.0)?, 1.0, 1e6)?,
     };
     o.finish()?;
+    if s.stall > 0 && (s.flood.is_none() || s.transport != Transport::Tcp) {
+        return Err("--stall is for a flood (--flood R) over TCP (--transport tcp)".into());
+    }
+    if s.stall > s.subs {
+        return Err(format!("--stall {} of {} subscribers", s.stall, s.subs));
+    }
+    if let Some(r) = s.flood {
+        if window.is_some() {
+            return Err(
+                "--window and --flood exclude each other: a flood is paced by receipts".into(),
+            );
+        }
+        // What may be in flight must fit the client's send queue (16 MiB by default).
+        if r.saturating_mul(s.size as u64 + 256) > FLOOD_BYTES {
+            return Err(format!(
+                "--flood {r} × --size {}: more than {} MiB of SENDs in flight",
+                s.size,
+                FLOOD_BYTES >> 20
+            ));
+        }
+    }
     for (name, v) in [
         ("destination", &s.destination),
         ("login", &s.login),
@@ -144,6 +227,9 @@ pub enum Phase {
     Ready,
     /// An ERROR frame or garbage arrived: everything after it is ignored.
     Broken,
+    /// A subscriber got ERROR `slow consumer`: everything after it is ignored, and the server
+    /// should close the connection.
+    Slow,
 }
 
 /// Per connection.
@@ -169,6 +255,11 @@ impl Peer {
 
     pub fn is_publisher(&self) -> bool {
         self.index == usize::MAX
+    }
+
+    /// After an ERROR or garbage: what arrives is ignored.
+    fn ignored(&self) -> bool {
+        matches!(self.phase, Phase::Broken | Phase::Slow)
     }
 }
 
@@ -224,18 +315,41 @@ pub struct Bench {
     published: u64,
     /// Every live subscriber has received (or skipped) every message before this one.
     acked: u64,
-    /// Per outstanding message (index `seq % window`): subscribers that have it.
+    /// Per outstanding message (index `seq % window`): subscribers that have it (window mode).
     counts: Vec<u32>,
+    /// RECEIPTs for SENDs, in order: every SEND before this one has its receipt (flood mode).
+    receipted: u64,
+    /// The sum of `next_seq` over the live subscribers: all have every message published when
+    /// it is `live × published`.
+    sum_next: u64,
     publish_from: Option<Instant>,
     sending: bool,
     /// A SEND frame of the right size; the stamp is written into it for each message.
     send_template: Vec<u8>,
     stamp_at: usize,
+    /// Where the template's receipt id goes (flood mode): the sequence number, 16 hex digits.
+    receipt_at: Option<usize>,
     pub_out: Vec<u8>,
     window: Window,
     lost: u64,
     out_of_order: u64,
     corrupt: u64,
+    /// Subscribers that got ERROR `slow consumer`, and those of them the server then closed.
+    slow_told: u64,
+    slow_closed: u64,
+    /// Told they were slow, still open when the bench closed everything (an error).
+    slow_unclosed: u64,
+    /// The first line of the first ERROR `slow consumer` body.
+    slow_note: Option<String>,
+    /// Messages subscribers disconnected as slow missed after their last delivery (excused).
+    missed_by_slow: u64,
+    /// Gaps and missing tails of connected subscribers under `--slow-consumer drop` (the
+    /// server's policy dropped them).
+    dropped: u64,
+    /// Subscribers still subscribed and connected when the bench closed everything.
+    connected_at_end: u64,
+    /// SENDs still without their RECEIPT at the end (flood mode; an error).
+    unreceipted: u64,
     send_errors: u64,
     conn_errors: u64,
     stomp_errors: u64,
@@ -257,6 +371,27 @@ impl Bench {
             &mut send_template,
         )
         .map_err(|e| format!("SEND frame: {e}"))?;
+        let mut receipt_at = None;
+        if s.flood.is_some() {
+            // The same frame with a receipt header, its id filled in per message.
+            send_template.clear();
+            encode(
+                Command::Send,
+                [
+                    ("destination", s.destination.as_str()),
+                    ("receipt", "0000000000000000"),
+                ],
+                &body,
+                opts,
+                &mut send_template,
+            )
+            .map_err(|e| format!("SEND frame: {e}"))?;
+            let key = b"\nreceipt:";
+            receipt_at = send_template
+                .windows(key.len())
+                .position(|w| w == key)
+                .map(|at| at + key.len());
+        }
         let stamp_at = send_template.len() - 1 - s.size;
         let now = Instant::now();
         Ok(Bench {
@@ -274,15 +409,26 @@ impl Bench {
             failed: 0,
             published: 0,
             acked: 0,
+            receipted: 0,
+            sum_next: 0,
             publish_from: None,
             sending: false,
             send_template,
             stamp_at,
+            receipt_at,
             pub_out: Vec::new(),
             window: Window::default(),
             lost: 0,
             out_of_order: 0,
             corrupt: 0,
+            slow_told: 0,
+            slow_closed: 0,
+            slow_unclosed: 0,
+            slow_note: None,
+            missed_by_slow: 0,
+            dropped: 0,
+            connected_at_end: 0,
+            unreceipted: 0,
             send_errors: 0,
             conn_errors: 0,
             stomp_errors: 0,
@@ -336,6 +482,10 @@ impl Bench {
 
     /// The transport never came up, or failed later.
     pub fn failed(&mut self, peer: &Peer, error: &str) {
+        if peer.phase == Phase::Slow {
+            // The server cut a subscriber it had told it was slow: the end may be abrupt.
+            return;
+        }
         if peer.phase == Phase::Connecting {
             if !peer.is_publisher() {
                 self.failed += 1;
@@ -355,13 +505,17 @@ impl Bench {
         if self.stage >= Stage::Closing {
             return;
         }
+        if peer.phase == Phase::Slow {
+            self.slow_closed += 1;
+            return;
+        }
         self.closed_early += 1;
         let who = who(peer);
         self.complain(format_args!("{who}: closed by the server"));
         if peer.is_publisher() {
             self.abort("the publisher's connection closed".into(), Instant::now());
         } else if peer.phase == Phase::Ready {
-            self.live -= 1;
+            self.leave(peer);
             self.lost += self.published.saturating_sub(peer.next_seq);
             self.advance();
             if self.live == 0 {
@@ -372,12 +526,12 @@ impl Bench {
 
     /// Bytes from a connection: whole STOMP frames are handled, a partial one is kept.
     pub fn data(&mut self, peer: &mut Peer, bytes: &[u8], now: Instant, out: &mut Vec<u8>) {
-        if peer.phase == Phase::Broken {
+        if peer.ignored() {
             return;
         }
         if peer.buf.is_empty() {
             let used = self.frames(peer, bytes, now, out);
-            if used < bytes.len() && peer.phase != Phase::Broken {
+            if used < bytes.len() && !peer.ignored() {
                 peer.buf.extend_from_slice(&bytes[used..]);
             }
         } else {
@@ -385,7 +539,7 @@ impl Bench {
             buf.extend_from_slice(bytes);
             let used = self.frames(peer, &buf, now, out);
             buf.drain(..used);
-            if peer.phase != Phase::Broken {
+            if !peer.ignored() {
                 peer.buf = buf;
             }
         }
@@ -414,6 +568,9 @@ impl Bench {
                         self.message(peer, &buf[at + body.0..at + body.1], now);
                     } else {
                         self.control(peer, &buf[at + start..at + used], out);
+                        if peer.ignored() {
+                            return buf.len();
+                        }
                     }
                     at += used;
                 }
@@ -460,6 +617,45 @@ impl Bench {
                 peer.next_seq = self.published;
                 self.subscribed += 1;
                 self.live += 1;
+                self.sum_next += peer.next_seq;
+            }
+            (Command::Receipt, Phase::Ready) if peer.is_publisher() && self.s.flood.is_some() => {
+                let id = parsed.header("receipt-id").unwrap_or("");
+                match wire::hex16(id.as_bytes()) {
+                    Some(seq) if seq == self.receipted && seq < self.published => {
+                        self.receipted += 1;
+                    }
+                    seq => {
+                        self.stomp_errors += 1;
+                        let expected = self.receipted;
+                        self.complain(format_args!(
+                            "publisher: RECEIPT {id:?} while {expected:x} was due"
+                        ));
+                        if let Some(seq) = seq.filter(|&q| q > expected && q < self.published) {
+                            self.receipted = seq + 1;
+                        }
+                    }
+                }
+            }
+            (Command::Error, _)
+                if !peer.is_publisher() && parsed.header("message") == Some("slow consumer") =>
+            {
+                self.slow_told += 1;
+                if self.slow_note.is_none() {
+                    let body = String::from_utf8_lossy(parsed.body);
+                    let line = body.trim().lines().next().unwrap_or("").trim();
+                    self.slow_note = Some(line.to_string());
+                }
+                if peer.phase == Phase::Ready {
+                    // Excused: what it missed after its last delivery.
+                    self.missed_by_slow += self.published.saturating_sub(peer.next_seq);
+                    self.leave(peer);
+                    self.advance();
+                    if self.live == 0 {
+                        self.stop("every subscriber was disconnected as slow", Instant::now());
+                    }
+                }
+                peer.phase = Phase::Slow;
             }
             (Command::Error, _) => {
                 self.stomp_errors += 1;
@@ -468,7 +664,7 @@ impl Bench {
                 let who = who(peer);
                 self.complain(format_args!("{who}: ERROR {message:?} {body:?}"));
                 if peer.phase == Phase::Ready && !peer.is_publisher() {
-                    self.live -= 1;
+                    self.leave(peer);
                     self.lost += self.published.saturating_sub(peer.next_seq);
                     self.advance();
                 }
@@ -512,14 +708,21 @@ impl Bench {
             return;
         }
         if seq > expected {
-            self.lost += seq - expected;
+            if self.s.policy == Policy::Drop {
+                self.dropped += seq - expected;
+            } else {
+                self.lost += seq - expected;
+            }
         }
-        for q in expected.max(self.acked)..=seq {
-            self.counts[(q % self.s.window) as usize] += 1;
-        }
+        self.sum_next += seq + 1 - expected;
         peer.next_seq = seq + 1;
-        if expected <= self.acked {
-            self.advance();
+        if self.s.flood.is_none() {
+            for q in expected.max(self.acked)..=seq {
+                self.counts[(q % self.s.window) as usize] += 1;
+            }
+            if expected <= self.acked {
+                self.advance();
+            }
         }
         if self.stage == Stage::Measure {
             self.window.deliveries += 1;
@@ -528,8 +731,53 @@ impl Bench {
         }
     }
 
-    /// Moves `acked` past the messages every live subscriber has.
+    /// Whether subscribers told to stall (`--stall`) read nothing now.
+    pub fn stalling(&self) -> bool {
+        self.s.stall > 0 && matches!(self.stage, Stage::Warmup | Stage::Measure)
+    }
+
+    /// Whether this connection is to read nothing now.
+    pub fn stalls(&self, peer: &Peer) -> bool {
+        peer.index < self.s.stall && peer.phase == Phase::Ready && self.stalling()
+    }
+
+    /// A live subscriber leaves.
+    fn leave(&mut self, peer: &Peer) {
+        self.live -= 1;
+        self.sum_next -= peer.next_seq;
+    }
+
+    /// Stops publishing early, not as an error: the measured window (if it started) ends here.
+    fn stop(&mut self, why: &str, now: Instant) {
+        if self.stage >= Stage::Drain {
+            return;
+        }
+        eprintln!("note: {why}: publishing stops");
+        if self.stage == Stage::Measure {
+            self.sample(1, now);
+        }
+        self.sending = false;
+        self.enter(Stage::Drain, now);
+    }
+
+    /// Whether the drain is over: every live subscriber has every message published (and in
+    /// flood mode every SEND has its receipt), and every subscriber told it was slow is closed.
+    fn drained(&self) -> bool {
+        let delivered = match self.s.flood {
+            None => self.acked >= self.published,
+            Some(_) => {
+                self.receipted >= self.published
+                    && self.sum_next == u64::from(self.live) * self.published
+            }
+        };
+        delivered && self.slow_closed >= self.slow_told
+    }
+
+    /// Moves `acked` past the messages every live subscriber has (window mode).
     fn advance(&mut self) {
+        if self.s.flood.is_some() {
+            return;
+        }
         while self.acked < self.published {
             let slot = (self.acked % self.s.window) as usize;
             if self.counts[slot] < self.live {
@@ -555,7 +803,10 @@ impl Bench {
         if !self.sending {
             return;
         }
-        let mut allowed = (self.acked + self.s.window).saturating_sub(self.published);
+        let mut allowed = match self.s.flood {
+            None => (self.acked + self.s.window).saturating_sub(self.published),
+            Some(r) => (self.receipted + r).saturating_sub(self.published),
+        };
         if self.s.rate > 0.0 {
             let from = *self.publish_from.get_or_insert(now);
             let due = ((now - from).as_secs_f64() * self.s.rate) as u64 + 1;
@@ -567,6 +818,9 @@ impl Bench {
             let at = self.stamp_at;
             wire::put_hex16(&mut self.send_template[at..at + 16], seq);
             wire::put_hex16(&mut self.send_template[at + 16..at + STAMP], stamp);
+            if let Some(r) = self.receipt_at {
+                wire::put_hex16(&mut self.send_template[r..r + 16], seq);
+            }
             self.pub_out.extend_from_slice(&self.send_template);
             self.counts[(seq % self.s.window) as usize] = 0;
             self.published += 1;
@@ -617,16 +871,33 @@ impl Bench {
                 self.sending = false;
                 self.enter(Stage::Drain, now);
             }
-            Stage::Drain if self.acked >= self.published || since >= DRAIN => {
+            Stage::Drain if self.drained() || since >= DRAIN => {
                 self.enter(Stage::Closing, now);
                 let published = self.published;
-                let mut lost = 0;
+                let (mut missing, mut connected, mut unclosed) = (0, 0, 0);
                 d.close_all(&mut |p: &Peer| {
-                    if !p.is_publisher() && p.phase == Phase::Ready {
-                        lost += published.saturating_sub(p.next_seq);
+                    if p.is_publisher() {
+                        return;
+                    }
+                    match p.phase {
+                        Phase::Ready => {
+                            connected += 1;
+                            missing += published.saturating_sub(p.next_seq);
+                        }
+                        Phase::Slow => unclosed += 1,
+                        _ => {}
                     }
                 });
-                self.lost += lost;
+                if self.s.policy == Policy::Drop {
+                    self.dropped += missing;
+                } else {
+                    self.lost += missing;
+                }
+                self.connected_at_end = connected;
+                self.slow_unclosed = unclosed;
+                if self.s.flood.is_some() {
+                    self.unreceipted = published - self.receipted;
+                }
             }
             Stage::Closing if d.len() == 0 || since >= CLOSING => {
                 self.enter(Stage::Done, now);
@@ -676,6 +947,8 @@ impl Bench {
             + self.conn_errors
             + self.stomp_errors
             + self.closed_early
+            + self.slow_unclosed
+            + self.unreceipted
             + self.failed as u64
             + u64::from(self.aborted.is_some())
             + u64::from(self.window.end.is_none())
@@ -748,19 +1021,27 @@ fn report(b: &Bench) -> bool {
     };
     let rate = if s.rate > 0.0 {
         format!("{} msg/s", s.rate)
+    } else if s.flood.is_some() {
+        "as fast as receipts allow".into()
     } else {
         "as fast as the window allows".into()
     };
+    let pacing = match s.flood {
+        None => format!("window {}", s.window),
+        Some(r) => format!("flood (at most {r} SENDs without their RECEIPT)"),
+    } + &match s.stall {
+        0 => String::new(),
+        n => format!(", {n} subscribers stalled until the drain"),
+    };
     println!(
         "fanout {transport} {}: 1 publisher → {} subscribers ({} subscribed, {} failed) of {}, \
-         {} B, {rate}, window {}, {:.2} s window",
+         {} B, {rate}, {pacing}, {:.2} s window",
         s.target_text,
         s.subs,
         b.subscribed,
         b.failed,
         s.destination,
         s.size,
-        s.window,
         secs.unwrap_or(0.0)
     );
     println!(
@@ -772,6 +1053,28 @@ fn report(b: &Bench) -> bool {
         p99 / 1000.0,
         max / 1000.0
     );
+    let receipts = match s.flood {
+        Some(_) => format!("{} receipts", b.receipted),
+        None => "no receipts asked".into(),
+    };
+    println!(
+        "  {} messages published ({receipts}); subscribers at the end: {} connected, {} \
+         disconnected as slow (missed {} messages after their last delivery){}",
+        b.published,
+        b.connected_at_end,
+        b.slow_closed,
+        b.missed_by_slow,
+        match &b.slow_note {
+            Some(note) => format!(": {note:?}"),
+            None => String::new(),
+        }
+    );
+    if s.policy == Policy::Drop {
+        println!(
+            "  dropped by the server's drop policy (gaps on connected subscribers): {}",
+            b.dropped
+        );
+    }
     match (cpu_per_delivery, server_pct) {
         (Some(c), Some(p)) => {
             println!("  server: {c:.3} µs CPU per delivery ({p:.0}% of a core)")
@@ -781,7 +1084,7 @@ fn report(b: &Bench) -> bool {
     println!("  load generator: {:.0}% of a core", own_pct.unwrap_or(0.0));
     println!(
         "  errors: {errors} (lost {}, out of order {}, corrupt {}, send {}, connection {}, \
-         STOMP {}, closed early {}, failed to open {}{})",
+         STOMP {}, closed early {}, failed to open {}{}{}{})",
         b.lost,
         b.out_of_order,
         b.corrupt,
@@ -790,6 +1093,14 @@ fn report(b: &Bench) -> bool {
         b.stomp_errors,
         b.closed_early,
         b.failed,
+        match b.slow_unclosed {
+            0 => String::new(),
+            n => format!(", told slow but never closed {n}"),
+        },
+        match b.unreceipted {
+            0 => String::new(),
+            n => format!(", SENDs without RECEIPT {n}"),
+        },
         match &b.aborted {
             Some(why) => format!(", aborted: {why}"),
             None => String::new(),
@@ -801,14 +1112,21 @@ fn report(b: &Bench) -> bool {
          \"secs\":{},\"deliveries\":{},\"deliveries_per_sec\":{},\"published\":{},\
          \"msgs_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\
          \"server_cpu_us_per_delivery\":{},\"server_cpu_pct\":{},\"loadgen_cpu_pct\":{},\
-         \"lost\":{},\"out_of_order\":{},\"corrupt\":{},\"errors\":{errors}}}",
+         \"lost\":{},\"out_of_order\":{},\"corrupt\":{},\"errors\":{errors},\
+         \"pace\":\"{}\",\"receipt_window\":{},\"policy\":\"{}\",\"published_total\":{},\
+         \"receipts\":{},\"unreceipted\":{},\"connected\":{},\"slow_disconnected\":{},\
+         \"slow_unclosed\":{},\"missed_by_slow\":{},\"dropped\":{},\"slow_error\":{},\
+         \"closed_early\":{},\"stalled\":{}}}",
         json_str(&s.target_text),
         json_str(&s.destination),
         s.subs,
         b.subscribed,
         s.size,
         json_num(Some(s.rate)),
-        s.window,
+        match s.flood {
+            None => s.window.to_string(),
+            Some(_) => "null".into(),
+        },
         json_num(secs),
         w.deliveries,
         json_num(deliveries),
@@ -823,6 +1141,20 @@ fn report(b: &Bench) -> bool {
         b.lost,
         b.out_of_order,
         b.corrupt,
+        if s.flood.is_some() { "flood" } else { "window" },
+        s.flood.map_or("null".into(), |r| r.to_string()),
+        s.policy.name(),
+        b.published,
+        b.receipted,
+        b.unreceipted,
+        b.connected_at_end,
+        b.slow_closed,
+        b.slow_unclosed,
+        b.missed_by_slow,
+        b.dropped,
+        b.slow_note.as_deref().map_or("null".into(), json_str),
+        b.closed_early,
+        s.stall,
     );
     errors == 0
 }
@@ -835,10 +1167,12 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
-    /// Connects nothing: the bench's bookkeeping alone.
+    /// Connects nothing: the bench's bookkeeping alone (`peers` are the connections still
+    /// open that `close_all` shows).
     #[derive(Default)]
     struct NoNet {
         sent: Vec<u8>,
+        peers: Vec<Peer>,
     }
 
     impl Driver for NoNet {
@@ -849,7 +1183,11 @@ mod tests {
             self.sent.extend_from_slice(frames);
             true
         }
-        fn close_all(&mut self, _each: &mut dyn FnMut(&Peer)) {}
+        fn close_all(&mut self, each: &mut dyn FnMut(&Peer)) {
+            for p in self.peers.drain(..) {
+                each(&p);
+            }
+        }
         fn len(&self) -> usize {
             0
         }
@@ -857,6 +1195,11 @@ mod tests {
 
     /// The bodies of the SENDs written so far, in order.
     fn bodies(sent: &[u8]) -> Vec<Vec<u8>> {
+        sends(sent).into_iter().map(|(_, body)| body).collect()
+    }
+
+    /// The SENDs written so far, in order: their receipt header, their body.
+    fn sends(sent: &[u8]) -> Vec<(Option<String>, Vec<u8>)> {
         let mut at = 0;
         let mut out = Vec::new();
         while at < sent.len() {
@@ -864,13 +1207,230 @@ mod tests {
                 Ok(Status::Complete(f, used)) => {
                     assert_eq!(f.command, Command::Send);
                     assert_eq!(f.header("destination"), Some("/topic/bench"));
-                    out.push(f.body.to_vec());
+                    out.push((f.header("receipt").map(String::from), f.body.to_vec()));
                     at += used;
                 }
                 other => panic!("{other:?}"),
             }
         }
         out
+    }
+
+    /// A bench with its publisher connected and `n` subscribers subscribed.
+    fn ready(list: &[&str], n: usize, now: Instant) -> (Bench, Vec<Peer>) {
+        let subs = n.to_string();
+        let list = [list, &["--subs", &subs]].concat();
+        let mut b = Bench::new(settings(&args(&list)).unwrap()).unwrap();
+        let mut out = Vec::new();
+        let mut publisher = Peer::new(usize::MAX);
+        b.opened(&mut publisher, &mut out);
+        b.data(
+            &mut publisher,
+            b"CONNECTED\nversion:1.2\n\n\0",
+            now,
+            &mut out,
+        );
+        let mut subs: Vec<Peer> = (0..n).map(Peer::new).collect();
+        for p in &mut subs {
+            b.opened(p, &mut out);
+            b.data(p, b"CONNECTED\nversion:1.2\n\n\0", now, &mut out);
+            b.data(p, b"RECEIPT\nreceipt-id:x\n\n\0", now, &mut out);
+        }
+        out.clear();
+        assert_eq!((b.subscribed, b.live as usize), (n, n));
+        subs.push(publisher);
+        (b, subs)
+    }
+
+    /// The RECEIPT of the SEND numbered `seq`.
+    fn receipt(seq: u64) -> Vec<u8> {
+        format!("RECEIPT\nreceipt-id:{seq:016x}\n\n\0").into_bytes()
+    }
+
+    const FLOOD: &[&str] = &[
+        "--transport",
+        "tcp",
+        "--size",
+        "40",
+        "--warmup",
+        "0",
+        "--seconds",
+        "1",
+        "--flood",
+        "3",
+    ];
+
+    #[test]
+    fn receipts_alone_pace_the_flood() {
+        let now = Instant::now();
+        let (mut b, mut peers) = ready(FLOOD, 2, now);
+        let mut publisher = peers.pop().unwrap();
+        let mut out = Vec::new();
+        let mut net = NoNet::default();
+        assert!(b.step(now, &mut net));
+        assert_eq!(b.published, 3, "three SENDs may wait for their receipt");
+        let sent = sends(&net.sent);
+        for (seq, (receipt, body)) in sent.iter().enumerate() {
+            assert_eq!(receipt.as_deref(), Some(format!("{seq:016x}").as_str()));
+            assert_eq!(wire::hex16(&body[..16]), Some(seq as u64));
+            assert_eq!(body.len(), 40);
+        }
+        // Deliveries to everyone do not let the publisher go on.
+        for p in &mut peers {
+            for (_, body) in &sent {
+                b.data(p, &message(body), now, &mut out);
+            }
+        }
+        assert_eq!((b.lost, b.out_of_order, b.corrupt), (0, 0, 0));
+        assert!(b.step(now, &mut net));
+        assert_eq!(b.published, 3, "no receipt yet");
+        // Each receipt lets exactly one more SEND go, deliveries or not.
+        for seq in 0..20 {
+            b.data(&mut publisher, &receipt(seq), now, &mut out);
+            assert_eq!(b.receipted, seq + 1);
+            assert!(b.step(now, &mut net));
+            assert_eq!(b.published, seq + 4);
+            assert!(b.published - b.receipted <= 3);
+        }
+        // Two receipts at once: two more SENDs, still never more than three unreceipted.
+        b.data(
+            &mut publisher,
+            &[receipt(20), receipt(21)].concat(),
+            now,
+            &mut out,
+        );
+        assert!(b.step(now, &mut net));
+        assert_eq!((b.receipted, b.published), (22, 25));
+        let sent = sends(&net.sent);
+        assert_eq!(sent.len(), 25);
+        assert_eq!(sent[24].0.as_deref(), Some("0000000000000018"));
+        // A receipt out of turn is a STOMP error.
+        b.data(&mut publisher, &receipt(30), now, &mut out);
+        assert_eq!((b.stomp_errors, b.receipted), (1, 22));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_slow_consumer_told_and_closed_is_excused_its_tail() {
+        let t0 = Instant::now();
+        let (mut b, mut peers) = ready(FLOOD, 2, t0);
+        let mut publisher = peers.pop().unwrap();
+        let mut out = Vec::new();
+        let mut net = NoNet::default();
+        assert!(b.step(t0, &mut net));
+        assert!(b.step(t0, &mut net));
+        assert_eq!((b.stage, b.published), (Stage::Measure, 3));
+        let sent = bodies(&net.sent);
+        for body in &sent {
+            b.data(&mut peers[0], &message(body), t0, &mut out);
+        }
+        // Subscriber 1 has the first only, then is told it is slow, then closed.
+        b.data(&mut peers[1], &message(&sent[0]), t0, &mut out);
+        b.data(
+            &mut peers[1],
+            b"ERROR\nmessage:slow consumer\ncontent-type:text/plain\n\n2 messages to this \
+              session could not be queued: 1048500 bytes were waiting for it to read.\nmore\0",
+            t0,
+            &mut out,
+        );
+        assert_eq!(peers[1].phase, Phase::Slow);
+        assert_eq!((b.slow_told, b.slow_closed, b.live), (1, 0, 1));
+        // The close may be abrupt (a reset): neither is an error.
+        b.failed(&peers[1], "read: connection reset by peer");
+        b.closed(&peers[1]);
+        assert_eq!((b.slow_told, b.slow_closed, b.missed_by_slow), (1, 1, 2));
+        assert_eq!(
+            b.slow_note.as_deref(),
+            Some(
+                "2 messages to this session could not be queued: 1048500 bytes were waiting \
+                 for it to read."
+            )
+        );
+        assert_eq!(
+            (b.lost, b.stomp_errors, b.conn_errors, b.closed_early),
+            (0, 0, 0, 0)
+        );
+
+        // The flood goes on for the one left.
+        for seq in 0..3 {
+            b.data(&mut publisher, &receipt(seq), t0, &mut out);
+        }
+        net.sent.clear();
+        assert!(b.step(t0, &mut net));
+        assert_eq!(b.published, 6);
+        for body in bodies(&net.sent) {
+            b.data(&mut peers[0], &message(&body), t0, &mut out);
+        }
+        // The window ends; the drain waits for the last receipts, then closes.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(b.step(t1, &mut net));
+        assert_eq!(b.stage, Stage::Drain);
+        assert!(b.step(t1, &mut net));
+        assert_eq!(b.stage, Stage::Drain, "three SENDs still without receipt");
+        for seq in 3..6 {
+            b.data(&mut publisher, &receipt(seq), t1, &mut out);
+        }
+        net.peers = vec![peers.remove(0)];
+        assert!(b.step(t1, &mut net));
+        assert_eq!(b.stage, Stage::Closing);
+        assert_eq!((b.connected_at_end, b.lost, b.unreceipted), (1, 0, 0));
+        assert_eq!(b.errors(), 0);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_gap_or_a_missing_tail_on_a_connected_subscriber_is_lost() {
+        for policy in ["disconnect", "throttle", "drop"] {
+            let t0 = Instant::now();
+            let list = [FLOOD, &["--slow-consumer", policy]].concat();
+            let (mut b, mut peers) = ready(&list, 2, t0);
+            let mut publisher = peers.pop().unwrap();
+            let mut out = Vec::new();
+            let mut net = NoNet::default();
+            assert!(b.step(t0, &mut net));
+            let sent = bodies(&net.sent);
+            assert_eq!(sent.len(), 3);
+            // Subscriber 0 misses the second; subscriber 1 has only the first.
+            for i in [0, 2] {
+                b.data(&mut peers[0], &message(&sent[i]), t0, &mut out);
+            }
+            b.data(&mut peers[1], &message(&sent[0]), t0, &mut out);
+            for seq in 0..3 {
+                b.data(&mut publisher, &receipt(seq), t0, &mut out);
+            }
+            assert!(b.step(t0, &mut net));
+            assert_eq!(b.stage, Stage::Measure);
+            let t1 = t0 + Duration::from_secs(1);
+            assert!(b.step(t1, &mut net));
+            assert_eq!(b.stage, Stage::Drain);
+            let published = b.published;
+            for seq in 3..published {
+                b.data(&mut publisher, &receipt(seq), t1, &mut out);
+            }
+            for body in &bodies(&net.sent)[3..] {
+                b.data(&mut peers[0], &message(body), t1, &mut out);
+            }
+            assert!(b.step(t1, &mut net));
+            assert_eq!(
+                b.stage,
+                Stage::Drain,
+                "subscriber 1 is behind: the drain waits"
+            );
+            net.peers = std::mem::take(&mut peers);
+            assert!(b.step(t1 + DRAIN, &mut net));
+            assert_eq!(b.stage, Stage::Closing);
+            assert_eq!(b.connected_at_end, 2);
+            // One gap at subscriber 0, the tail after the first at subscriber 1.
+            let missing = 1 + (published - 1);
+            if policy == "drop" {
+                assert_eq!((b.lost, b.dropped), (0, missing), "{policy}");
+                assert_eq!(b.errors(), 0, "{policy}");
+            } else {
+                assert_eq!((b.lost, b.dropped), (missing, 0), "{policy}");
+                assert_eq!(b.errors(), missing, "{policy}");
+            }
+            assert_eq!((b.slow_closed, b.missed_by_slow), (0, 0));
+        }
     }
 
     fn message(body: &[u8]) -> Vec<u8> {
@@ -986,6 +1546,40 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_consumer_counts_in_window_mode_too() {
+        let now = Instant::now();
+        let (mut b, mut peers) = ready(&["--transport", "tcp", "--size", "40"], 2, now);
+        let mut out = Vec::new();
+        let mut net = NoNet::default();
+        assert!(b.step(now, &mut net));
+        assert_eq!(b.published, 4);
+        let sent = bodies(&net.sent);
+        assert!(sent.iter().all(|s| !s.is_empty()));
+        assert!(sends(&net.sent).iter().all(|(r, _)| r.is_none()));
+        for body in &sent {
+            b.data(&mut peers[0], &message(body), now, &mut out);
+        }
+        // Subscriber 1 is let go: the window moves on without it.
+        b.data(
+            &mut peers[1],
+            b"ERROR\nmessage:slow consumer\n\nheld up\0MESSAGE\n\n\0",
+            now,
+            &mut out,
+        );
+        b.closed(&peers[1]);
+        assert_eq!((b.slow_closed, b.missed_by_slow, b.acked), (1, 4, 4));
+        assert_eq!(
+            (b.lost, b.corrupt, b.stomp_errors, b.closed_early),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(b.slow_note.as_deref(), Some("held up"));
+        // Closed without being told: an error, as before.
+        b.closed(&peers[0]);
+        assert_eq!(b.closed_early, 1);
+        assert!(b.aborted.is_some());
+    }
+
+    #[test]
     fn only_loopback_and_sane_options() {
         for bad in [
             &["--transport", "udp"][..],
@@ -995,6 +1589,22 @@ mod tests {
             &["--destination", "/topic/a:b"],
             &["--login", ""],
             &["--window", "0"],
+            &["--flood", "0"],
+            &["--flood", "10", "--window", "4"],
+            &["--flood", "65536", "--size", "1000"],
+            &["--slow-consumer", "kick"],
+            &["--stall", "1"],
+            &["--stall", "1", "--flood", "10"],
+            &[
+                "--stall",
+                "3",
+                "--flood",
+                "10",
+                "--transport",
+                "tcp",
+                "--subs",
+                "2",
+            ],
         ] {
             assert!(settings(&args(bad)).is_err(), "{bad:?}");
         }
@@ -1023,8 +1633,11 @@ mod tests {
         let url = format!("ws://{}/ws", server.ws_addr());
         let addr = server.tcp_addr().unwrap().to_string();
         let pid = std::process::id().to_string();
-        for (transport, flag, target) in [("ws", "--url", &url), ("tcp", "--addr", &addr)] {
-            let s = settings(&args(&[
+        let runs = [("ws", "--url", &url), ("tcp", "--addr", &addr)]
+            .into_iter()
+            .flat_map(|run| [(run, None), (run, Some("64"))]);
+        for ((transport, flag, target), flood) in runs {
+            let mut list = vec![
                 "--transport",
                 transport,
                 flag,
@@ -1037,14 +1650,21 @@ mod tests {
                 "0.1",
                 "--server-pid",
                 &pid,
-            ]))
-            .unwrap();
-            let b = execute(s).unwrap();
-            assert_eq!(b.errors(), 0, "{transport}");
-            assert_eq!(b.subscribed, 5, "{transport}");
-            assert!(b.window.deliveries > 0, "{transport}");
-            assert!(b.window.published > 0, "{transport}");
+            ];
+            list.extend(flood.iter().flat_map(|r| ["--flood", r]));
+            let b = execute(settings(&args(&list)).unwrap()).unwrap();
+            let run = format!("{transport} flood {flood:?}");
+            assert_eq!(b.errors(), 0, "{run}");
+            assert_eq!(b.subscribed, 5, "{run}");
+            assert!(b.window.deliveries > 0, "{run}");
+            assert!(b.window.published > 0, "{run}");
             assert!(b.published >= b.window.published);
+            // Everyone is either still connected at the end or was let go as slow.
+            assert_eq!(b.connected_at_end + b.slow_closed, 5, "{run}");
+            match flood {
+                Some(_) => assert_eq!(b.receipted, b.published, "{run}"),
+                None => assert_eq!((b.receipted, b.connected_at_end), (0, 5), "{run}"),
+            }
         }
         server.shutdown().unwrap();
     }

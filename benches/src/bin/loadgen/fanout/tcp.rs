@@ -20,6 +20,11 @@ struct Conn {
     connected: bool,
     /// Written by the bench, not yet taken by the socket.
     out: Vec<u8>,
+    /// Left unread while the bench stalls it (in `Loop::parked`).
+    parked: bool,
+    /// The peer hung up (or the socket failed): read to the end, since a short read may be
+    /// followed by the end of the stream with no new event to tell.
+    hup: bool,
 }
 
 struct Loop {
@@ -33,6 +38,8 @@ struct Loop {
     dirty: Vec<usize>,
     /// Connections with more to read than one turn allowed.
     pending: Vec<usize>,
+    /// Connections left unread while the bench stalls them (`--stall`): read again after.
+    parked: Vec<usize>,
 }
 
 impl Loop {
@@ -106,6 +113,13 @@ impl Loop {
             self.dirty.push(key);
             return;
         }
+        if bench.stalls(&conn.peer) {
+            if !conn.parked {
+                conn.parked = true;
+                self.parked.push(key);
+            }
+            return;
+        }
         let mut reads = 0;
         loop {
             if reads == READS_PER_TURN {
@@ -122,8 +136,8 @@ impl Loop {
                         self.dirty.push(key);
                     }
                     // On Linux a short read means the socket is empty: epoll signals again for
-                    // anything that arrives later.
-                    if n < buf.len() {
+                    // anything that arrives later (but not for a FIN that came with the data).
+                    if n < buf.len() && !conn.hup {
                         break;
                     }
                 }
@@ -161,6 +175,8 @@ impl Driver for Loop {
             peer,
             connected: false,
             out: Vec::new(),
+            parked: false,
+            hup: false,
         });
         self.open += 1;
         Ok(())
@@ -205,6 +221,7 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
         publisher: None,
         dirty: Vec::new(),
         pending: Vec::new(),
+        parked: Vec::new(),
     };
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 256 << 10];
@@ -221,6 +238,17 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
                 lp.fail(bench, key, Some(format!("write: {e}")));
             }
         }
+        if !lp.parked.is_empty() && !bench.stalling() {
+            // Edge-triggered: what arrived while parked is read without a new event.
+            for key in std::mem::take(&mut lp.parked) {
+                if let Some(Some(c)) = lp.conns.get_mut(key) {
+                    // Whatever came while it was parked, the end of the stream included.
+                    c.parked = false;
+                    c.hup = true;
+                    lp.pending.push(key);
+                }
+            }
+        }
         let timeout = if lp.pending.is_empty() {
             STEP.min(deadline - now)
         } else {
@@ -234,12 +262,11 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
         for event in events.iter() {
             let key = event.token().0;
             let writable = event.is_writable() || event.is_error();
-            if writable {
-                if let Some(Some(c)) = lp.conns.get(key) {
-                    if c.connected && !c.out.is_empty() {
-                        lp.dirty.push(key);
-                    }
+            if let Some(Some(c)) = lp.conns.get_mut(key) {
+                if writable && c.connected && !c.out.is_empty() {
+                    lp.dirty.push(key);
                 }
+                c.hup |= event.is_read_closed() || event.is_error();
             }
             if event.is_readable() || event.is_read_closed() || writable {
                 lp.serve(bench, key, writable, &mut buf);
