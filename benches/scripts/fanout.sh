@@ -13,7 +13,10 @@
 # Sockeye runs as `sockeye-chat --data-dir off --workers 1`; RabbitMQ (Debian's package,
 # installed if missing) through benches/scripts/rabbitmq.sh. The publisher is paced by a
 # window of $WINDOW messages (default 4) outstanding at the slowest subscriber, or by $RATE
-# messages/s (default 0: the window alone).
+# messages/s (default 0: the window alone). FLOOD=R floods instead: the publisher is paced by
+# its RECEIPTs alone (`loadgen fanout --flood R`, at most R SENDs unreceipted), and Sockeye runs
+# with --slow-consumer $SLOW_CONSUMER (default disconnect; the load generator is told the same).
+# A flood's table is printed and kept under $OUT, not written into FANOUT.md (unless MD is set).
 #
 # Other work on the machine (builds, fuzzers, even at nice 19: the kernel's autogroups share
 # the CPU between sessions, not by nice value) would take half of each core; so the script runs
@@ -38,6 +41,8 @@ SECS=${SECS:-10}
 WARMUP=${WARMUP:-2}
 WINDOW=${WINDOW:-4}
 RATE=${RATE:-0}
+FLOOD=${FLOOD:-}
+SLOW_CONSUMER=${SLOW_CONSUMER:-disconnect}
 SHAPES=${SHAPES:-"1000x100 100x100"}
 TRANSPORTS=${TRANSPORTS:-"ws tcp"}
 SERVERS=${SERVERS:-"sockeye rabbitmq"}
@@ -46,11 +51,20 @@ LOADGEN_CPU=${LOADGEN_CPU:-1}
 WS_PORT=${WS_PORT:-18080}
 TCP_PORT=${TCP_PORT:-18613}
 OUT=${OUT:-target/fanout/$(date +%Y%m%d-%H%M%S)}
-MD=${MD:-benches/FANOUT.md}
+if [ -n "$FLOOD" ]; then MD=${MD:-}; else MD=${MD:-benches/FANOUT.md}; fi
 mkdir -p "$OUT/bin"
 COMMAND=benches/scripts/fanout.sh
 if [ $# -gt 0 ]; then COMMAND="$COMMAND$(printf ' %q' "$@")"; fi
-SETTINGS="REPS=$REPS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW RATE=$RATE SHAPES=\"$SHAPES\" TRANSPORTS=\"$TRANSPORTS\" SERVERS=\"$SERVERS\""
+if [ -n "$FLOOD" ]; then
+    PACING="FLOOD=$FLOOD SLOW_CONSUMER=$SLOW_CONSUMER"
+    LOADGEN_PACING=(--flood "$FLOOD" --slow-consumer "$SLOW_CONSUMER")
+    SOCKEYE_POLICY=(--slow-consumer "$SLOW_CONSUMER")
+else
+    PACING="WINDOW=$WINDOW"
+    LOADGEN_PACING=(--window "$WINDOW")
+    SOCKEYE_POLICY=()
+fi
+SETTINGS="REPS=$REPS SECS=$SECS WARMUP=$WARMUP $PACING RATE=$RATE SHAPES=\"$SHAPES\" TRANSPORTS=\"$TRANSPORTS\" SERVERS=\"$SERVERS\""
 
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 if [ -n "$(git status --porcelain --untracked-files=no -- engine chat 2>/dev/null)" ]; then
@@ -118,7 +132,7 @@ run() {
             ensure_free "$WS_PORT" "$TCP_PORT"
             RUST_LOG=warn taskset -c "$SERVER_CPU" "$CHAT" --listen "127.0.0.1:$WS_PORT" \
                 --stomp-listen "127.0.0.1:$TCP_PORT" --data-dir off --workers 1 \
-                > "$OUT/server-$server.log" 2>&1 &
+                "${SOCKEYE_POLICY[@]}" > "$OUT/server-$server.log" 2>&1 &
             pid=$!
             wait_listening "$WS_PORT"
             wait_listening "$TCP_PORT"
@@ -142,9 +156,9 @@ run() {
     echo "== $server $transport ${subs}x$size run $rep" >&2
     # shellcheck disable=SC2086
     taskset -c "$LOADGEN_CPU" "$LOADGEN" fanout --transport "$transport" $target \
-        --subs "$subs" --size "$size" --rate "$RATE" --window "$WINDOW" --seconds "$SECS" \
+        --subs "$subs" --size "$size" --rate "$RATE" "${LOADGEN_PACING[@]}" --seconds "$SECS" \
         --warmup "$WARMUP" --server-pid "$pid" > "$log" 2>&1 || true
-    sed -n '2,5p' "$log" >&2
+    sed -n '2,6p' "$log" >&2
     case $server in
         sockeye) stop_pid "$pid" ;;
         rabbitmq) benches/scripts/rabbitmq.sh stop; rabbit_started= ;;
@@ -174,10 +188,10 @@ done
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 MACHINE="$(nproc) cores ($CPU_MODEL), $(uname -sr), $(grep MemTotal /proc/meminfo | awk '{printf "%.0f GiB", $2/1048576}') RAM"
 TABLE=$OUT/table.md
-python3 - "$RESULTS" "$SECS" "$WINDOW" "$RATE" > "$TABLE" <<'PY'
+python3 - "$RESULTS" "$SECS" "$WINDOW" "$RATE" "$FLOOD" "$SLOW_CONSUMER" > "$TABLE" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-secs, window, rate = sys.argv[2], sys.argv[3], sys.argv[4]
+secs, window, rate, flood, policy = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 groups = {}
 for r in rows:
     groups.setdefault((r["shape"], r["transport"], r["server"]), []).append(r["result"])
@@ -224,7 +238,13 @@ for shape, transport in order:
         stats[server] = s
         subs, size = shape.split("x")
         label = f"{int(subs):,} × {size} B"
+        slow = sum(x.get("slow_disconnected", 0) for x in res)
+        dropped = sum(x.get("dropped", 0) for x in res)
         loss = f"{lost} / {ooo}" + ("" if errors == lost + ooo else f" ({errors} errors)")
+        if slow:
+            loss += f" ({slow} disconnected as slow)"
+        if dropped:
+            loss += f" ({dropped} dropped by the drop policy)"
         print(f"| {label} | {transport.upper()} | {'Sockeye' if server == 'sockeye' else 'RabbitMQ'} "
               f"| {fmt(s['dps'])} | {fmt(s['p50'], ' ms', 1)} | {fmt(s['p99'], ' ms', 1)} "
               f"| {loss} | {fmt(s['cpu'], '', 2)} | {fmt(s['lg'], ' %')} | {len(res)} |")
@@ -243,8 +263,11 @@ for shape, transport in order:
                 f"Sockeye's p99 {fmt(a['p99'], ' ms', 1)} (target < 50 ms: {'met' if ok_p99 else 'missed'}); "
                 f"loss and errors {a['errors']} (target none: {'met' if ok_loss else 'missed'})")
 print()
+pacing = (f"Publisher paced by its receipts alone (at most {flood} SENDs unreceipted), Sockeye "
+          f"with --slow-consumer {policy}" if flood else
+          f"Publisher window {window} messages at the slowest subscriber")
 print(f"Medians of each run's figures; lost and out-of-order messages summed over the runs. "
-      f"Publisher window {window} messages at the slowest subscriber"
+      f"{pacing}"
       + (f", rate {rate} msg/s" if rate not in ("0", "0.0") else "")
       + f"; {secs} s measured per run. Server CPU is utime + stime of the server process "
       "(with the loopback receive work its sends trigger) over the measured seconds.")
@@ -268,6 +291,10 @@ PY
 cat "$OUT/section.md"
 
 # Replace the results section of FANOUT.md, keeping the rest of the file.
+if [ -z "$MD" ]; then
+    echo "raw output and table: $OUT (a flood's table is not written into FANOUT.md)" >&2
+    exit 0
+fi
 if [ -f "$MD" ] && grep -q '<!-- fanout:begin -->' "$MD"; then
     python3 - "$MD" "$OUT/section.md" <<'PY'
 import sys
