@@ -28,6 +28,13 @@ pub struct Fed {
     pub used: usize,
 }
 
+/// How much one [`Link::feed_some`] may handle.
+#[derive(Clone, Copy)]
+struct Batch {
+    frames: usize,
+    bytes: usize,
+}
+
 impl Link {
     pub fn new() -> Self {
         Link::default()
@@ -53,13 +60,13 @@ impl Link {
         limits: &Limits,
         out: &mut Vec<Action>,
     ) -> Fed {
-        self.feed_some(session, bytes, broker, limits, out, usize::MAX)
+        self.feed_some(session, bytes, broker, limits, out, usize::MAX, usize::MAX)
     }
 
-    /// [`Link::feed`], but stops after `max_frames` frames: whatever follows them is left
-    /// unused (`Fed::used` says where), not buffered, so that a transport that can hold input
-    /// back (a TCP stream whose reading pauses) offers it again later. Only an incomplete last
-    /// frame is buffered, as always.
+    /// [`Link::feed`], but stops after `max_frames` frames, or after the frame that takes it
+    /// past `max_bytes` of input: whatever follows is left unused (`Fed::used` says where),
+    /// not buffered, so that a transport that can hold input back (a TCP stream whose reading
+    /// pauses) offers it again later. Only an incomplete last frame is buffered, as always.
     pub fn feed_some(
         &mut self,
         session: SessionId,
@@ -68,7 +75,12 @@ impl Link {
         limits: &Limits,
         out: &mut Vec<Action>,
         max_frames: usize,
+        max_bytes: usize,
     ) -> Fed {
+        let batch = Batch {
+            frames: max_frames,
+            bytes: max_bytes,
+        };
         if self.failed {
             return Fed {
                 used: bytes.len(),
@@ -76,8 +88,7 @@ impl Link {
             };
         }
         if self.pending.is_empty() {
-            let (mut fed, used, stopped) =
-                self.run(session, bytes, broker, limits, out, max_frames);
+            let (mut fed, used, stopped) = self.run(session, bytes, broker, limits, out, batch);
             fed.used = bytes.len();
             if stopped {
                 fed.used = used;
@@ -89,7 +100,7 @@ impl Link {
             let old = self.pending.len();
             let mut buf = std::mem::take(&mut self.pending);
             buf.extend_from_slice(bytes);
-            let (mut fed, used, stopped) = self.run(session, &buf, broker, limits, out, max_frames);
+            let (mut fed, used, stopped) = self.run(session, &buf, broker, limits, out, batch);
             fed.used = bytes.len();
             if stopped {
                 // The pending bytes were an incomplete frame, now handled: what is left is a
@@ -104,7 +115,7 @@ impl Link {
     }
 
     /// Parses and hands over frames; returns what it saw, the bytes used, and whether it
-    /// stopped at `max_frames` with input left.
+    /// stopped at the batch's limit with input left.
     fn run(
         &mut self,
         session: SessionId,
@@ -112,12 +123,12 @@ impl Link {
         broker: &mut Broker,
         limits: &Limits,
         out: &mut Vec<Action>,
-        max_frames: usize,
+        batch: Batch,
     ) -> (Fed, usize, bool) {
         let mut fed = Fed::default();
         let mut pos = 0;
         while pos < buf.len() {
-            if fed.frames == max_frames {
+            if fed.frames == batch.frames || (fed.frames > 0 && pos >= batch.bytes) {
                 return (fed, pos, true);
             }
             match parse(&buf[pos..], limits, broker.version(session)) {
@@ -198,6 +209,64 @@ mod tests {
             link.feed(1, &STREAM[cut..], &mut broker, &Limits::default(), &mut out);
             assert_eq!(sent_to(&out, 1), whole, "cut at {cut}");
             assert_eq!(link.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn batches_stop_early_and_what_is_left_is_offered_again() {
+        let mut stream =
+            b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0"
+                .to_vec();
+        for i in 0..10 {
+            stream
+                .extend_from_slice(format!("SEND\ndestination:/topic/a\n\n{i:01000}\0").as_bytes());
+        }
+        for (frames, bytes, cut) in [(3, usize::MAX, 40), (usize::MAX, 2048, 700), (1, 1, 0)] {
+            let mut broker = Broker::new(BrokerConfig::default());
+            let mut link = Link::new();
+            let mut out = Vec::new();
+            let mut offered = &stream[..];
+            let mut total = 0;
+            let mut calls = 0;
+            // The first call gets a cut-off piece (a partial frame to buffer), then the rest.
+            let fed = link.feed_some(
+                1,
+                &offered[..cut],
+                &mut broker,
+                &Limits::default(),
+                &mut out,
+                frames,
+                bytes,
+            );
+            assert_eq!(fed.used, cut.min(fed.used));
+            offered = &offered[fed.used..];
+            total += fed.frames;
+            while !offered.is_empty() {
+                calls += 1;
+                assert!(calls < 100, "no progress");
+                let fed = link.feed_some(
+                    1,
+                    offered,
+                    &mut broker,
+                    &Limits::default(),
+                    &mut out,
+                    frames,
+                    bytes,
+                );
+                assert!(fed.frames <= frames);
+                total += fed.frames;
+                offered = &offered[fed.used..];
+            }
+            assert_eq!(
+                total, 12,
+                "every frame once ({frames} frames, {bytes} bytes)"
+            );
+            let messages = sent_to(&out, 1)
+                .iter()
+                .filter(|f| f.starts_with("MESSAGE"))
+                .count();
+            assert_eq!(messages, 10);
+            assert!(calls > 1, "the batch limit did stop the parse");
         }
     }
 

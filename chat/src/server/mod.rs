@@ -42,10 +42,11 @@ pub mod slow;
 
 pub use slow::{SlowConsumer, SlowStats};
 
-/// Frames of a STOMP-over-TCP read handled per broker lock, between checks of the session's
-/// read pause: small enough that a publisher whose fan-out fills an inbox stops soon, large
-/// enough that the lock is not taken per frame.
-const STREAM_BATCH: usize = 64;
+/// Frames (at most) and input bytes (about) of a STOMP-over-TCP read handled per broker lock,
+/// between checks of the session's read pause: small enough that a publisher whose fan-out
+/// fills an inbox, or reaches a subscriber that is behind, stops within a few kilobytes per
+/// subscriber; large enough that the lock is not taken per frame.
+const STREAM_BATCH: (usize, usize) = (64, 16 << 10);
 
 /// The sub-protocols offered for STOMP over WebSocket, preferred first.
 pub const SUB_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
@@ -280,15 +281,15 @@ impl Hub {
         }
     }
 
-    /// Bytes from a session: parse, hand to the broker, carry out what it says. At most
-    /// `batch` frames are handled per broker lock; between batches the session's read pause
+    /// Bytes from a session: parse, hand to the broker, carry out what it says. At most a
+    /// batch (frames, bytes) is handled per broker lock; between batches the session's read pause
     /// is checked (its queue over the cap, or a fan-out into a full inbox): if it is paused,
     /// the bytes not yet used are left to the transport. Returns the bytes used.
     fn feed<D: AsLink>(
         self: &Arc<Self>,
         session: &mut Session<'_, D>,
         bytes: &[u8],
-        batch: usize,
+        (frames, batch_bytes): (usize, usize),
     ) -> usize {
         let id = session.id();
         self.touch(id);
@@ -303,7 +304,8 @@ impl Hub {
                     &mut broker,
                     &self.limits,
                     &mut actions,
-                    batch,
+                    frames,
+                    batch_bytes,
                 )
             };
             used += fed.used;
@@ -593,7 +595,7 @@ impl Handler for StompHandler {
             Message::Binary(bytes) => bytes,
         };
         // A WebSocket message is handled whole: the engine pauses between messages.
-        self.hub.feed(session, bytes, usize::MAX);
+        self.hub.feed(session, bytes, (usize::MAX, usize::MAX));
     }
 
     fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) -> usize {
