@@ -17,6 +17,7 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod sockjs;
 pub mod utf8;
 
 #[cfg(feature = "io")]
