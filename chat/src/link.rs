@@ -28,11 +28,20 @@ pub struct Fed {
     pub used: usize,
 }
 
-/// How much one [`Link::feed_some`] may handle.
-#[derive(Clone, Copy)]
-struct Batch {
-    frames: usize,
-    bytes: usize,
+/// How much one [`Link::feed_some`] may handle: at most `frames` frames, and no frame after
+/// `bytes` of input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+impl Batch {
+    /// Everything there is.
+    pub const ALL: Batch = Batch {
+        frames: usize::MAX,
+        bytes: usize::MAX,
+    };
 }
 
 impl Link {
@@ -60,11 +69,10 @@ impl Link {
         limits: &Limits,
         out: &mut Vec<Action>,
     ) -> Fed {
-        self.feed_some(session, bytes, broker, limits, out, usize::MAX, usize::MAX)
+        self.feed_some(session, bytes, broker, limits, out, Batch::ALL)
     }
 
-    /// [`Link::feed`], but stops after `max_frames` frames, or after the frame that takes it
-    /// past `max_bytes` of input: whatever follows is left unused (`Fed::used` says where),
+    /// [`Link::feed`], but stops at the end of a `batch`: whatever follows is left unused (`Fed::used` says where),
     /// not buffered, so that a transport that can hold input back (a TCP stream whose reading
     /// pauses) offers it again later. Only an incomplete last frame is buffered, as always.
     pub fn feed_some(
@@ -74,13 +82,8 @@ impl Link {
         broker: &mut Broker,
         limits: &Limits,
         out: &mut Vec<Action>,
-        max_frames: usize,
-        max_bytes: usize,
+        batch: Batch,
     ) -> Fed {
-        let batch = Batch {
-            frames: max_frames,
-            bytes: max_bytes,
-        };
         if self.failed {
             return Fed {
                 used: bytes.len(),
@@ -228,6 +231,7 @@ mod tests {
             let mut offered = &stream[..];
             let mut total = 0;
             let mut calls = 0;
+            let batch = Batch { frames, bytes };
             // The first call gets a cut-off piece (a partial frame to buffer), then the rest.
             let fed = link.feed_some(
                 1,
@@ -235,8 +239,7 @@ mod tests {
                 &mut broker,
                 &Limits::default(),
                 &mut out,
-                frames,
-                bytes,
+                batch,
             );
             assert_eq!(fed.used, cut.min(fed.used));
             offered = &offered[fed.used..];
@@ -244,15 +247,8 @@ mod tests {
             while !offered.is_empty() {
                 calls += 1;
                 assert!(calls < 100, "no progress");
-                let fed = link.feed_some(
-                    1,
-                    offered,
-                    &mut broker,
-                    &Limits::default(),
-                    &mut out,
-                    frames,
-                    bytes,
-                );
+                let fed =
+                    link.feed_some(1, offered, &mut broker, &Limits::default(), &mut out, batch);
                 assert!(fed.frames <= frames);
                 total += fed.frames;
                 offered = &offered[fed.used..];

@@ -260,7 +260,7 @@ fn join(handle: thread::JoinHandle<()>, what: &str) {
     }
 }
 
-const FLOOD: usize = 4000;
+const FLOOD: usize = 8000;
 
 #[test]
 fn disconnect_tells_the_slow_subscriber_and_lets_it_go_while_the_fast_one_gets_everything() {
@@ -284,6 +284,36 @@ fn disconnect_tells_the_slow_subscriber_and_lets_it_go_while_the_fast_one_gets_e
     assert_eq!(stats.disconnects, 1, "{stats:?}");
     assert!(server.engine_stats().overflow_closes >= 1);
     println!("disconnect: the slow subscriber got {got} of {FLOOD}, then ERROR; {stats:?}");
+    shutdown(server);
+}
+
+#[test]
+fn a_subscriber_let_go_while_asleep_finds_its_error_when_it_wakes() {
+    // Its queue is dropped at once (only a frame already started goes on), so the ERROR waits
+    // right behind what its kernel buffers hold. It must wake within the close deadline
+    // (5 s): after that the connection is dropped, and what is left of the ERROR with it.
+    let server = start(SlowConsumer::Disconnect);
+    let mut slow = Stomp::connect(&server, Some(4096));
+    slow.subscribe("/topic/flood", "auto");
+    join(publish(&server, "/topic/flood", FLOOD), "the publisher");
+    let deadline = Instant::now() + TIMEOUT;
+    while server.hub().slow_stats().disconnects == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow subscriber was never let go"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(1500));
+    let (frames, end) = slow.drain(Duration::from_secs(2));
+    let error = frames.last().expect("frames for the slow subscriber");
+    assert!(
+        error.contains("message:slow consumer"),
+        "told when it woke: {error:.300}"
+    );
+    let got = contiguous(&frames[..frames.len() - 1]);
+    assert_eq!(end, End::Eof);
+    println!("asleep when let go: got {got} of {FLOOD} in order, then ERROR");
     shutdown(server);
 }
 

@@ -34,7 +34,7 @@ use sockeye::DataKind;
 use tracing::debug;
 
 use crate::broker::{Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, SessionId};
-use crate::link::Link;
+use crate::link::{Batch, Link};
 use crate::stomp::Limits;
 
 pub mod heartbeat;
@@ -46,7 +46,10 @@ pub use slow::{SlowConsumer, SlowStats};
 /// between checks of the session's read pause: small enough that a publisher whose fan-out
 /// fills an inbox, or reaches a subscriber that is behind, stops within a few kilobytes per
 /// subscriber; large enough that the lock is not taken per frame.
-const STREAM_BATCH: (usize, usize) = (64, 16 << 10);
+const STREAM_BATCH: Batch = Batch {
+    frames: 64,
+    bytes: 16 << 10,
+};
 
 /// The sub-protocols offered for STOMP over WebSocket, preferred first.
 pub const SUB_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
@@ -289,7 +292,7 @@ impl Hub {
         self: &Arc<Self>,
         session: &mut Session<'_, D>,
         bytes: &[u8],
-        (frames, batch_bytes): (usize, usize),
+        batch: Batch,
     ) -> usize {
         let id = session.id();
         self.touch(id);
@@ -304,8 +307,7 @@ impl Hub {
                     &mut broker,
                     &self.limits,
                     &mut actions,
-                    frames,
-                    batch_bytes,
+                    batch,
                 )
             };
             used += fed.used;
@@ -595,7 +597,7 @@ impl Handler for StompHandler {
             Message::Binary(bytes) => bytes,
         };
         // A WebSocket message is handled whole: the engine pauses between messages.
-        self.hub.feed(session, bytes, (usize::MAX, usize::MAX));
+        self.hub.feed(session, bytes, Batch::ALL);
     }
 
     fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) -> usize {

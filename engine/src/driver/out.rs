@@ -46,12 +46,16 @@ pub struct Cork {
     shared: Vec<(usize, Bytes)>,
     /// Total length of `shared`.
     shared_len: usize,
+    /// Where frames (messages) start, as offsets into what is corked: what is not started
+    /// when a session is let go can be dropped whole (see [`Backlog::discard_unstarted`]).
+    starts: Vec<usize>,
     /// A write error met by an early flush, reported by the next `flush_into`.
     error: Option<io::Error>,
 }
 
 impl Sink for Cork {
     fn frame(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
+        self.mark();
         self.buf.extend_from_slice(head);
         let start = self.buf.len();
         self.buf.extend_from_slice(payload);
@@ -62,13 +66,26 @@ impl Sink for Cork {
 }
 
 impl Cork {
+    /// Appends bytes that continue what is corked (an HTTP head, a frame's parts).
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Queues `head` followed by a payload shared with other connections (not copied).
+    /// Records that a frame starts here.
+    pub fn mark(&mut self) {
+        self.starts.push(self.len());
+    }
+
+    /// Queues a frame: `head` followed by a payload shared with other connections (not
+    /// copied).
     pub fn frame_shared(&mut self, head: &[u8], payload: Bytes) {
+        self.mark();
         self.buf.extend_from_slice(head);
+        self.push_shared(payload);
+    }
+
+    /// Appends a shared payload that continues what is corked.
+    fn push_shared(&mut self, payload: Bytes) {
         self.shared_len += payload.len();
         self.shared.push((self.buf.len(), payload));
     }
@@ -177,6 +194,7 @@ impl Cork {
         payload: &[u8],
     ) {
         if self.error.is_some() || !backlog.is_empty() {
+            self.mark();
             self.buf.extend_from_slice(head);
             self.buf.extend_from_slice(payload);
             return;
@@ -189,13 +207,25 @@ impl Cork {
             return;
         }
         self.spill(backlog, done.min(corked));
+        if done <= corked {
+            backlog.mark_end();
+        }
         let skip = done.saturating_sub(corked);
         let skip = backlog.push_tail(head, skip);
         backlog.push_tail(payload, skip);
     }
 
-    /// Moves everything after the first `skip` bytes into the backlog.
+    /// Moves everything after the first `skip` bytes into the backlog, with the starts of the
+    /// frames that are not started yet.
     fn spill(&mut self, backlog: &mut Backlog, mut skip: usize) {
+        let end = backlog.end();
+        for &at in self
+            .starts
+            .iter()
+            .filter(|&&at| at >= skip && at < self.len())
+        {
+            backlog.mark_at(end + (at - skip) as u64);
+        }
         let mut last = 0;
         let shared = std::mem::take(&mut self.shared);
         self.shared_len = 0;
@@ -214,25 +244,72 @@ impl Cork {
         self.clear();
     }
 
+    /// Throws away the frames corked so far, keeping what came before the first of them (an
+    /// HTTP head): for a session let go, whose unsent messages will never be read.
+    pub fn discard_frames(&mut self) {
+        if let Some(&first) = self.starts.first() {
+            self.truncate(first);
+        }
+        self.starts.clear();
+    }
+
+    /// Keeps the first `keep` bytes of what is corked.
+    fn truncate(&mut self, keep: usize) {
+        let mut seen = 0; // bytes of the corked stream before `last`'s shared piece
+        let mut last = 0; // where in `buf` the previous shared piece sat
+        let mut kept = Vec::new();
+        for (at, mut payload) in std::mem::take(&mut self.shared) {
+            let plain = at - last;
+            if seen + plain >= keep {
+                break;
+            }
+            seen += plain;
+            last = at;
+            if seen + payload.len() >= keep {
+                payload.truncate(keep - seen);
+                seen = keep;
+                kept.push((at, payload));
+                break;
+            }
+            seen += payload.len();
+            kept.push((at, payload));
+        }
+        self.buf.truncate(last + (keep - seen));
+        self.shared_len = kept.iter().map(|(_, p)| p.len()).sum();
+        self.shared = kept;
+    }
+
     fn clear(&mut self) {
         self.buf.clear();
         self.shared.clear();
         self.shared_len = 0;
+        self.starts.clear();
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
         }
     }
 }
 
-/// A connection's unsent bytes, oldest first, and whether it is owed a drain.
+/// A connection's unsent bytes, oldest first, and whether it is owed a drain. An idle
+/// connection's backlog holds no allocation: the queue is boxed, and made when bytes wait.
 #[derive(Debug, Default)]
 pub struct Backlog {
-    chunks: VecDeque<Bytes>,
-    len: usize,
+    queue: Option<Box<Queue>>,
     /// A send was answered `Queued` or `Dropped` and no drain has been paid since.
     drain_owed: bool,
     /// Sends answered `Dropped` since the loop last took the count (to report them).
     dropped: u32,
+}
+
+/// The bytes of a non-empty backlog.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    /// Position of the first byte in the connection's output since this queue was made.
+    base: u64,
+    /// Positions where frames that are not started yet begin, ascending.
+    starts: VecDeque<u64>,
 }
 
 impl Backlog {
@@ -280,12 +357,31 @@ impl Backlog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.queue.is_none()
     }
 
     /// Bytes waiting for the socket.
     pub fn len(&self) -> usize {
-        self.len
+        self.queue.as_ref().map_or(0, |q| q.len)
+    }
+
+    /// The position just after the last byte queued.
+    fn end(&self) -> u64 {
+        self.queue.as_ref().map_or(0, |q| q.base + q.len as u64)
+    }
+
+    /// Records that a frame starts at `at` (at or after the end).
+    fn mark_at(&mut self, at: u64) {
+        self.queue
+            .get_or_insert_with(Box::default)
+            .starts
+            .push_back(at);
+    }
+
+    /// Records that the next byte queued starts a frame.
+    fn mark_end(&mut self) {
+        let end = self.end();
+        self.mark_at(end);
     }
 
     /// Appends `bytes` minus its first `skip`; returns what is left of `skip`.
@@ -293,9 +389,7 @@ impl Backlog {
         if skip >= bytes.len() {
             return skip - bytes.len();
         }
-        let part = &bytes[skip..];
-        self.len += part.len();
-        self.chunks.push_back(Bytes::copy_from_slice(part));
+        self.push(Bytes::copy_from_slice(&bytes[skip..]));
         0
     }
 
@@ -304,17 +398,22 @@ impl Backlog {
             return skip - bytes.len();
         }
         let _ = bytes.split_to(skip);
-        self.len += bytes.len();
-        self.chunks.push_back(bytes);
+        self.push(bytes);
         0
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        let queue = self.queue.get_or_insert_with(Box::default);
+        queue.len += bytes.len();
+        queue.chunks.push_back(bytes);
     }
 
     /// Writes until the backlog is empty or the socket would block.
     pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
-        while !self.chunks.is_empty() {
+        while let Some(queue) = self.queue.as_mut() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
-            for (slot, chunk) in iov.iter_mut().zip(&self.chunks) {
+            for (slot, chunk) in iov.iter_mut().zip(&queue.chunks) {
                 *slot = IoSlice::new(chunk);
                 count += 1;
             }
@@ -327,22 +426,62 @@ impl Backlog {
             };
             self.advance(n);
         }
-        self.chunks = VecDeque::new();
         Ok(())
     }
 
     fn advance(&mut self, mut n: usize) {
-        self.len -= n;
+        let Some(queue) = self.queue.as_mut() else {
+            return;
+        };
+        queue.len -= n;
+        queue.base += n as u64;
+        while queue.starts.front().is_some_and(|&at| at < queue.base) {
+            queue.starts.pop_front();
+        }
         while n > 0 {
-            let front = self.chunks.front_mut().expect("advance within length");
+            let front = queue.chunks.front_mut().expect("advance within length");
             if n >= front.len() {
                 n -= front.len();
-                self.chunks.pop_front();
+                queue.chunks.pop_front();
             } else {
                 let _ = front.split_to(n);
                 n = 0;
             }
         }
+        if queue.len == 0 {
+            self.queue = None;
+        }
+    }
+
+    /// Drops every queued frame the socket has not started on, keeping the rest of a frame
+    /// it took part of (cutting that would corrupt the stream): for a session let go, so that
+    /// its last words come right after what the peer already has, and its queue is freed.
+    /// Returns the bytes dropped.
+    pub fn discard_unstarted(&mut self) -> usize {
+        let Some(queue) = self.queue.as_mut() else {
+            return 0;
+        };
+        let Some(&cut) = queue.starts.front() else {
+            return 0; // all of it is the rest of a started frame (or not frames at all)
+        };
+        let mut keep = (cut - queue.base) as usize;
+        let dropped = queue.len - keep;
+        queue.len = keep;
+        queue.starts.clear();
+        let mut kept = VecDeque::new();
+        while keep > 0 {
+            let Some(mut chunk) = queue.chunks.pop_front() else {
+                break;
+            };
+            chunk.truncate(keep);
+            keep -= chunk.len();
+            kept.push_back(chunk);
+        }
+        queue.chunks = kept;
+        if queue.len == 0 {
+            self.queue = None;
+        }
+        dropped
     }
 }
 
@@ -394,8 +533,10 @@ pub fn queue_frame<W: Write>(
         Payload::Copied(p) => cork.frame(head, p, None),
         Payload::Shared(p) => cork.frame_shared(head, p),
         Payload::Parts(prefix, p) => {
+            cork.mark();
             cork.extend(head);
-            cork.frame_shared(prefix, p);
+            cork.extend(prefix);
+            cork.push_shared(p);
         }
     }
     if cork.len() >= CORK_LIMIT {
@@ -469,6 +610,82 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Letting a session go keeps exactly the frame the socket is in the middle of: at every
+    /// point a socket can stop, over every kind of payload, and whether the frames were still
+    /// corked or already queued.
+    #[test]
+    fn discarding_keeps_the_started_frame_and_drops_the_rest() {
+        let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        // (head, payload, how): 0 copied, 1 shared, 2 parts, 3 written through.
+        let frames: Vec<(Vec<u8>, Vec<u8>, u8)> = vec![
+            (b"H1".to_vec(), b"one".to_vec(), 0),
+            (b"H2".to_vec(), b"two-shared".to_vec(), 1),
+            (b"H3".to_vec(), b"three-parts".to_vec(), 2),
+            (b"H4".to_vec(), big.clone(), 3),
+            (b"H5".to_vec(), b"five".to_vec(), 0),
+        ];
+        let mut stream = b"HTTP head;".to_vec();
+        let mut ends = Vec::new();
+        for (h, p, _) in &frames {
+            stream.extend_from_slice(h);
+            stream.extend_from_slice(p);
+            ends.push(stream.len());
+        }
+        for room in (0..stream.len() + 2).step_by(7).chain([10, 11, 12, 15, 16]) {
+            let mut cork = Cork::default();
+            let mut backlog = Backlog::default();
+            let mut w = Tight {
+                got: Vec::new(),
+                room,
+            };
+            cork.extend(b"HTTP head;");
+            for (h, p, how) in &frames {
+                let payload = match how {
+                    0 => Payload::Copied(p),
+                    1 => Payload::Shared(Bytes::from(p.clone())),
+                    2 => Payload::Parts(&p[..3], Bytes::copy_from_slice(&p[3..])),
+                    _ => Payload::Copied(p),
+                };
+                let _ = queue_frame(&mut cork, &mut w, &mut backlog, usize::MAX, h, payload);
+            }
+            cork.flush_into(&mut w, &mut backlog).unwrap();
+            let written = w.got.len();
+            backlog.discard_unstarted();
+            w.room = usize::MAX;
+            backlog.flush(&mut w).unwrap();
+            // What comes out: everything written, then the rest of the frame it stopped in.
+            let want = if written <= 10 {
+                10.max(written)
+            } else {
+                let end = ends
+                    .iter()
+                    .copied()
+                    .find(|&e| e >= written)
+                    .unwrap_or(written);
+                // A frame that had not started (the socket stopped right at its start) goes.
+                let start = std::iter::once(10).chain(ends.iter().copied());
+                if start.clone().any(|s| s == written) {
+                    written
+                } else {
+                    end
+                }
+            };
+            assert_eq!(w.got.len(), want, "room {room}, {written} written");
+            assert_eq!(w.got, stream[..want], "room {room}");
+        }
+        // Frames still in the cork go too, the HTTP head before them stays.
+        let mut cork = Cork::default();
+        cork.extend(b"HTTP head;");
+        cork.frame(b"H1", b"one", None);
+        cork.frame_shared(b"H2", Bytes::from_static(b"two"));
+        cork.discard_frames();
+        assert_eq!(cork.len(), 10);
+        let mut sink = Vec::new();
+        let mut backlog = Backlog::default();
+        cork.flush_into(&mut sink, &mut backlog).unwrap();
+        assert_eq!(sink, b"HTTP head;");
     }
 
     /// Everything corked, shared and written through comes out in order, whatever the socket

@@ -75,6 +75,14 @@ pub(crate) enum Command {
     },
     /// A gate the session waited for opened: read it again.
     Resume { to: Tag },
+    /// Last words, then the close (see `Session::end_with`).
+    End {
+        to: Tag,
+        head: Head,
+        payload: Bytes,
+        code: u16,
+        reason: Box<str>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -298,8 +306,9 @@ impl SessionHandle {
     }
 
     /// The last words to a session that is being let go, from any thread (see
-    /// [`Session::end_with`](super::Session::end_with)): `payload` whatever the cap, then the
-    /// close handshake. Never refused for a full inbox.
+    /// [`Session::end_with`](super::Session::end_with)): what is queued and not started is
+    /// dropped, `payload` goes whatever the cap, then the close handshake. Never refused for a
+    /// full inbox.
     pub fn end_with(
         &self,
         kind: DataKind,
@@ -307,10 +316,14 @@ impl SessionHandle {
         code: u16,
         reason: &str,
     ) -> Result<(), PostError> {
-        let len = payload.len();
-        let command = self.command(kind, Bytes::new(), payload, false);
-        self.post_send(command, len, true)?;
-        self.close(code, reason)
+        let command = Command::End {
+            to: self.tag,
+            head: Head::data(kind, payload.len()),
+            payload,
+            code,
+            reason: close::truncate_reason(reason).into(),
+        };
+        self.post_control(command)
     }
 
     fn command(&self, kind: DataKind, prefix: Bytes, payload: Bytes, bounded: bool) -> Command {

@@ -179,15 +179,20 @@ impl<D> Session<'_, D> {
         self.send_capped(message.into(), usize::MAX)
     }
 
-    /// The last words to a session that is being let go: sends `message` whatever the cap
-    /// (after what is queued), then starts the close handshake with `code` and `reason` (a
-    /// stream is closed once it is written). For telling a slow consumer why it is cut off.
+    /// The last words to a session that is being let go: drops what is queued for it and not
+    /// started yet (the rest of a frame the socket is in the middle of still goes), sends
+    /// `message` whatever the cap, then starts the close handshake with `code` and `reason` (a
+    /// stream is closed once it is written). For telling a slow consumer why it is cut off:
+    /// the message comes right after what its peer already has, not behind a full queue.
     pub fn end_with<'m>(
         &mut self,
         message: impl Into<Outgoing<'m>>,
         code: u16,
         reason: &str,
     ) -> Result<(), SendError> {
+        self.state.tx.check_data()?;
+        self.out.cork.discard_frames();
+        self.state.backlog.discard_unstarted();
         let _written_or_queued = self.send_unbounded(message)?;
         self.close(code, reason)
     }
@@ -225,6 +230,21 @@ impl<D> Session<'_, D> {
     /// [`Session::send_text`]. A `Text` payload must be UTF-8.
     pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
         self.send(Outgoing::Shared(kind, payload)).map(drop)
+    }
+
+    /// [`Session::end_with`] for what another thread prepared.
+    pub(crate) fn end_prepared(
+        &mut self,
+        head: &[u8],
+        payload: Payload<'_>,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SendError> {
+        self.state.tx.check_data()?;
+        self.out.cork.discard_frames();
+        self.state.backlog.discard_unstarted();
+        let _written_or_queued = self.send_prepared(head, payload, false)?;
+        self.close(code, reason)
     }
 
     /// Sends what another thread prepared: a WebSocket header encoded once (dropped for a

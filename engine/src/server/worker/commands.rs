@@ -22,9 +22,10 @@ impl<D> Loop<D> {
         let mut order = std::mem::take(&mut self.command_order);
         for (index, command) in commands.iter().enumerate() {
             match command {
-                Command::Send { to, .. } | Command::Close { to, .. } | Command::Resume { to } => {
-                    order.push((*to, index))
-                }
+                Command::Send { to, .. }
+                | Command::Close { to, .. }
+                | Command::Resume { to }
+                | Command::End { to, .. } => order.push((*to, index)),
                 Command::Broadcast { to, .. } => order.extend(to.iter().map(|t| (*t, index))),
             }
         }
@@ -67,6 +68,18 @@ impl<D> Loop<D> {
                     });
                 }
                 Command::Resume { .. } => self.resume_gate(to),
+                Command::End {
+                    head,
+                    payload,
+                    code,
+                    reason,
+                    ..
+                } => {
+                    self.deliver(handler, &mut current, to, |s| {
+                        let payload = Payload::Shared(payload.clone());
+                        let _ = s.end_prepared(head.as_slice(), payload, *code, reason);
+                    });
+                }
             }
         }
         if let Some(key) = current {
