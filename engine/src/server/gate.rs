@@ -57,11 +57,13 @@ impl Gate {
         Arc::default()
     }
 
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Closes the gate: producers that pass it from now on pause.
+    #[inline]
     pub fn close(&self) {
         if !self.closed.load(Ordering::Acquire) && !self.closed.swap(true, Ordering::AcqRel) {
             self.lock().since = Some(Instant::now());
@@ -78,7 +80,16 @@ impl Gate {
     }
 
     /// Opens the gate and resumes every session that waits for it.
+    #[inline]
     pub fn open(&self) {
+        // Most calls find it open: a load, not a read-modify-write, for those.
+        if self.is_closed() {
+            self.reopen();
+        }
+    }
+
+    #[cold]
+    fn reopen(&self) {
         if !self.closed.swap(false, Ordering::AcqRel) {
             return;
         }
@@ -95,10 +106,15 @@ impl Gate {
     /// A producer feeds what this gate guards: if it is closed and the producer is a session
     /// being read on a worker, that session pauses after its current message until the gate
     /// opens.
+    #[inline]
     pub fn pass(self: &Arc<Self>) {
-        if !self.is_closed() {
-            return;
+        if self.is_closed() {
+            self.passed_closed();
         }
+    }
+
+    #[cold]
+    fn passed_closed(self: &Arc<Self>) {
         PASSED.with(|passed| {
             if let Some(list) = passed.borrow_mut().as_mut() {
                 if !list.iter().any(|g| Arc::ptr_eq(g, self)) {
@@ -165,11 +181,14 @@ pub(crate) fn passed_closed() -> bool {
 /// The books of a session that other threads post to: bytes posted and not yet taken by its
 /// loop, its queue as of the loop's last flush, and its gate, closed while the two together
 /// are over half the session's cap (open again at a quarter). Shared by the session and its
-/// handles; made with the first handle.
+/// handles; made with the first handle. The books are kept only once someone asked for the
+/// gate ([`SessionHandle::gate`](super::SessionHandle::gate)): until then posting costs one
+/// load.
 #[derive(Debug)]
 pub(crate) struct Flow {
     /// The session's id (kept here rather than in every handle).
     pub id: u64,
+    tracked: AtomicBool,
     inflight: AtomicUsize,
     queued: AtomicUsize,
     /// Half the session's cap.
@@ -182,6 +201,7 @@ impl Flow {
     pub fn new(id: u64, cap: usize) -> Arc<Flow> {
         Arc::new(Flow {
             id,
+            tracked: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             high: cap / 2,
@@ -190,27 +210,41 @@ impl Flow {
         })
     }
 
+    /// The gate; the books are kept from now on.
     pub fn gate(&self) -> &Arc<Gate> {
+        if !self.tracked.load(Ordering::Relaxed) {
+            self.tracked.store(true, Ordering::Relaxed);
+        }
         &self.gate
     }
 
-    /// `len` bytes were posted to the session.
-    pub fn posted(&self, len: usize) {
+    /// `len` bytes are being posted to the session; true if they are counted (and must be
+    /// [`taken`](Flow::taken) when the loop takes them).
+    #[inline]
+    pub fn posted(&self, len: usize) -> bool {
+        if !self.tracked.load(Ordering::Relaxed) {
+            return false;
+        }
         let inflight = self.inflight.fetch_add(len, Ordering::AcqRel) + len;
         if inflight + self.queued.load(Ordering::Acquire) > self.high
             && !self.ended.load(Ordering::Acquire)
         {
             self.gate.close();
         }
+        true
     }
 
-    /// The loop took `len` posted bytes (or a post of them failed).
+    /// The loop took `len` counted bytes (or a post of them failed).
     pub fn taken(&self, len: usize) {
         self.inflight.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// The loop flushed the session and `queued` bytes are left: the gate follows.
+    #[inline]
     pub fn settled(&self, queued: usize) {
+        if !self.tracked.load(Ordering::Relaxed) {
+            return;
+        }
         self.queued.store(queued, Ordering::Release);
         let total = queued + self.inflight.load(Ordering::Acquire);
         if total > self.high {

@@ -62,6 +62,8 @@ pub(crate) enum Command {
         payload: Bytes,
         /// Under the session's cap (else sent whatever it holds).
         bounded: bool,
+        /// Counted in the session's flow (to be taken off when applied).
+        counted: bool,
     },
     Broadcast {
         to: Vec<Tag>,
@@ -327,23 +329,26 @@ impl SessionHandle {
     }
 
     fn command(&self, kind: DataKind, prefix: Bytes, payload: Bytes, bounded: bool) -> Command {
+        let counted = self.flow.posted(prefix.len() + payload.len());
         Command::Send {
             to: self.tag,
             head: Head::data(kind, prefix.len() + payload.len()),
             prefix,
             payload,
             bounded,
+            counted,
         }
     }
 
-    /// Posts a send, counted in the session's flow until its loop takes it.
+    /// Posts a send (counted in the session's flow by [`SessionHandle::command`]; taken off
+    /// again if the post fails).
     fn post_send(&self, command: Command, len: usize, control: bool) -> Result<(), PostError> {
-        self.flow.posted(len);
+        let counted = matches!(command, Command::Send { counted: true, .. });
         let posted = match control {
             true => self.post_control(command),
             false => self.inbox.post(command, len),
         };
-        if posted.is_err() {
+        if posted.is_err() && counted {
             self.flow.taken(len);
         }
         posted

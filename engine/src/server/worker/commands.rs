@@ -38,6 +38,7 @@ impl<D> Loop<D> {
                     prefix,
                     payload,
                     bounded,
+                    counted,
                     ..
                 } => {
                     self.deliver(handler, &mut current, to, |s| {
@@ -48,7 +49,7 @@ impl<D> Loop<D> {
                             Payload::Parts(prefix, payload.clone())
                         };
                         let _ = s.send_prepared(head.as_slice(), payload, *bounded);
-                        if let Some(flow) = s.state.flow.get() {
+                        if let (true, Some(flow)) = (*counted, s.state.flow.get()) {
                             flow.taken(len);
                         }
                     });
