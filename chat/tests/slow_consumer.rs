@@ -193,8 +193,8 @@ fn body(i: usize) -> String {
     b
 }
 
-/// Publishes `count` messages to `destination` from its own connection and thread, the last
-/// with a receipt that it waits for; returns when that came.
+/// Publishes `count` messages to `destination` from its own connection and thread, paced, the
+/// last with a receipt that it waits for; returns when that came.
 fn publish(server: &StompServer, destination: &str, count: usize) -> thread::JoinHandle<()> {
     publish_range(server, destination, 0..count)
 }
@@ -218,6 +218,12 @@ fn publish_range(
                 "SEND\ndestination:{destination}\n{receipt}\n{}",
                 body(i)
             ));
+            // At most about 5 MB/s: a subscriber that reads keeps up even on a busy machine
+            // (its kernel buffers hold a second of it), one that does not read still falls
+            // behind within a second.
+            if i % 10 == 9 {
+                thread::sleep(Duration::from_millis(2));
+            }
         }
         let done = p.frame("the RECEIPT of the last SEND");
         assert!(done.starts_with("RECEIPT\nreceipt-id:done"), "{done}");

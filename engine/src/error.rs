@@ -107,6 +107,9 @@ pub enum SendError {
     /// A fragment sequence used out of order (a continuation without a start, or a new
     /// message before the previous one was finished).
     FragmentOrder,
+    /// A binary message (or text that is not UTF-8) to a SockJS session, which carries text
+    /// only.
+    NotText,
 }
 
 impl fmt::Display for SendError {
@@ -116,6 +119,7 @@ impl fmt::Display for SendError {
             SendError::ControlFrameTooLong => f.write_str("control frame payload over 125 bytes"),
             SendError::InvalidCloseCode(c) => write!(f, "close code {c} may not be sent"),
             SendError::FragmentOrder => f.write_str("fragments sent out of order"),
+            SendError::NotText => f.write_str("a SockJS session carries text messages only"),
         }
     }
 }

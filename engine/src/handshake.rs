@@ -73,12 +73,15 @@ pub enum HandshakeError {
     /// A `Sec-WebSocket-Version` other than 13 (answered with 426 and the version we speak).
     UnsupportedVersion,
     OriginNotAllowed,
+    /// A request body over the server's limit (answered with 413).
+    BodyTooLarge,
 }
 
 impl HandshakeError {
     pub fn status(&self) -> u16 {
         match self {
             HandshakeError::HeadTooLarge | HandshakeError::TooManyHeaders => 431,
+            HandshakeError::BodyTooLarge => 413,
             HandshakeError::UnsupportedVersion => 426,
             HandshakeError::OriginNotAllowed => 403,
             _ => 400,
@@ -97,6 +100,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::MissingHost => "missing Host header",
             HandshakeError::MissingConnectionUpgrade => "missing Connection: Upgrade",
             HandshakeError::MissingKey => "missing Sec-WebSocket-Key",
+            HandshakeError::BodyTooLarge => "request body too large",
             HandshakeError::InvalidKey => "Sec-WebSocket-Key must be 16 base64-encoded bytes",
             HandshakeError::UnsupportedVersion => {
                 "unsupported Sec-WebSocket-Version (13 is supported)"
@@ -162,6 +166,15 @@ impl<'h, 'b> Request<'h, 'b> {
         self.headers_named(name).any(|v| list_has(v, token))
     }
 
+    /// Whether the client keeps the connection for another request: HTTP/1.1 unless it says
+    /// `Connection: close`, HTTP/1.0 only if it says `Connection: keep-alive`.
+    pub fn keeps_alive(&self) -> bool {
+        if self.has_token("connection", "close") {
+            return false;
+        }
+        self.version == 1 || self.has_token("connection", "keep-alive")
+    }
+
     /// Is this an attempt to open a WebSocket (`Upgrade: websocket`)? Other requests are plain
     /// HTTP for the application to answer.
     pub fn is_websocket(&self) -> bool {
@@ -192,6 +205,64 @@ impl<'h, 'b> Request<'h, 'b> {
             return Err(bad);
         }
         text.parse().map(Some).map_err(|_| bad)
+    }
+}
+
+/// Decodes a chunked request body (RFC 9112 §7.1) from the start of `buf`: `Ok(Some((body,
+/// used)))` once the last chunk (and trailers) arrived, `Ok(None)` while more is needed, `Err`
+/// when it is malformed or its data grows past `max` bytes.
+pub fn decode_chunked(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>, HandshakeError> {
+    let bad = HandshakeError::Malformed("invalid chunked body");
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        let Some(line_len) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+            // A size line longer than this is nobody's chunk size.
+            return if buf.len() - pos > 1024 {
+                Err(bad)
+            } else {
+                Ok(None)
+            };
+        };
+        let line = &buf[pos..pos + line_len];
+        let hex = line
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or(&[])
+            .trim_ascii();
+        if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(bad);
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(hex).map_err(|_| bad)?, 16)
+            .map_err(|_| bad)?;
+        pos += line_len + 2;
+        if size == 0 {
+            // Trailers, each a line, until an empty one.
+            loop {
+                let Some(end) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+                    return if buf.len() - pos > 8192 {
+                        Err(bad)
+                    } else {
+                        Ok(None)
+                    };
+                };
+                pos += end + 2;
+                if end == 0 {
+                    return Ok(Some((body, pos)));
+                }
+            }
+        }
+        if body.len() + size > max {
+            return Err(HandshakeError::BodyTooLarge);
+        }
+        if buf.len() < pos + size + 2 {
+            return Ok(None);
+        }
+        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+            return Err(bad);
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        pos += size + 2;
     }
 }
 
@@ -349,14 +420,49 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Writes a complete HTTP response that closes the connection.
 pub fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    write_response_with(out, status, headers, body, false);
+}
+
+/// Writes a complete HTTP response, which keeps the connection for the next request when
+/// `keep_alive` (see [`Request::keeps_alive`]). 204 and 304 responses carry no body and no
+/// length.
+pub fn write_response_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    let body_allowed = !matches!(status, 204 | 304);
+    let length = body_allowed.then_some(body.len());
+    write_head(out, status, headers, length, keep_alive);
+    if body_allowed {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes a response head: the status line, `headers`, `Content-Length` when `length` is
+/// given, and `Connection`.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    length: Option<usize>,
+    keep_alive: bool,
+) {
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
     for (name, value) in headers {
         write_header(out, name, value);
     }
-    write_header(out, "Content-Length", &body.len().to_string());
-    write_header(out, "Connection", "close");
+    if let Some(length) = length {
+        write_header(out, "Content-Length", &length.to_string());
+    }
+    write_header(
+        out,
+        "Connection",
+        if keep_alive { "keep-alive" } else { "close" },
+    );
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
 }
 
 /// Writes the response that refuses a handshake: its status and a one-line reason.

@@ -715,7 +715,11 @@ fn http_post_body_arriving_later_is_delivered_whole() {
     let body = b"hello, body in pieces";
     let head = request(
         "POST /echo HTTP/1.1",
-        &[HOST, &format!("Content-Length: {}", body.len())],
+        &[
+            HOST,
+            "Connection: close",
+            &format!("Content-Length: {}", body.len()),
+        ],
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body[..5]).unwrap();
@@ -752,7 +756,7 @@ fn http_body_over_max_http_body_gets_413() {
 }
 
 #[test]
-fn http_bad_content_length_gets_400_and_chunked_gets_501() {
+fn http_bad_content_length_gets_400_and_bad_chunked_bodies_too() {
     let (server, calls) = web(test_config());
     let req = request("POST /echo HTTP/1.1", &[HOST, "Content-Length: 12abc"]);
     assert_eq!(http_exchange(server.addr(), req.as_bytes()).status, 400);
@@ -761,9 +765,46 @@ fn http_bad_content_length_gets_400_and_chunked_gets_501() {
         &[HOST, "Content-Length: 3", "Content-Length: 4"],
     );
     assert_eq!(http_exchange(server.addr(), req.as_bytes()).status, 400);
-    let req = request("POST /echo HTTP/1.1", &[HOST, "Transfer-Encoding: chunked"]);
-    assert_eq!(http_exchange(server.addr(), req.as_bytes()).status, 501);
+    let mut req = request("POST /echo HTTP/1.1", &[HOST, "Transfer-Encoding: chunked"]);
+    req.push_str("zz\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(http_exchange(server.addr(), req.as_bytes()).status, 400);
+    let req = request("POST /echo HTTP/1.1", &[HOST, "Transfer-Encoding: gzip"]);
+    assert_eq!(http_exchange(server.addr(), req.as_bytes()).status, 400);
     assert!(calls.try_recv().is_err(), "on_http must not be called");
+    server.finish();
+}
+
+#[test]
+fn http_chunked_bodies_arrive_whole_within_the_limit() {
+    let (server, calls) = web(ServerConfig {
+        max_http_body: 64,
+        ..test_config()
+    });
+    let mut stream = connect(server.addr());
+    let head = request(
+        "POST /echo HTTP/1.1",
+        &[HOST, "Connection: close", "Transfer-Encoding: chunked"],
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // Chunks in pieces, a chunk extension, a trailer.
+    for piece in [
+        "5;ext=1\r\nhel",
+        "lo\r\n7\r\n, body!\r",
+        "\n0\r\nX-Trailer: 1\r\n\r\n",
+    ] {
+        stream.write_all(piece.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let response = read_response_to_eof(&mut stream);
+    assert_eq!(response.status, 201);
+    assert_eq!(response.body, b"hello, body!");
+    assert_eq!(
+        recv(&calls, "the on_http call"),
+        ("POST /echo".into(), b"hello, body!".to_vec())
+    );
+    let mut req = request("POST /echo HTTP/1.1", &[HOST, "Transfer-Encoding: chunked"]);
+    req.push_str(&format!("41\r\n{}\r\n0\r\n\r\n", "x".repeat(65)));
+    assert_eq!(http_exchange(server.addr(), req.as_bytes()).status, 413);
     server.finish();
 }
 
@@ -1374,6 +1415,39 @@ fn violation_without_answer_drops_at_the_close_deadline() {
         1002,
         "on_close reports the code sent"
     );
+    server.finish();
+}
+
+#[test]
+fn http_keeps_the_connection_for_the_next_request_pipelined_or_not() {
+    let (server, calls) = web(test_config());
+    let mut stream = connect(server.addr());
+    // Two requests in one write (pipelined), then a third that asks to close.
+    let mut two = request("GET /status?n=1 HTTP/1.1", &[HOST]);
+    two.push_str(&request("GET /status?n=2 HTTP/1.1", &[HOST]));
+    stream.write_all(two.as_bytes()).unwrap();
+    for n in ["1", "2"] {
+        let response = read_head(&mut stream);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("connection"), Some("keep-alive"));
+        let len: usize = response
+            .header("content-length")
+            .and_then(|l| l.parse().ok())
+            .expect("a length, so the connection can go on");
+        let mut body = vec![0; len];
+        read_exact_or_fail(&mut stream, &mut body, "the body of a kept-alive response");
+        assert_eq!(body, format!("up n={n}").as_bytes());
+        assert_eq!(
+            recv(&calls, "the on_http call").0,
+            format!("GET /status?n={n}")
+        );
+    }
+    stream
+        .write_all(request("GET /status?n=3 HTTP/1.1", &[HOST, "Connection: close"]).as_bytes())
+        .unwrap();
+    let response = read_response_to_eof(&mut stream);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(response.body, b"up n=3");
     server.finish();
 }
 

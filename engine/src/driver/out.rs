@@ -336,6 +336,16 @@ impl Backlog {
         self.drain_owed = true;
     }
 
+    /// Whether a drain is owed (whatever is queued).
+    pub fn owes_drain(&self) -> bool {
+        self.drain_owed
+    }
+
+    /// Settles the drain owed (the caller pays it).
+    pub fn settle_drain(&mut self) {
+        self.drain_owed = false;
+    }
+
     /// Sends refused since the last call.
     pub fn take_dropped(&mut self) -> u32 {
         std::mem::take(&mut self.dropped)

@@ -47,6 +47,10 @@ pub struct Upgrading {
     /// Extra response headers.
     pub headers: Vec<(String, String)>,
     pub peer: Option<SocketAddr>,
+    /// For a session of a SockJS service: the service's prefix and the transport that opens it
+    /// (`/websocket` under the prefix is a plain WebSocket, with no transport). `None` for a
+    /// WebSocket outside SockJS.
+    pub sockjs: Option<(String, Option<crate::sockjs::Transport>)>,
 }
 
 /// A refusal from the upgrade hook.

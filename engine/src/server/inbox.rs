@@ -77,6 +77,12 @@ pub(crate) enum Command {
     },
     /// A gate the session waited for opened: read it again.
     Resume { to: Tag },
+    /// A connection another worker handed over, with the bytes it had read (a SockJS request
+    /// for a session this worker owns).
+    Adopt {
+        stream: std::net::TcpStream,
+        head: Vec<u8>,
+    },
     /// Last words, then the close (see `Session::end_with`).
     End {
         to: Tag,
@@ -149,7 +155,7 @@ impl Inbox {
 
     /// Queues a command that must not be refused for want of room (closes, resumes: small,
     /// and what frees room in the end). Dropped only when the worker has stopped.
-    pub fn post_control(&self, command: Command) {
+    pub(crate) fn post_control(&self, command: Command) {
         let mut queue = self.lock();
         if queue.stopped {
             return;

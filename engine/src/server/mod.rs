@@ -118,6 +118,10 @@ pub struct ServerConfig {
     /// sessions whose messages posted to it (a publisher fanning out) stop being read until the
     /// loop has taken it. Default 64 MiB.
     pub max_inbox_bytes: usize,
+    /// SockJS services (see [`crate::sockjs`]): requests under each one's prefix speak the
+    /// SockJS protocol, and its sessions reach the handler like WebSocket ones (with
+    /// [`Upgrading::sockjs`] set). Default none.
+    pub sockjs: Vec<crate::sockjs::Service>,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +142,7 @@ impl Default for ServerConfig {
             pong_timeout: Duration::from_secs(10),
             idle_timeout: None,
             max_inbox_bytes: 64 << 20,
+            sockjs: Vec::new(),
         }
     }
 }
@@ -164,6 +169,8 @@ pub struct ServerStats {
     /// Times a session stopped being read because something it feeds was closed (a
     /// [`Gate`]: a full inbox, or the application's own).
     pub gate_pauses: u64,
+    /// Connections handed to the worker that owns their SockJS session.
+    pub handed_over: u64,
 }
 
 /// The atomics behind [`ServerStats`].
@@ -177,6 +184,7 @@ pub(crate) struct Counters {
     pub peak_queued: AtomicUsize,
     pub read_pauses: AtomicU64,
     pub gate_pauses: AtomicU64,
+    pub handed_over: AtomicU64,
 }
 
 impl Counters {
@@ -201,6 +209,7 @@ impl Counters {
             peak_queued: self.peak_queued.load(Ordering::Relaxed),
             read_pauses: self.read_pauses.load(Ordering::Relaxed),
             gate_pauses: self.gate_pauses.load(Ordering::Relaxed),
+            handed_over: self.handed_over.load(Ordering::Relaxed),
         }
     }
 }
@@ -211,6 +220,11 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     pub wakers: Mutex<Vec<Arc<mio::Waker>>>,
     pub counters: Counters,
+    /// Each worker's inbox, by worker index (for handing a connection to another worker).
+    pub inboxes: Mutex<Vec<Arc<inbox::Inbox>>>,
+    /// Which worker owns each live SockJS session (`prefix/session-id`): requests for it that
+    /// land elsewhere are handed over.
+    pub sockjs_owners: Mutex<std::collections::HashMap<Box<str>, usize>>,
 }
 
 /// Stops a running server from any thread: stop accepting, close every session with 1001,

@@ -22,6 +22,20 @@ pub use crate::driver::SendStatus;
 use crate::driver::{Message, Tag};
 use crate::error::SendError;
 use crate::frame::OpCode;
+use crate::sockjs::frame::Messages;
+
+/// What carries a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A WebSocket: messages are frames.
+    WebSocket,
+    /// A plain byte stream from a stream listener: payloads go as they are.
+    Stream,
+    /// A WebSocket carrying SockJS frames (`o`, `a[...]`, `h`, `c[...]`).
+    SockJsWebSocket,
+    /// A SockJS session over HTTP requests: messages wait for a receiving request.
+    SockJs,
+}
 
 /// The per-connection state that outlives callbacks.
 #[derive(Debug)]
@@ -34,8 +48,8 @@ pub(crate) struct SessionState<D> {
     /// failed the connection).
     /// Boxed: it is set once, at the end, and an open session should not carry its room.
     pub close: Option<Box<(u16, Box<str>)>>,
-    /// A plain byte stream (no WebSocket framing), from a stream listener.
-    pub stream: bool,
+    /// What carries the session, and so how its messages are framed.
+    pub kind: Kind,
     /// What handles post to it, made with the first handle.
     pub flow: OnceCell<Arc<Flow>>,
     pub data: D,
@@ -44,6 +58,8 @@ pub(crate) struct SessionState<D> {
 /// What every session of one worker shares.
 #[derive(Debug)]
 pub(crate) struct Env {
+    /// The worker's index.
+    pub index: usize,
     pub config: Arc<ServerConfig>,
     pub inbox: Arc<Inbox>,
     pub shared: Arc<Shared>,
@@ -55,21 +71,48 @@ impl Env {
     }
 }
 
-/// Where a session's bytes go: the loop's cork, then its socket.
+/// Where a session's bytes go: the loop's cork, then its socket; or, for a SockJS session
+/// over HTTP, its queue of messages for the next receiving request.
 pub(crate) struct Out<'a> {
     pub cork: &'a mut Cork,
-    pub stream: &'a mut TcpStream,
+    pub wire: Wire<'a>,
     pub env: &'a Env,
     pub tag: Tag,
+}
+
+/// A session's way out.
+pub(crate) enum Wire<'a> {
+    Socket(&'a mut TcpStream),
+    SockJs(&'a mut SockOut),
+}
+
+/// A SockJS session's messages waiting for a receiving request.
+#[derive(Debug, Default)]
+pub(crate) struct SockOut {
+    pub messages: Messages,
+    /// A receiving request is attached and keeping up: what is sent now goes out when the
+    /// callback ends.
+    pub receiving: bool,
 }
 
 impl Out<'_> {
     pub fn reborrow(&mut self) -> Out<'_> {
         Out {
             cork: self.cork,
-            stream: self.stream,
+            wire: match &mut self.wire {
+                Wire::Socket(s) => Wire::Socket(s),
+                Wire::SockJs(s) => Wire::SockJs(s),
+            },
             env: self.env,
             tag: self.tag,
+        }
+    }
+
+    /// The socket of a session that has one (every session but a SockJS one over HTTP).
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match &mut self.wire {
+            Wire::Socket(s) => s,
+            Wire::SockJs(_) => unreachable!("only sessions with a socket are read and flushed"),
         }
     }
 }
@@ -135,12 +178,17 @@ impl<D> Session<'_, D> {
         &mut self.state.data
     }
 
-    /// The negotiated sub-protocol.
     /// True for a plain byte stream from a stream listener (no WebSocket framing).
     pub fn is_stream(&self) -> bool {
-        self.state.stream
+        self.state.kind == Kind::Stream
     }
 
+    /// True for a SockJS session (over a WebSocket or HTTP): it carries text messages only.
+    pub fn is_sockjs(&self) -> bool {
+        matches!(self.state.kind, Kind::SockJs | Kind::SockJsWebSocket)
+    }
+
+    /// The negotiated sub-protocol.
     pub fn protocol(&self) -> Option<&str> {
         self.state.protocol.as_deref()
     }
@@ -149,7 +197,10 @@ impl<D> Session<'_, D> {
     /// this callback). Never more than `max_backpressure`, save for one message sent while
     /// nothing was queued.
     pub fn buffered_amount(&self) -> usize {
-        self.state.backlog.len() + self.out.cork.len()
+        match &self.out.wire {
+            Wire::Socket(_) => self.state.backlog.len() + self.out.cork.len(),
+            Wire::SockJs(sock) => sock.messages.len(),
+        }
     }
 
     /// A handle for sending to this session from any thread (see [`SessionHandle`]).
@@ -191,10 +242,20 @@ impl<D> Session<'_, D> {
         reason: &str,
     ) -> Result<(), SendError> {
         self.state.tx.check_data()?;
-        self.out.cork.discard_frames();
-        self.state.backlog.discard_unstarted();
+        self.discard_unsent();
         let _written_or_queued = self.send_unbounded(message)?;
         self.close(code, reason)
+    }
+
+    /// Drops what is queued and not started (see [`Session::end_with`]).
+    fn discard_unsent(&mut self) {
+        match &mut self.out.wire {
+            Wire::Socket(_) => {
+                self.out.cork.discard_frames();
+                self.state.backlog.discard_unstarted();
+            }
+            Wire::SockJs(sock) => sock.messages = Messages::default(),
+        }
     }
 
     fn send_capped(&mut self, message: Outgoing<'_>, cap: usize) -> Result<SendStatus, SendError> {
@@ -207,12 +268,47 @@ impl<D> Session<'_, D> {
             }
         };
         self.state.tx.check_data()?;
-        if self.state.stream {
-            return self.send_encoded(&[], payload, cap);
+        match self.state.kind {
+            Kind::Stream => self.send_encoded(&[], payload, cap),
+            Kind::WebSocket => {
+                let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
+                debug_assert!(mask.is_none(), "server frames are not masked");
+                self.send_encoded(&head[..n], payload, cap)
+            }
+            Kind::SockJsWebSocket | Kind::SockJs => {
+                if opcode != OpCode::Text {
+                    return Err(SendError::NotText);
+                }
+                let text = payload_text(&payload)?;
+                self.send_sockjs(&text, cap)
+            }
         }
-        let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
-        debug_assert!(mask.is_none(), "server frames are not masked");
-        self.send_encoded(&head[..n], payload, cap)
+    }
+
+    /// A SockJS message: a frame of its own on the WebSocket transport, or queued for the next
+    /// receiving request.
+    fn send_sockjs(&mut self, text: &str, cap: usize) -> Result<SendStatus, SendError> {
+        let backlog = &mut self.state.backlog;
+        let Wire::SockJs(sock) = &mut self.out.wire else {
+            let mut frame = Messages::default();
+            frame.push(text);
+            let frame = frame.take_frame();
+            let (head, n, _) = self.state.tx.header(OpCode::Text, true, frame.len());
+            return self.send_encoded(&head[..n], Payload::Copied(&frame), cap);
+        };
+        let waiting = sock.messages.len();
+        if waiting > 0 && waiting + text.len() > cap {
+            let status = backlog.refused();
+            self.overflow();
+            return Ok(status);
+        }
+        sock.messages.push(text);
+        Ok(if sock.receiving && waiting == 0 {
+            SendStatus::Written
+        } else {
+            backlog.owe_drain();
+            SendStatus::Queued
+        })
     }
 
     /// Sends a text message. `Ok` when it was written, queued or dropped at the cap: use
@@ -241,8 +337,7 @@ impl<D> Session<'_, D> {
         reason: &str,
     ) -> Result<(), SendError> {
         self.state.tx.check_data()?;
-        self.out.cork.discard_frames();
-        self.state.backlog.discard_unstarted();
+        self.discard_unsent();
         let _written_or_queued = self.send_prepared(head, payload, false)?;
         self.close(code, reason)
     }
@@ -255,12 +350,23 @@ impl<D> Session<'_, D> {
         payload: Payload<'_>,
         bounded: bool,
     ) -> Result<SendStatus, SendError> {
-        let head = if self.state.stream { &[][..] } else { head };
         let cap = match bounded {
             true => self.out.env.config.max_backpressure,
             false => usize::MAX,
         };
-        self.send_encoded(head, payload, cap)
+        match self.state.kind {
+            Kind::WebSocket => self.send_encoded(head, payload, cap),
+            Kind::Stream => self.send_encoded(&[], payload, cap),
+            Kind::SockJsWebSocket | Kind::SockJs => {
+                // A text frame's opcode is 1 in the low bits of the header's first byte.
+                if head.first().map(|b| b & 0x0f) != Some(1) {
+                    return Err(SendError::NotText);
+                }
+                self.state.tx.check_data()?;
+                let text = payload_text(&payload)?;
+                self.send_sockjs(&text, cap)
+            }
+        }
     }
 
     /// Sends a frame whose header is already encoded (a broadcast encodes it once for all).
@@ -271,14 +377,11 @@ impl<D> Session<'_, D> {
         cap: usize,
     ) -> Result<SendStatus, SendError> {
         self.state.tx.check_data()?;
-        let status = queue_frame(
-            self.out.cork,
-            self.out.stream,
-            &mut self.state.backlog,
-            cap,
-            head,
-            payload,
-        );
+        let Out { cork, wire, .. } = &mut self.out;
+        let Wire::Socket(stream) = wire else {
+            unreachable!("framed sends go to sessions with a socket")
+        };
+        let status = queue_frame(cork, stream, &mut self.state.backlog, cap, head, payload);
         match status {
             SendStatus::Dropped => self.overflow(),
             _ => self
@@ -307,26 +410,44 @@ impl<D> Session<'_, D> {
 
     /// Sends a ping (not subject to the cap: control frames are at most 127 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        if self.state.stream {
-            return Ok(()); // nothing to ping with on a plain stream
+        match self.state.kind {
+            Kind::WebSocket | Kind::SockJsWebSocket => self.state.tx.ping(payload, self.out.cork),
+            // Nothing to ping with on a plain stream; SockJS has heart-beats of its own.
+            Kind::Stream | Kind::SockJs => Ok(()),
         }
-        self.state.tx.ping(payload, self.out.cork)
     }
 
     /// Starts the close handshake; the connection ends when the peer answers (or at the close
-    /// deadline).
+    /// deadline). A SockJS session sends its client `c[code,"reason"]` first.
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
-        if self.state.stream {
-            if self.state.tx.is_close_sent() {
-                return Err(SendError::Closed);
+        match self.state.kind {
+            Kind::WebSocket => self.state.tx.close(code, reason, self.out.cork),
+            Kind::SockJsWebSocket => {
+                if self.state.tx.is_close_sent() {
+                    return Err(SendError::Closed);
+                }
+                let frame = crate::sockjs::frame::close(code, reason);
+                let (head, n, _) = self.state.tx.header(OpCode::Text, true, frame.len());
+                crate::connection::Sink::frame(self.out.cork, &head[..n], &frame, None);
+                // The WebSocket close carries the application's code when it may.
+                let ws_code = if crate::close::is_valid_code(code) {
+                    code
+                } else {
+                    1000
+                };
+                self.state.tx.close(ws_code, reason, self.out.cork)
             }
-            self.state.tx.mark_closed();
-            self.state
-                .close
-                .get_or_insert_with(|| Box::new((code, reason.into())));
-            return Ok(());
+            Kind::Stream | Kind::SockJs => {
+                if self.state.tx.is_close_sent() {
+                    return Err(SendError::Closed);
+                }
+                self.state.tx.mark_closed();
+                self.state
+                    .close
+                    .get_or_insert_with(|| Box::new((code, reason.into())));
+                Ok(())
+            }
         }
-        self.state.tx.close(code, reason, self.out.cork)
     }
 
     pub fn is_closing(&self) -> bool {
@@ -342,4 +463,14 @@ impl<D> Session<'_, D> {
         self.buffered_amount() > self.out.env.config.max_backpressure / 2
             || super::gate::passed_closed()
     }
+}
+
+/// The text of a SockJS message (which carries strings only).
+fn payload_text(payload: &Payload<'_>) -> Result<String, SendError> {
+    let bytes = match payload {
+        Payload::Copied(p) => p.to_vec(),
+        Payload::Shared(p) => p.to_vec(),
+        Payload::Parts(a, b) => [*a, &b[..]].concat(),
+    };
+    String::from_utf8(bytes).map_err(|_| SendError::NotText)
 }

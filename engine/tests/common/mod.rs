@@ -288,10 +288,26 @@ pub fn read_response_to_eof(stream: &mut TcpStream) -> Response {
     response
 }
 
-/// Sends `request` and reads the whole response up to EOF.
+/// Sends `request` (with `Connection: close` added when it names no `Connection`: HTTP/1.1
+/// keeps connections alive otherwise) and reads the whole response up to EOF.
 pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> Response {
     let mut stream = connect(addr);
-    stream.write_all(request).expect("send request");
+    let head_end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(request.len());
+    let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+    let line_end = request.windows(2).position(|w| w == b"\r\n");
+    let request = match line_end {
+        Some(at) if !head.contains("\r\nconnection:") => {
+            let mut with = request[..at].to_vec();
+            with.extend_from_slice(b"\r\nConnection: close");
+            with.extend_from_slice(&request[at..]);
+            with
+        }
+        _ => request.to_vec(),
+    };
+    stream.write_all(&request).expect("send request");
     read_response_to_eof(&mut stream)
 }
 

@@ -1,5 +1,6 @@
 //! Applying what other threads posted to the loop's inbox.
 
+use super::sockjs::SOCKJS_KEY;
 use super::{open_parts, Loop};
 use crate::driver::out::Payload;
 use crate::driver::Tag;
@@ -19,6 +20,18 @@ impl<D> Loop<D> {
             self.commands = commands;
             return;
         }
+        if commands.iter().any(|c| matches!(c, Command::Adopt { .. })) {
+            // Connections handed over by other workers are taken in first (rare).
+            let (adopted, rest) = std::mem::take(&mut commands)
+                .into_iter()
+                .partition::<Vec<_>, _>(|c| matches!(c, Command::Adopt { .. }));
+            commands = rest;
+            for command in adopted {
+                if let Command::Adopt { stream, head } = command {
+                    self.adopt(stream, head);
+                }
+            }
+        }
         let mut order = std::mem::take(&mut self.command_order);
         for (index, command) in commands.iter().enumerate() {
             match command {
@@ -27,6 +40,7 @@ impl<D> Loop<D> {
                 | Command::Resume { to }
                 | Command::End { to, .. } => order.push((*to, index)),
                 Command::Broadcast { to, .. } => order.extend(to.iter().map(|t| (*t, index))),
+                Command::Adopt { .. } => {}
             }
         }
         order.sort_by_key(|(tag, _)| tag.key);
@@ -69,6 +83,7 @@ impl<D> Loop<D> {
                     });
                 }
                 Command::Resume { .. } => self.resume_gate(to),
+                Command::Adopt { .. } => {}
                 Command::End {
                     head,
                     payload,
@@ -83,8 +98,8 @@ impl<D> Loop<D> {
                 }
             }
         }
-        if let Some(key) = current {
-            self.settle(handler, key);
+        if let Some(tag) = current {
+            self.settle_tag(handler, tag);
         }
         order.clear();
         self.command_order = order;
@@ -97,17 +112,24 @@ impl<D> Loop<D> {
     fn deliver<H: Handler<Data = D>>(
         &mut self,
         handler: &mut H,
-        current: &mut Option<usize>,
+        current: &mut Option<Tag>,
         to: Tag,
         act: impl FnOnce(&mut Session<'_, D>),
     ) {
-        if !self.is_open(to) {
+        let sockjs = to.key & SOCKJS_KEY != 0;
+        if !sockjs && !self.is_open(to) {
             return;
         }
-        if *current != Some(to.key) {
-            if let Some(previous) = current.replace(to.key) {
-                self.settle(handler, previous);
+        if *current != Some(to) {
+            if let Some(previous) = current.replace(to) {
+                self.settle_tag(handler, previous);
             }
+        }
+        if sockjs {
+            if let Some(mut session) = self.sock_session(to) {
+                act(&mut session);
+            }
+            return;
         }
         if let Some((open, out)) =
             open_parts(&mut self.conns[to.key], to.key, &mut self.cork, &self.env)
@@ -116,6 +138,15 @@ impl<D> Loop<D> {
                 state: &mut open.state,
                 out,
             });
+        }
+    }
+
+    /// Flushes a connection's or a SockJS session's output after commands.
+    fn settle_tag<H: Handler<Data = D>>(&mut self, handler: &mut H, tag: Tag) {
+        if tag.key & SOCKJS_KEY != 0 {
+            self.sock_settle(handler, tag);
+        } else if self.conns.get(tag.key).is_some_and(|c| c.gen == tag.gen) {
+            self.settle(handler, tag.key);
         }
     }
 }

@@ -2,25 +2,38 @@
 
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{open_parts, Loop, Next, Phase};
 use crate::close::code;
 use crate::driver::Tag;
 use crate::server::handler::{Handler, SessionError};
-use crate::server::session::{Out, Session};
+use crate::server::session::{Out, Session, Wire};
 use crate::server::Counters;
 
 impl<D> Loop<D> {
     pub(super) fn expire<H: Handler<Data = D>>(&mut self, handler: &mut H) {
         let now = self.now;
+        let limit = self.env.config.handshake_timeout;
         while let Some(tag) = self.timers.handshakes.pop_expired(now) {
-            if let Some(conn) = self.conns.get(tag.key) {
-                if conn.gen == tag.gen && matches!(conn.phase, Phase::Handshake { .. }) {
-                    info!(peer = %conn.peer(), "handshake timed out");
-                    self.remove(tag.key);
-                }
+            let Some(conn) = self.conns.get(tag.key).filter(|c| c.gen == tag.gen) else {
+                continue;
+            };
+            let Phase::Handshake { since, head } = &conn.phase else {
+                continue;
+            };
+            // A kept-alive connection started waiting later than this deadline was armed.
+            let waited = self.clock.since(*since, now);
+            if waited < limit {
+                self.timers.handshakes.arm_at(now + (limit - waited), tag);
+                continue;
             }
+            if head.is_empty() && *since != 0 {
+                debug!(peer = %conn.peer(), "idle connection closed");
+            } else {
+                info!(peer = %conn.peer(), "handshake timed out");
+            }
+            self.remove(tag.key);
         }
         while let Some(tag) = self.timers.closes.pop_expired(now) {
             self.close_due(handler, tag);
@@ -35,6 +48,7 @@ impl<D> Loop<D> {
         while let Some(tag) = self.timers.idles.pop_expired(now) {
             self.idle_due(handler, tag);
         }
+        self.sockjs_expire(handler);
     }
 
     /// The peer did not answer our close (or did not hang up after an HTTP response).
@@ -53,7 +67,7 @@ impl<D> Loop<D> {
                 }
             }
             Phase::Linger { .. } => self.remove(tag.key),
-            Phase::Handshake { .. } => {}
+            Phase::Handshake { .. } | Phase::Receiving(_) => {}
         }
     }
 
@@ -103,14 +117,16 @@ impl<D> Loop<D> {
         if !open.awaiting_pong || open.state.tx.is_close_sent() || open.paused_gate {
             return;
         }
-        let Out { cork, stream, .. } = out;
+        let Out { cork, wire, .. } = out;
         if open
             .state
             .tx
             .close(code::INTERNAL_ERROR, "no pong", cork)
             .is_ok()
         {
-            let _ = cork.flush_into(stream, &mut open.state.backlog);
+            if let Wire::Socket(stream) = wire {
+                let _ = cork.flush_into(stream, &mut open.state.backlog);
+            }
         }
         info!(peer = %self.conns[tag.key].peer(), "no pong: dropping the connection");
         Counters::bump(&self.counters().pong_timeouts);

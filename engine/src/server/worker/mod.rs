@@ -32,11 +32,12 @@ use tracing::{debug, info, warn};
 mod commands;
 mod deadlines;
 mod shutdown;
+mod sockjs;
 
 use super::gate;
 use super::handler::{Handler, Message, SessionError, Upgrading};
 use super::inbox::{Command, Inbox};
-use super::session::{Env, Out, Session, SessionState};
+use super::session::{Env, Kind, Out, Session, SessionState, Wire};
 use super::{Counters, ServerConfig, Shared};
 use crate::close::code;
 use crate::connection::{Event, Failure, Read, Receiver, Role, Sender};
@@ -83,9 +84,14 @@ impl<D> Open<D> {
 // Most connections are `Open`; boxing it would add an allocation each without saving memory.
 #[allow(clippy::large_enum_variant)]
 enum Phase<D> {
+    /// Reading a request head (and body): the first of a connection, or the next on a
+    /// kept-alive one (`since`: clock tick it started waiting, for the timeout).
     Handshake {
         head: Vec<u8>,
+        since: u32,
     },
+    /// A SockJS receiving request: its response stays open for its session's frames.
+    Receiving(Box<sockjs::Receiving>),
     Open(Open<D>),
     /// A response was written; wait for the peer to hang up after reading it.
     Linger {
@@ -133,7 +139,7 @@ fn open_parts<'a, D>(
     let tag = Tag { key, gen: conn.gen };
     let out = Out {
         cork,
-        stream: &mut conn.stream,
+        wire: Wire::Socket(&mut conn.stream),
         env,
         tag,
     };
@@ -152,7 +158,11 @@ impl<H: Handler> Drains for Draining<'_, H> {
         let backlog = &mut self.open.state.backlog;
         let queued = backlog.len();
         let before = queued + self.out.cork.len();
-        self.out.cork.flush_into(self.out.stream, backlog)?;
+        let Out { cork, wire, .. } = &mut self.out;
+        let Wire::Socket(stream) = wire else {
+            return Ok(());
+        };
+        cork.flush_into(stream, backlog)?;
         if queued > 0 && backlog.len() < before {
             // The socket took bytes it had refused: the peer's TCP acknowledges, so the peer
             // is alive, whatever an automatic ping awaits.
@@ -182,6 +192,8 @@ impl<H: Handler> Drains for Draining<'_, H> {
 enum Next {
     Keep,
     Drop,
+    /// Handed to another worker: its slot is already free here.
+    Handed,
 }
 
 pub(crate) struct Worker {
@@ -232,6 +244,10 @@ impl Timers {
 /// The loop's state, split from the handler so both can be borrowed at once.
 struct Loop<D> {
     conns: Slab<Conn<D>>,
+    /// SockJS services and their sessions.
+    sockjs: sockjs::SockJs<D>,
+    /// To register connections handed over by other workers.
+    registry: mio::Registry,
     buf: Box<[u8]>,
     cork: Cork,
     env: Env,
@@ -276,6 +292,13 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(waker);
+        {
+            let mut inboxes = shared.inboxes.lock().unwrap_or_else(|e| e.into_inner());
+            if inboxes.len() <= index {
+                inboxes.resize(index + 1, inbox.clone());
+            }
+            inboxes[index] = inbox.clone();
+        }
         Ok(Worker {
             index,
             poll,
@@ -292,9 +315,12 @@ impl Worker {
         let now = Instant::now();
         let mut lp = Loop::<H::Data> {
             conns: Slab::new(),
+            sockjs: sockjs::SockJs::new(&self.config.sockjs),
+            registry: self.poll.registry().try_clone()?,
             buf: vec![0; self.config.read_buffer_size.max(4096)].into_boxed_slice(),
             cork: Cork::default(),
             env: Env {
+                index: self.index,
                 config: self.config.clone(),
                 inbox: self.inbox.clone(),
                 shared: self.shared.clone(),
@@ -431,7 +457,7 @@ impl Worker {
                         backlog: Backlog::default(),
                         protocol: None,
                         close: None,
-                        stream: true,
+                        kind: Kind::Stream,
                         flow: OnceCell::new(),
                         data,
                     },
@@ -456,7 +482,10 @@ impl Worker {
             entry.insert(Conn {
                 stream,
                 gen,
-                phase: Phase::Handshake { head: Vec::new() },
+                phase: Phase::Handshake {
+                    head: Vec::new(),
+                    since: lp.clock.tick(lp.now),
+                },
             });
             lp.timers.handshakes.arm(lp.now, Tag { key, gen });
         }
@@ -504,7 +533,10 @@ impl<D> Loop<D> {
         if !self.pending.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [self.timers.next(), stop_at].into_iter().flatten().min()?;
+        let next = [self.timers.next(), self.sockjs.next_deadline(), stop_at]
+            .into_iter()
+            .flatten()
+            .min()?;
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
@@ -525,6 +557,7 @@ impl<D> Loop<D> {
             Phase::Handshake { .. } => Next::Keep,
             Phase::Open(_) => self.serve_open(handler, key, readable, hup),
             Phase::Linger { .. } => self.serve_linger(key),
+            Phase::Receiving(_) => self.serve_receiving(handler, key, readable),
         };
         if let Next::Drop = next {
             self.remove(key);
@@ -557,9 +590,10 @@ impl<D> Loop<D> {
 
     fn read_handshake<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize) -> Next {
         let conn = &mut self.conns[key];
-        let Phase::Handshake { head } = &mut conn.phase else {
+        let Phase::Handshake { head, since } = &mut conn.phase else {
             return Next::Keep;
         };
+        let since = *since;
         let cap = self.env.config.handshake.max_head_size + self.env.config.max_http_body;
         let eof = match Self::read_into(&mut conn.stream, &mut self.buf, head, cap) {
             Ok(eof) => eof,
@@ -569,6 +603,9 @@ impl<D> Loop<D> {
             }
         };
         let head = std::mem::take(head);
+        if head.is_empty() && eof {
+            return Next::Drop; // a kept-alive connection closed between requests
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let (req, n) =
             match handshake::parse_request(&head, &mut headers, &self.env.config.handshake) {
@@ -578,7 +615,7 @@ impl<D> Loop<D> {
                     return Next::Drop;
                 }
                 Ok(Status::Partial) => {
-                    conn.phase = Phase::Handshake { head };
+                    conn.phase = Phase::Handshake { head, since };
                     return Next::Keep;
                 }
                 Err(e) => {
@@ -588,10 +625,79 @@ impl<D> Loop<D> {
                     return self.respond(key, &out);
                 }
             };
-        if req.is_websocket() {
+        let route = self.sockjs.route(req.path());
+        if req.is_websocket() && route.is_none() {
             return self.upgrade(handler, key, &req, &head[n..]);
         }
-        self.http(handler, key, &req, &head, n)
+        // A request with a body: complete first (and within the limits).
+        let (body, used) = match self.request_body(key, &req, &head, n, since) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Next::Keep,
+            Err(next) => return next,
+        };
+        let body = &body[..];
+        let rest = &head[n + used..];
+        // A peer that half-closed gets its answer, and then the connection ends.
+        let keep_alive = req.keeps_alive() && !eof;
+        match route {
+            Some((service, route)) => self.sockjs_request(
+                handler, key, service, route, &req, &head, body, rest, keep_alive,
+            ),
+            None => self.http(handler, key, &req, body, rest, keep_alive),
+        }
+    }
+
+    /// A request's body once all of it is in `head` (`Ok(None)` while it is still arriving),
+    /// with the bytes it took after the head; `Err` with what to do when it is refused. Bodies
+    /// come with a `Content-Length` or chunked, up to `max_http_body`.
+    fn request_body(
+        &mut self,
+        key: usize,
+        req: &Request<'_, '_>,
+        head: &[u8],
+        n: usize,
+        since: u32,
+    ) -> Result<Option<(Vec<u8>, usize)>, Next> {
+        let peer = self.conns[key].peer();
+        let max = self.env.config.max_http_body;
+        let mut out = Vec::new();
+        let body = if req.has_token("transfer-encoding", "chunked") {
+            handshake::decode_chunked(&head[n..], max)
+        } else if req.header("transfer-encoding").is_some() {
+            Err(handshake::HandshakeError::Malformed(
+                "unsupported Transfer-Encoding",
+            ))
+        } else {
+            match req.content_length() {
+                Ok(length) => {
+                    let length = length.unwrap_or(0);
+                    if length > max {
+                        Err(handshake::HandshakeError::BodyTooLarge)
+                    } else if head.len() - n < length {
+                        Ok(None)
+                    } else {
+                        Ok(Some((head[n..n + length].to_vec(), length)))
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match body {
+            Ok(Some(body)) => Ok(Some(body)),
+            Ok(None) => {
+                // Wait for the rest of the body (the head is parsed again then; it is small).
+                self.conns[key].phase = Phase::Handshake {
+                    head: head.to_vec(),
+                    since,
+                };
+                Ok(None)
+            }
+            Err(e) => {
+                info!(%peer, error = %e, "request body refused");
+                handshake::write_rejection(&mut out, &e);
+                Err(self.respond(key, &out))
+            }
+        }
     }
 
     fn upgrade<H: Handler<Data = D>>(
@@ -600,6 +706,19 @@ impl<D> Loop<D> {
         key: usize,
         req: &Request<'_, '_>,
         rest: &[u8],
+    ) -> Next {
+        self.upgrade_as(handler, key, req, rest, None, Kind::WebSocket)
+    }
+
+    /// Opens a WebSocket session of `kind` (a SockJS one sends its open frame first).
+    fn upgrade_as<H: Handler<Data = D>>(
+        &mut self,
+        handler: &mut H,
+        key: usize,
+        req: &Request<'_, '_>,
+        rest: &[u8],
+        sockjs: Option<(String, Option<crate::sockjs::Transport>)>,
+        kind: Kind,
     ) -> Next {
         let peer = self.conns[key].peer();
         let mut out = Vec::new();
@@ -619,6 +738,7 @@ impl<D> Loop<D> {
             .map(String::from),
             headers: Vec::new(),
             peer: peer.0,
+            sockjs,
         };
         let data = match handler.on_upgrade(req, &mut upgrading) {
             Ok(data) => data,
@@ -651,7 +771,7 @@ impl<D> Loop<D> {
                 backlog: Backlog::default(),
                 protocol: upgrading.protocol.map(String::into_boxed_str),
                 close: None,
-                stream: false,
+                kind,
                 flow: OnceCell::new(),
                 data,
             },
@@ -674,6 +794,10 @@ impl<D> Loop<D> {
         else {
             unreachable!("just opened")
         };
+        if kind == Kind::SockJsWebSocket {
+            let (head, n, _) = open.state.tx.header(crate::frame::OpCode::Text, true, 1);
+            crate::connection::Sink::frame(out.cork, &head[..n], crate::sockjs::frame::OPEN, None);
+        }
         handler.on_open(&mut Session {
             state: &mut open.state,
             out: out.reborrow(),
@@ -687,53 +811,79 @@ impl<D> Loop<D> {
         self.after_open_io(handler, key, None, false)
     }
 
+    /// A plain HTTP request, complete with its `body`: the handler answers; the connection is
+    /// kept for the next request when the client wants it.
     fn http<H: Handler<Data = D>>(
         &mut self,
         handler: &mut H,
         key: usize,
         req: &Request<'_, '_>,
-        head: &[u8],
-        n: usize,
+        body: &[u8],
+        rest: &[u8],
+        keep_alive: bool,
     ) -> Next {
         let peer = self.conns[key].peer();
-        let mut out = Vec::new();
-        if req.header("transfer-encoding").is_some() {
-            handshake::write_response(
-                &mut out,
-                501,
-                &[],
-                b"chunked request bodies are not supported\n",
-            );
-            return self.respond(key, &out);
-        }
-        let length = match req.content_length() {
-            Ok(length) => length.unwrap_or(0),
-            Err(e) => {
-                handshake::write_rejection(&mut out, &e);
-                return self.respond(key, &out);
-            }
-        };
-        if length > self.env.config.max_http_body {
-            info!(%peer, length, "request body too large");
-            handshake::write_response(&mut out, 413, &[], b"request body too large\n");
-            return self.respond(key, &out);
-        }
-        if head.len() - n < length {
-            // Wait for the rest of the body (the head is parsed again then; it is small).
-            self.conns[key].phase = Phase::Handshake {
-                head: head.to_vec(),
-            };
-            return Next::Keep;
-        }
-        let response = handler.on_http(req, &head[n..n + length]);
+        let response = handler.on_http(req, body);
         let headers: Vec<(&str, &str)> = response
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        handshake::write_response(&mut out, response.status, &headers, &response.body);
+        let mut out = Vec::new();
+        handshake::write_response_with(
+            &mut out,
+            response.status,
+            &headers,
+            &response.body,
+            keep_alive,
+        );
         debug!(%peer, method = req.method, target = req.target, status = response.status, "http");
-        self.respond(key, &out)
+        self.answer(key, &out, keep_alive, rest)
+    }
+
+    /// Writes a whole response; the connection then waits for its next request (`rest` is
+    /// what already came of it) if `keep_alive` and the socket took everything, else lingers
+    /// until the peer hangs up.
+    fn answer(&mut self, key: usize, bytes: &[u8], keep_alive: bool, rest: &[u8]) -> Next {
+        if !keep_alive {
+            return self.respond(key, bytes);
+        }
+        let conn = &mut self.conns[key];
+        let mut backlog = Backlog::default();
+        self.cork.extend(bytes);
+        if self
+            .cork
+            .flush_into(&mut conn.stream, &mut backlog)
+            .is_err()
+        {
+            return Next::Drop;
+        }
+        if !backlog.is_empty() {
+            conn.phase = Phase::Linger {
+                backlog,
+                shut: false,
+            };
+            self.timers.closes.arm(self.now, Tag { key, gen: conn.gen });
+            return self.serve_linger(key);
+        }
+        self.keep_alive(key, rest.to_vec());
+        Next::Keep
+    }
+
+    /// The connection waits for its next request, `head` holding what already came of it.
+    fn keep_alive(&mut self, key: usize, head: Vec<u8>) {
+        let conn = &mut self.conns[key];
+        let pipelined = !head.is_empty();
+        conn.phase = Phase::Handshake {
+            head,
+            since: self.clock.tick(self.now),
+        };
+        self.timers
+            .handshakes
+            .arm(self.now, Tag { key, gen: conn.gen });
+        if pipelined {
+            self.pending.push(key);
+        }
     }
 
     /// Writes a final HTTP response and lingers until the peer hangs up.
@@ -817,7 +967,7 @@ impl<D> Loop<D> {
                     ));
                     break;
                 }
-                let drained = match out.stream.read(&mut self.buf[carry..]) {
+                let drained = match out.socket().read(&mut self.buf[carry..]) {
                     Ok(0) => {
                         eof = true;
                         break;
@@ -880,7 +1030,7 @@ impl<D> Loop<D> {
     ) {
         // Gates passed by other work (commands, timers) must not pause this session.
         gate::forget();
-        if !open.state.stream {
+        if open.state.kind != Kind::Stream {
             return Self::dispatch(handler, open, out, buf, len);
         }
         let used = if open.state.tx.is_close_sent() {
@@ -948,6 +1098,12 @@ impl<D> Loop<D> {
                         out: out.reborrow(),
                     };
                     match event {
+                        Event::Text(text) if session.state.kind == Kind::SockJsWebSocket => {
+                            Self::sockjs_messages(handler, &mut session, text)
+                        }
+                        Event::Binary(_) if session.state.kind == Kind::SockJsWebSocket => {
+                            let _ = session.close(1002, "SockJS carries text messages only");
+                        }
                         Event::Text(text) => handler.on_message(&mut session, Message::Text(text)),
                         Event::Binary(bytes) => {
                             handler.on_message(&mut session, Message::Binary(bytes))
@@ -984,6 +1140,30 @@ impl<D> Loop<D> {
         }
     }
 
+    /// A text message on a SockJS WebSocket: a JSON array of messages (or one string), each
+    /// handed to the handler; an empty one is ignored, a broken one ends the session.
+    fn sockjs_messages<H: Handler<Data = D>>(
+        handler: &mut H,
+        session: &mut Session<'_, D>,
+        text: &str,
+    ) {
+        match crate::sockjs::json::parse_messages(text.as_bytes(), true) {
+            Ok(messages) => {
+                for m in &messages {
+                    if session.is_closing() {
+                        break;
+                    }
+                    handler.on_message(session, Message::Text(m));
+                }
+            }
+            Err(crate::sockjs::json::PayloadError::Empty) => {}
+            Err(e) => {
+                info!(error = %e, "closing SockJS websocket: broken payload");
+                let _ = session.close(1002, &e.to_string());
+            }
+        }
+    }
+
     /// Flushes, then decides whether the session is over.
     fn after_open_io<H: Handler<Data = D>>(
         &mut self,
@@ -1002,14 +1182,14 @@ impl<D> Loop<D> {
             return self.end(handler, key, Some(SessionError::Io(e)));
         }
         // A stream has no close handshake: once our side is closing and written, it is over.
-        let closed_both =
-            (open.state.stream || open.rx.is_closed()) && open.state.tx.is_close_sent();
+        let closed_both = (open.state.kind == Kind::Stream || open.rx.is_closed())
+            && open.state.tx.is_close_sent();
         if closed_both && open.state.backlog.is_empty() {
             // Close handshake complete and our close is written: the server drops TCP first.
             return self.end(handler, key, None);
         }
         if eof {
-            let ended = open.rx.is_closed() || open.state.stream;
+            let ended = open.rx.is_closed() || open.state.kind == Kind::Stream;
             let error = (!ended).then_some(SessionError::Dropped);
             return self.end(handler, key, error);
         }

@@ -15,10 +15,15 @@ impl<D> Loop<D> {
         handler: &mut H,
         deadline: Instant,
     ) {
+        // SockJS sessions first: their close frames end the receiving requests.
+        self.sockjs_shutdown(handler);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let gen = self.conns[key].gen;
-            let handshake = matches!(self.conns[key].phase, Phase::Handshake { .. });
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            let gen = conn.gen;
+            let handshake = matches!(conn.phase, Phase::Handshake { .. } | Phase::Receiving(_));
             match open_parts(&mut self.conns[key], key, &mut self.cork, &self.env) {
                 Some((open, out)) => {
                     let mut session = Session {
@@ -40,6 +45,7 @@ impl<D> Loop<D> {
 
     /// At the end of a shutdown: whatever is left is dropped.
     pub(super) fn abort_all<H: Handler<Data = D>>(&mut self, handler: &mut H) {
+        self.sockjs_shutdown(handler);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Phase::Open(_) = self.conns[key].phase {
