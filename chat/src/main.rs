@@ -233,6 +233,8 @@ fn run(args: Args) -> Result<(), String> {
     config.limits.max_message_size = max_message + (64 << 10);
     config.limits.max_frame_size = config.limits.max_message_size;
     config.handshake.protocols = SUB_PROTOCOLS.iter().map(|p| p.to_string()).collect();
+    // STOMP over SockJS beside /ws, for browsers whose WebSocket upgrade is blocked.
+    config.sockjs.push(sockeye::sockjs::Service::new("/sockjs"));
     config.handshake.allowed_origins = if origins.trim() == "*" {
         Origins::Any
     } else {
@@ -291,6 +293,7 @@ fn run(args: Args) -> Result<(), String> {
         "sockeye-chat: STOMP over WebSocket at ws://{http_addr}/ws (sub-protocols {})",
         SUB_PROTOCOLS.join(", ")
     );
+    println!("sockeye-chat: STOMP over SockJS at http://{http_addr}/sockjs (fallback transports)");
     if let Some(addr) = tcp_addr {
         println!("sockeye-chat: STOMP over TCP at {addr}");
     }

@@ -31,6 +31,18 @@ pub enum Origins {
     List(Vec<String>),
 }
 
+impl Origins {
+    /// Whether a request with this `Origin` (if any) is allowed.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (Origins::List(allowed), Some(origin)) => {
+                allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+            }
+            _ => true,
+        }
+    }
+}
+
 /// Handshake settings, each default with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeConfig {
@@ -336,10 +348,8 @@ pub fn validate_upgrade<'b>(
     let origin = req
         .header("origin")
         .map(|o| std::str::from_utf8(o).unwrap_or(""));
-    if let (Origins::List(allowed), Some(origin)) = (&config.allowed_origins, origin) {
-        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-            return Err(HandshakeError::OriginNotAllowed);
-        }
+    if !config.allowed_origins.allows(origin) {
+        return Err(HandshakeError::OriginNotAllowed);
     }
     Ok(Upgrade { key, origin })
 }

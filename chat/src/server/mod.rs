@@ -107,6 +107,9 @@ pub struct StompConfig {
     pub limits: Limits,
     /// The path STOMP over WebSocket is served on.
     pub ws_path: String,
+    /// The prefix STOMP over SockJS is served under (`None` for none): the same sessions over
+    /// HTTP streaming and polling, for clients whose WebSocket upgrade is blocked.
+    pub sockjs_path: Option<String>,
     /// What happens to a session that does not read as fast as it is sent to (see [`slow`]).
     pub slow_consumer: SlowConsumer,
 }
@@ -117,6 +120,7 @@ impl Default for StompConfig {
             broker: BrokerConfig::default(),
             limits: Limits::default(),
             ws_path: "/ws".into(),
+            sockjs_path: Some("/sockjs".into()),
             slow_consumer: SlowConsumer::default(),
         }
     }
@@ -445,10 +449,16 @@ impl<D> CurrentSession for Session<'_, D> {
             Some(tail) => Outgoing::Parts(kind, &frame.head, tail.clone()),
             None => Outgoing::Shared(kind, frame.head.clone()),
         };
-        let _ = match frame.bounded {
+        let sent = match frame.bounded {
             true => self.send(outgoing),
             false => self.send_unbounded(outgoing),
         };
+        if let Err(sockeye::SendError::NotText) = sent {
+            tracing::warn!(
+                session = self.id(),
+                "a frame with a binary body to a SockJS session (text only) is not sent"
+            );
+        }
     }
 
     fn close_with(&mut self, code: u16, reason: &str) {
@@ -477,6 +487,9 @@ impl StompServer {
         app: Box<dyn Application>,
     ) -> std::io::Result<StompServer> {
         config.handshake.protocols = SUB_PROTOCOLS.iter().map(|p| p.to_string()).collect();
+        if let Some(prefix) = &stomp.sockjs_path {
+            config.sockjs.push(sockeye::sockjs::Service::new(prefix));
+        }
         let hub = Hub::new(stomp, app);
         let mut server = sockeye::server::Server::bind(ws, config)?;
         let ws_addr = server.local_addr();
@@ -563,8 +576,12 @@ impl Handler for StompHandler {
     fn on_upgrade(
         &mut self,
         req: &Request<'_, '_>,
-        _upgrading: &mut Upgrading,
+        upgrading: &mut Upgrading,
     ) -> Result<Link, Rejection> {
+        // The engine routes only the SockJS service's own URLs here.
+        if upgrading.sockjs.is_some() {
+            return Ok(Link::new());
+        }
         if req.path() != self.hub.ws_path {
             return Err(Rejection::new(
                 404,

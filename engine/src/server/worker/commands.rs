@@ -1,9 +1,12 @@
 //! Applying what other threads posted to the loop's inbox.
 
+use tracing::warn;
+
 use super::sockjs::SOCKJS_KEY;
 use super::{open_parts, Loop};
 use crate::driver::out::Payload;
 use crate::driver::Tag;
+use crate::error::SendError;
 use crate::server::handler::Handler;
 use crate::server::inbox::Command;
 use crate::server::session::Session;
@@ -62,7 +65,14 @@ impl<D> Loop<D> {
                         } else {
                             Payload::Parts(prefix, payload.clone())
                         };
-                        let _ = s.send_prepared(head.as_slice(), payload, *bounded);
+                        if let Err(SendError::NotText) =
+                            s.send_prepared(head.as_slice(), payload, *bounded)
+                        {
+                            warn!(
+                                session = s.id(),
+                                "a binary message to a SockJS session (text only) is not sent"
+                            );
+                        }
                         if let (true, Some(flow)) = (*counted, s.state.flow.get()) {
                             flow.taken(len);
                         }

@@ -389,6 +389,14 @@ impl<D> Loop<D> {
             }
         }
         let svc = self.sockjs.services[service].clone();
+        let origin = req
+            .header("origin")
+            .map(|o| std::str::from_utf8(o).unwrap_or(""));
+        if !self.env.config.handshake.allowed_origins.allows(origin) {
+            info!(peer = %self.conns[key].peer(), origin = origin.unwrap_or(""), "SockJS request refused: origin not allowed");
+            let answer = Answer::text(403, "origin not allowed\n");
+            return self.answer(key, &answer.write(keep_alive), keep_alive, rest);
+        }
         let mut headers = cors(req);
         headers.extend(cookie(&svc, req));
         if !transport.is_receiving() {
