@@ -171,6 +171,8 @@ pub struct ServerStats {
     pub gate_pauses: u64,
     /// Connections handed to the worker that owns their SockJS session.
     pub handed_over: u64,
+    /// SockJS sessions over HTTP alive now (closed ones included until they are forgotten).
+    pub sockjs_sessions: usize,
 }
 
 /// The atomics behind [`ServerStats`].
@@ -185,6 +187,7 @@ pub(crate) struct Counters {
     pub read_pauses: AtomicU64,
     pub gate_pauses: AtomicU64,
     pub handed_over: AtomicU64,
+    pub sockjs_sessions: AtomicUsize,
 }
 
 impl Counters {
@@ -210,6 +213,7 @@ impl Counters {
             read_pauses: self.read_pauses.load(Ordering::Relaxed),
             gate_pauses: self.gate_pauses.load(Ordering::Relaxed),
             handed_over: self.handed_over.load(Ordering::Relaxed),
+            sockjs_sessions: self.sockjs_sessions.load(Ordering::Relaxed),
         }
     }
 }

@@ -498,6 +498,10 @@ impl<D> Loop<D> {
             sent: tick,
         });
         self.sockjs.names.insert(name, skey);
+        self.env
+            .counters()
+            .sockjs_sessions
+            .fetch_add(1, Ordering::Relaxed);
         debug!(peer = %self.conns[key].peer(), transport = transport.name(), "SockJS session open");
         Ok(skey)
     }
@@ -975,6 +979,10 @@ impl<D> Loop<D> {
         }
         let s = self.sockjs.sessions.remove(key);
         self.sockjs.names.remove(&s.name);
+        self.env
+            .counters()
+            .sockjs_sessions
+            .fetch_sub(1, Ordering::Relaxed);
         let mut owners = self
             .env
             .shared
