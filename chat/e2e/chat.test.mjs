@@ -23,6 +23,10 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(here, 'artifacts'));
 const BIN = process.env.SOCKEYE_CHAT_BIN || path.resolve(here, '../../target/release/sockeye-chat');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// E2E_NO_WEBSOCKET=1: the pages have no WebSocket at all (an init script takes it away), so the
+// chat must work over its SockJS fallback.
+const NO_WEBSOCKET = process.env.E2E_NO_WEBSOCKET === '1';
+const TRANSPORT = NO_WEBSOCKET ? 'over SockJS (HTTP)' : 'over WebSocket';
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -140,7 +144,7 @@ async function shoot(page, name) {
 
 // --- the scenario ---
 
-describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
+describe(`sockeye-chat in Chromium${NO_WEBSOCKET ? ', without WebSocket (SockJS)' : ''}`, { timeout: 180_000 }, () => {
   let server;
   let browser;
   let ctxA;
@@ -182,6 +186,16 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
       'a new browser context',
     );
     ctx.setDefaultTimeout(WAIT);
+    if (NO_WEBSOCKET) {
+      await within(ctx.addInitScript(() => {
+        try {
+          delete window.WebSocket;
+        } catch (e) {
+          // not configurable: overwritten below
+        }
+        window.WebSocket = undefined;
+      }), WAIT, 'the init script that takes WebSocket away');
+    }
     // Records every text the connection indicator shows (room pages only).
     await within(ctx.addInitScript(() => {
       window.__connStates = [];
@@ -250,6 +264,8 @@ describe('sockeye-chat in Chromium', { timeout: 180_000 }, () => {
     await pageA.waitForURL(server.url + roomPath);
     await waitForState(pageA, 'connected');
     assert.deepEqual(await stateLog(pageA), ['offline', 'connecting…', 'connected']);
+    assert.equal(await pageA.getAttribute('#conn-state', 'title'), TRANSPORT);
+    if (NO_WEBSOCKET) assert.equal(await pageA.evaluate(() => typeof window.WebSocket), 'undefined');
     assert.equal(await pageA.textContent('#room-name'), ROOM_NAME);
     assert.equal(await pageA.title(), `${ROOM_NAME} · Sockeye Chat`);
 

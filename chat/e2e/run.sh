@@ -2,7 +2,9 @@
 # The chat's end-to-end browser test: installs what it needs (setup.sh), builds the release
 # server, and runs chat.test.mjs, which starts the server on a free port with a fresh data
 # directory (STOMP over TCP off), drives two browser contexts in Debian's headless Chromium,
-# restarts the server, and stops it. Screenshots and the server's log: chat/e2e/artifacts/.
+# restarts the server, and stops it; then runs it again with WebSocket taken away from the
+# pages (the SockJS fallback). Screenshots and the server's log: chat/e2e/artifacts/ (and
+# artifacts/no-websocket/).
 #
 #   bash chat/e2e/run.sh
 #   E2E_UPDATE_DOCS=1 bash chat/e2e/run.sh   # also copies the room screenshot to docs/room.png
@@ -21,23 +23,39 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release/sockeye-chat"
 artifacts="$e2e/artifacts"
 rm -rf "$artifacts"
 mkdir -p "$artifacts"
-data_dir="$(mktemp -d "${TMPDIR:-/tmp}/sockeye-e2e.XXXXXX")"
-port="$(node -e "const s = require('net').createServer(); s.listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")"
+data_dirs=()
+pid_files=()
 
 cleanup() {
   # The test stops its server; this is for a test that was killed or crashed.
-  if [ -s "$artifacts/server.pid" ]; then
-    kill "$(cat "$artifacts/server.pid")" 2>/dev/null || true
-    rm -f "$artifacts/server.pid"
-  fi
-  rm -rf "$data_dir"
+  for pid_file in "${pid_files[@]}"; do
+    if [ -s "$pid_file" ]; then
+      kill "$(cat "$pid_file")" 2>/dev/null || true
+      rm -f "$pid_file"
+    fi
+  done
+  for dir in "${data_dirs[@]}"; do rm -rf "$dir"; done
 }
 trap cleanup EXIT
 
-echo "e2e: server on 127.0.0.1:$port, data in $data_dir, artifacts in ${artifacts#"$root"/}"
+# The scenario runs twice: with WebSocket, and with WebSocket taken away from the pages (the
+# chat then works over its SockJS fallback). Each run: a fresh server, port and data directory.
 status=0
-SOCKEYE_CHAT_BIN="$bin" E2E_PORT="$port" E2E_DATA_DIR="$data_dir" E2E_ARTIFACTS="$artifacts" \
-  timeout --kill-after=10 300 node --test --test-reporter=spec "$e2e/chat.test.mjs" || status=$?
+for mode in websocket no-websocket; do
+  out="$artifacts"
+  no_ws=0
+  if [ "$mode" = no-websocket ]; then out="$artifacts/no-websocket"; no_ws=1; fi
+  mkdir -p "$out"
+  data_dir="$(mktemp -d "${TMPDIR:-/tmp}/sockeye-e2e.XXXXXX")"
+  data_dirs+=("$data_dir")
+  pid_files+=("$out/server.pid")
+  port="$(node -e "const s = require('net').createServer(); s.listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")"
+  echo "e2e ($mode): server on 127.0.0.1:$port, data in $data_dir, artifacts in ${out#"$root"/}"
+  SOCKEYE_CHAT_BIN="$bin" E2E_PORT="$port" E2E_DATA_DIR="$data_dir" E2E_ARTIFACTS="$out" \
+    E2E_NO_WEBSOCKET="$no_ws" \
+    timeout --kill-after=10 300 node --test --test-reporter=spec "$e2e/chat.test.mjs" || status=$?
+  [ "$status" = 0 ] || break
+done
 
 if [ "$status" = 0 ] && [ "${E2E_UPDATE_DOCS:-}" = 1 ]; then
   cp "$artifacts/room-bob-reloaded.png" "$root/docs/room.png"

@@ -5,7 +5,7 @@
 //! |------------------------|-----------------|--------------------------------------------------|
 //! | `/`                    | GET, HEAD       | the room list page                               |
 //! | `/rooms/{id}`          | GET, HEAD       | the room page (404 for an unknown room)          |
-//! | `/static/{asset}`      | GET, HEAD       | `app.js`, `stomp.js`, `style.css`, `favicon.svg` |
+//! | `/static/{asset}`      | GET, HEAD       | `app.js`, `stomp.js`, `sockjs.js`, `style.css`, `favicon.svg` |
 //! | `/api/rooms`           | GET, HEAD, POST | [`RoomSummary`](crate::rooms::RoomSummary) list; POST `{name}` → 201 room |
 //! | `/api/rooms/{id}`      | GET, HEAD       | [`RoomDetail`](crate::rooms::RoomDetail), or 404 |
 //! | `/ws`                  | (upgrade only)  | 426 for a plain request                          |
@@ -22,6 +22,7 @@ pub const INDEX_HTML: &str = include_str!("../web/index.html");
 pub const ROOM_HTML: &str = include_str!("../web/room.html");
 pub const APP_JS: &str = include_str!("../web/app.js");
 pub const STOMP_JS: &str = include_str!("../web/stomp.js");
+pub const SOCKJS_JS: &str = include_str!("../web/sockjs.js");
 pub const STYLE_CSS: &str = include_str!("../web/style.css");
 pub const FAVICON_SVG: &str = include_str!("../web/favicon.svg");
 
@@ -98,6 +99,7 @@ fn route(chat: &mut Chat, method: &str, path: &str, body: &[u8], now_ms: u64) ->
         "/" => Some((HTML, INDEX_HTML)),
         "/static/app.js" => Some(("text/javascript; charset=utf-8", APP_JS)),
         "/static/stomp.js" => Some(("text/javascript; charset=utf-8", STOMP_JS)),
+        "/static/sockjs.js" => Some(("text/javascript; charset=utf-8", SOCKJS_JS)),
         "/static/style.css" => Some(("text/css; charset=utf-8", STYLE_CSS)),
         "/static/favicon.svg" => Some(("image/svg+xml", FAVICON_SVG)),
         _ => None,
@@ -257,6 +259,11 @@ mod tests {
                 "/static/stomp.js",
                 "text/javascript; charset=utf-8",
                 STOMP_JS,
+            ),
+            (
+                "/static/sockjs.js",
+                "text/javascript; charset=utf-8",
+                SOCKJS_JS,
             ),
             ("/static/style.css", "text/css; charset=utf-8", STYLE_CSS),
             ("/static/favicon.svg", "image/svg+xml", FAVICON_SVG),

@@ -169,6 +169,10 @@
     function showState(s) {
       connEl.textContent = STATE_LABELS[s] || s;
       connEl.className = 'conn conn-' + s;
+      // Which transport carries the connection, for the curious (and the browser test).
+      connEl.title = s === 'connected' && client
+        ? 'over ' + (client.transport === 'sockjs' ? 'SockJS (HTTP)' : 'WebSocket')
+        : '';
       updateForms();
     }
 
@@ -267,7 +271,12 @@
     // --- STOMP ---
 
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    // STOMP over WebSocket, or over SockJS where WebSocket is missing or blocked.
+    const fallback = window.SockeyeSockJS
+      ? { url: location.protocol + '//' + location.host + '/sockjs', Socket: window.SockeyeSockJS.Socket }
+      : null;
     client = new window.SockeyeStomp.Client(proto + '//' + location.host + '/ws', {
+      fallback,
       onStateChange: showState,
       onConnect: () => {
         if (state.wantJoin) sendJoin();

@@ -201,6 +201,14 @@
       this.reconnect = Object.assign({ initial: 500, max: 30000, factor: 2 }, o.reconnect);
       this.connectTimeout = o.connectTimeout || 10000;
       this.WebSocket = o.WebSocket || (typeof WebSocket !== 'undefined' ? WebSocket : null);
+      /**
+       * `{ url, Socket }`: a WebSocket-like class (SockJS) to fall back on. Used from the start
+       * without a WebSocket; otherwise a socket that closes before it ever opened switches
+       * transports for the next attempt (so a blocked upgrade costs one attempt, and a server
+       * that is down is tried both ways). A transport that works is kept.
+       */
+      this.fallback = o.fallback || null;
+      this.viaFallback = !this.WebSocket && !!this.fallback;
       this.timers = o.timers || defaultTimers;
       this.random = o.random || Math.random;
       this.onStateChange = o.onStateChange || (() => {});
@@ -294,21 +302,35 @@
       }
     }
 
+    /** After a socket that never opened: try the other transport next time. */
+    switchTransport() {
+      if (this.fallback && this.WebSocket) {
+        this.viaFallback = !this.viaFallback;
+        this.onDebug('next attempt over ' + (this.viaFallback ? 'the fallback' : 'WebSocket'));
+      }
+    }
+
     open(state) {
       this.setState(state);
       this.parser = new FrameParser();
+      const Socket = this.viaFallback ? this.fallback.Socket : this.WebSocket;
+      const url = this.viaFallback ? this.fallback.url : this.url;
       let ws;
+      let opened = false;
       try {
-        ws = new this.WebSocket(this.url, this.protocols);
+        ws = new Socket(url, this.protocols);
       } catch (e) {
-        this.onDebug('WebSocket failed: ' + e);
+        this.onDebug('socket failed: ' + e);
         this.ws = null;
+        this.switchTransport();
         this.scheduleReconnect();
         return;
       }
       this.ws = ws;
+      this.transport = this.viaFallback ? 'sockjs' : 'websocket';
       ws.binaryType = 'arraybuffer';
       ws.onopen = () => {
+        opened = true;
         if (ws !== this.ws) return;
         const headers = Object.assign(
           {
@@ -326,6 +348,7 @@
       ws.onclose = (event) => {
         if (ws !== this.ws) return;
         this.onDebug('closed: ' + (event && event.code));
+        if (!opened) this.switchTransport();
         this.lost();
       };
       ws.onerror = () => {};

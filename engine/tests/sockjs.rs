@@ -578,6 +578,39 @@ fn streaming_transports_prelude_framing_and_limit() {
 }
 
 #[test]
+fn heart_beats_reach_waiting_and_streaming_receivers() {
+    let server = TestServer::start(
+        ServerConfig {
+            workers: 1,
+            sockjs: vec![Service {
+                heartbeat: Duration::from_millis(200),
+                ..Service::new("/echo")
+            }],
+            ..test_config()
+        },
+        || TestServices,
+    );
+    let addr = server.addr();
+    let url = session("/echo");
+    assert_eq!(post(addr, &format!("{url}/xhr"), b"").text(), "o\n");
+    // A poll with nothing to say gets a heart-beat, and ends.
+    let started = Instant::now();
+    assert_eq!(post(addr, &format!("{url}/xhr"), b"").text(), "h\n");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    // A streaming response gets them as chunks, while it stays open.
+    let url = session("/echo");
+    let mut s = Http::open(addr);
+    s.send("POST", &format!("{url}/xhr_streaming"), &[], b"");
+    s.head();
+    s.chunk();
+    assert_eq!(s.chunk(), Some(b"o\n".to_vec()));
+    for _ in 0..2 {
+        assert_eq!(s.chunk(), Some(b"h\n".to_vec()));
+    }
+    server.finish();
+}
+
+#[test]
 fn jsonp_polling() {
     let server = start();
     let addr = server.addr();
