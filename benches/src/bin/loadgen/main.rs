@@ -5,6 +5,7 @@
 //! loadgen echo  --url ws://127.0.0.1:9001/ --conns 100 --size 16 --depth 1 --secs 5 [--binary] [--pid PID]
 //! loadgen conns --url ws://127.0.0.1:9001/ --conns 15000 --procs 2 --sources 16 [--pid PID]
 //! loadgen fanout --transport ws|tcp --subs 1000 --size 100 [--window 4 | --flood 1000] [--server-pid PID]
+//! loadgen sockjs --url http://127.0.0.1:8081/echo --sessions 100 --size 100 --window 8 [--pid PID]
 //! ```
 //!
 //! Only loopback servers are driven (127.0.0.0/8, ::1), and every run is bounded in time and
@@ -22,6 +23,7 @@ mod echo;
 mod fanout;
 mod figures;
 mod histogram;
+mod sockjs;
 mod sys;
 
 const USAGE: &str = "\
@@ -35,6 +37,8 @@ usage:
                 [--server-pid PID] [--destination /topic/bench] [--login guest] [--passcode guest]
                 [--vhost /] [--conn-rate 2000] [--flood R] [--slow-consumer disconnect|throttle|drop]
                 [--stall 0]
+  loadgen sockjs [--url http://127.0.0.1:8081/echo] [--sessions 100] [--size 100] [--window 8]
+                [--batch 1] [--secs 5] [--warmup 1] [--pid SERVER_PID] [--rate 1000]
 Only loopback targets (127.0.0.0/8, [::1]). The last line printed is `RESULT {json}`.";
 
 /// Most connections one run may ask for, over all its processes.
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Some("echo") => echo::main(&args[1..]),
         Some("conns") => conns::main(&args[1..]),
         Some("fanout") => fanout::main(&args[1..]),
+        Some("sockjs") => sockjs::main(&args[1..]),
         Some(conns::WORKER) => conns::worker(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
