@@ -410,11 +410,17 @@ fn a_polling_session_its_framing_and_its_bad_input() {
         204
     );
     assert_eq!(post(addr, &format!("{url}/xhr"), b"").text(), "a[\"b\"]\n");
-    // Sending to a session nobody opened: 404.
-    assert_eq!(
-        post(addr, "/echo/000/nobody/xhr_send", b"[\"x\"]").status,
-        404
+    // Sending to a session nobody opened: 404, with the CORS headers a cross-origin page
+    // needs to see it.
+    let r = request(
+        addr,
+        "POST",
+        "/echo/000/nobody/xhr_send",
+        &[("Origin", "http://a.example")],
+        b"[\"x\"]",
     );
+    assert_eq!(r.status, 404);
+    assert_cors(&r, Some("http://a.example"));
     // A second receiving request while one waits: refused, the first stays.
     let mut first = Http::open(addr);
     first.send("POST", &format!("{url}/xhr"), &[], b"");

@@ -658,7 +658,6 @@ impl<D> Loop<D> {
         n: usize,
         since: u32,
     ) -> Result<Option<(Vec<u8>, usize)>, Next> {
-        let peer = self.conns[key].peer();
         let max = self.env.config.max_http_body;
         let mut out = Vec::new();
         let body = if req.has_token("transfer-encoding", "chunked") {
@@ -693,7 +692,8 @@ impl<D> Loop<D> {
                 Ok(None)
             }
             Err(e) => {
-                info!(%peer, error = %e, "request body refused");
+                // The peer's address costs a system call: asked for only on this path.
+                info!(peer = %self.conns[key].peer(), error = %e, "request body refused");
                 handshake::write_rejection(&mut out, &e);
                 Err(self.respond(key, &out))
             }

@@ -401,12 +401,10 @@ impl<D> Loop<D> {
         headers.extend(cookie(&svc, req));
         if !transport.is_receiving() {
             let Some(skey) = local.filter(|&k| self.sockjs.sessions[k].closed.is_none()) else {
-                return self.answer(
-                    key,
-                    &Answer::text(404, "not found\n").write(keep_alive),
-                    keep_alive,
-                    rest,
-                );
+                // With the CORS headers, so that a cross-origin page sees the 404 itself.
+                let mut answer = Answer::text(404, "not found\n");
+                answer.headers.extend(headers);
+                return self.answer(key, &answer.write(keep_alive), keep_alive, rest);
             };
             let answer = self.messages_in(handler, skey, transport, req, body, headers);
             return self.answer(key, &answer.write(keep_alive), keep_alive, rest);
