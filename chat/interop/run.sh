@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests of sockeye-chat with real STOMP clients:
 #   @stomp/stompjs over WebSocket (node --test stompjs.test.mjs)
+#   @stomp/stompjs over SockJS, sockjs-client on each node transport (sockjs_stompjs.test.mjs)
 #   stomp.py over TCP, plus raw sockets (pytest test_stomp_py.py)
 # Installs the clients (setup.sh), builds the release binary, starts one server on free
 # loopback ports, runs both suites against it, stops it. Exits non-zero on any failure.
@@ -84,11 +85,11 @@ export SOCKEYE_HEART_BEAT=1000,1000
 
 node_rc=0
 echo
-echo "run.sh: node --test chat/interop/stompjs.test.mjs"
+echo "run.sh: node --test chat/interop/stompjs.test.mjs chat/interop/sockjs_stompjs.test.mjs"
 timeout -k 10 300 node --test --test-timeout=30000 \
     --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter=tap --test-reporter-destination="$out/node.tap" \
-    chat/interop/stompjs.test.mjs </dev/null || node_rc=$?
+    chat/interop/stompjs.test.mjs chat/interop/sockjs_stompjs.test.mjs </dev/null || node_rc=$?
 
 py_rc=0
 echo
