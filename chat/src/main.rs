@@ -15,7 +15,7 @@ use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::broker::{Authenticator, ConnectRequest};
-use sockeye_chat::rooms::{Chat, ChatConfig, Store};
+use sockeye_chat::rooms::{redact_url, Chat, ChatConfig, Store, StoreConfig, StoreOptions};
 use sockeye_chat::server::{
     heartbeat, Hub, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
 };
@@ -31,9 +31,14 @@ struct Args {
     /// STOMP over TCP address ("off" to disable).
     #[arg(long)]
     stomp_listen: Option<String>,
-    /// Where rooms and history are stored (SQLite). "off" keeps everything in memory.
+    /// Where rooms and history are stored (SQLite, the default). "off" keeps everything in
+    /// memory.
     #[arg(long)]
     data_dir: Option<String>,
+    /// Store rooms and history in PostgreSQL instead of SQLite (not with --data-dir):
+    /// postgres://user:password@host:port/database. Logs show it with the password masked.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// Comma-separated browser origins allowed to open WebSockets, or "*" for any.
     #[arg(long)]
     allowed_origins: Option<String>,
@@ -79,6 +84,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     stomp_listen: Option<String>,
     data_dir: Option<String>,
+    database: Option<String>,
     allowed_origins: Option<String>,
     workers: Option<usize>,
     max_message_size: Option<usize>,
@@ -94,6 +100,30 @@ fn load_file(path: &PathBuf) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("bad config file {}: {e}", path.display()))
+}
+
+/// `--database` (PostgreSQL) or `--data-dir` (SQLite, the default, in `chat-data`; "off" keeps
+/// everything in memory), not both.
+fn store_config(
+    database: Option<String>,
+    data_dir: Option<String>,
+) -> Result<Option<StoreConfig>, String> {
+    match (database, data_dir) {
+        (Some(_), Some(_)) => {
+            Err("--database (PostgreSQL) and --data-dir (SQLite) both given: choose one".into())
+        }
+        (Some(url), None) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Some(StoreConfig::Postgres(url)))
+        }
+        (Some(url), None) => Err(format!(
+            "--database wants postgres://user:password@host:port/database, got {:?}",
+            redact_url(&url)
+        )),
+        (None, dir) => {
+            let dir = dir.unwrap_or_else(|| "chat-data".into());
+            Ok((dir != "off").then(|| StoreConfig::Sqlite(dir.into())))
+        }
+    }
 }
 
 fn parse_heart_beat(value: &str) -> Result<(u64, u64), String> {
@@ -181,10 +211,10 @@ fn run(args: Args) -> Result<(), String> {
         .stomp_listen
         .or(file.stomp_listen)
         .unwrap_or_else(|| "127.0.0.1:61613".into());
-    let data_dir = args
-        .data_dir
-        .or(file.data_dir)
-        .unwrap_or_else(|| "chat-data".into());
+    let store_config = store_config(
+        args.database.or(file.database),
+        args.data_dir.or(file.data_dir),
+    )?;
     let origins = args
         .allowed_origins
         .or(file.allowed_origins)
@@ -249,13 +279,14 @@ fn run(args: Args) -> Result<(), String> {
     // The STOMP heart-beat is the liveness check here; WebSocket pings stay on as a backstop.
     config.ping_interval = Some(Duration::from_secs(30));
 
-    let (chat, store) = if data_dir == "off" {
-        (Chat::new(ChatConfig::default()), None)
-    } else {
-        let (store, loaded) = Store::open(&data_dir)
-            .map_err(|e| format!("cannot open the data directory {data_dir}: {e}"))?;
-        info!(rooms = loaded.rooms.len(), path = %store.path().display(), "loaded chat state");
-        (Chat::restore(ChatConfig::default(), loaded), Some(store))
+    let (chat, store) = match store_config {
+        None => (Chat::new(ChatConfig::default()), None),
+        Some(config) => {
+            let (store, loaded) = Store::open_with(&config, StoreOptions::default())
+                .map_err(|e| format!("cannot open {config}: {e}"))?;
+            info!(rooms = loaded.rooms.len(), %store, "loaded chat state");
+            (Chat::restore(ChatConfig::default(), loaded), Some(store))
+        }
     };
     let app = Arc::new(ChatApp::new(chat, store));
     let mut stomp = StompConfig::default();
@@ -378,6 +409,27 @@ mod tests {
         assert_eq!(user, None);
         let (reply, _) = connect(None, "login:a/b\n");
         assert!(reply.starts_with("ERROR\n"), "{reply}");
+    }
+
+    #[test]
+    fn the_database_is_postgres_or_sqlite_not_both() {
+        let url = "postgres://ann:secret@127.0.0.1:5432/chat";
+        assert_eq!(
+            store_config(Some(url.into()), None),
+            Ok(Some(StoreConfig::Postgres(url.into())))
+        );
+        assert_eq!(
+            store_config(None, None),
+            Ok(Some(StoreConfig::Sqlite("chat-data".into())))
+        );
+        assert_eq!(store_config(None, Some("off".into())), Ok(None));
+        let both = store_config(Some(url.into()), Some("d".into())).unwrap_err();
+        assert!(both.contains("both"), "{both}");
+        let bad = store_config(Some("mysql://ann:secret@h/db".into()), None).unwrap_err();
+        assert!(bad.contains("postgres://"), "{bad}");
+        assert!(!bad.contains("secret"), "{bad}");
+        let shown = StoreConfig::Postgres(url.into()).to_string();
+        assert_eq!(shown, "PostgreSQL postgres://ann:***@127.0.0.1:5432/chat");
     }
 
     #[test]

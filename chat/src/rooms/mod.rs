@@ -36,7 +36,9 @@ mod validate;
 pub use model::{
     ChatMessage, ClientMessage, CreateRoom, ErrorBody, MessageType, RoomDetail, RoomSummary,
 };
-pub use store::{LoadedRoom, LoadedState, Store, StoreError};
+pub use store::{
+    redact_url, LoadedRoom, LoadedState, Store, StoreConfig, StoreError, StoreOptions,
+};
 pub use validate::{
     slug, validate_message, validate_name, validate_nickname, validate_room_name, MessageError,
     NameError, MAX_MESSAGE_CHARS, MAX_NICKNAME_CHARS, MAX_ROOM_NAME_CHARS,
@@ -65,7 +67,7 @@ pub fn json_headers() -> Vec<(String, String)> {
 /// Limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatConfig {
-    /// Messages kept per room (in memory and on disk). Default 100.
+    /// Messages kept per room (in memory and in the store). Default 100.
     pub history_limit: usize,
     /// Longest message, in characters. Default 2,000.
     pub max_message_chars: usize,

@@ -1,99 +1,19 @@
-//! Rooms and recent history on disk: SQLite in a data directory, written by a thread of its
-//! own so that a slow disk never stalls the event loop.
+//! The SQLite backend: `chat.sqlite3` in a data directory, the embedded default.
 //!
-//! [`Store::open`] loads what is there and starts the writer; [`Store::apply`] only queues
-//! (an unbounded channel: it never blocks); the writer takes everything queued at once and
-//! writes it in one transaction. Dropping the store writes what is queued, then stops.
+//! Messages are keyed by `(room_id, id)`: one process writes the file, and its [`Chat`]
+//! numbers messages from one counter, so ids never collide. History is ordered by `id`.
+//!
+//! [`Chat`]: super::super::Chat
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use super::{ChatMessage, MessageType, PersistOp, HISTORY_LIMIT};
+use super::{from_sql, to_sql, Backend, BackendError, LoadedRoom, LoadedState, StoreError};
+use crate::rooms::{ChatMessage, MessageType, PersistOp, HISTORY_LIMIT};
 
-/// Operations written in one transaction, at most.
-const BATCH: usize = 1024;
-
-/// What was on disk at startup.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LoadedState {
-    /// Oldest first.
-    pub rooms: Vec<LoadedRoom>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadedRoom {
-    pub id: String,
-    pub name: String,
-    pub created: u64,
-    /// The newest [`HISTORY_LIMIT`] messages, oldest first.
-    pub history: Vec<ChatMessage>,
-}
-
-/// Opening the store failed.
-#[derive(Debug)]
-pub enum StoreError {
-    Io(std::io::Error),
-    Sqlite(rusqlite::Error),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Io(e) => write!(f, "data directory: {e}"),
-            StoreError::Sqlite(e) => write!(f, "database: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StoreError::Io(e) => Some(e),
-            StoreError::Sqlite(e) => Some(e),
-        }
-    }
-}
-
-impl From<std::io::Error> for StoreError {
-    fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e)
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
-    }
-}
-
-enum Command {
-    Op(PersistOp),
-    /// Answer once everything queued before has been written.
-    Flush(mpsc::SyncSender<()>),
-}
-
-/// The persistent store.
-pub struct Store {
-    tx: Option<mpsc::Sender<Command>>,
-    writer: Option<JoinHandle<()>>,
-    backlog: Arc<AtomicUsize>,
-    path: PathBuf,
-}
-
-impl fmt::Debug for Store {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.path)
-            .field("backlog", &self.backlog())
-            .finish()
-    }
-}
+/// The database file inside the data directory.
+pub(super) const FILE_NAME: &str = "chat.sqlite3";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -113,16 +33,15 @@ CREATE TABLE IF NOT EXISTS messages (
 PRAGMA user_version = 1;
 ";
 
-impl Store {
-    /// The database file inside the data directory.
-    pub const FILE_NAME: &'static str = "chat.sqlite3";
+pub(super) struct Sqlite {
+    conn: Connection,
+}
 
-    /// Opens (creating if needed) the store in `dir`, loads rooms and their newest
-    /// [`HISTORY_LIMIT`] messages, and starts the writer thread.
-    pub fn open(dir: impl AsRef<Path>) -> Result<(Store, LoadedState), StoreError> {
-        let dir = dir.as_ref();
+impl Sqlite {
+    /// Opens (creating if needed) `dir/chat.sqlite3` and loads it.
+    pub(super) fn open(dir: &Path) -> Result<(Sqlite, LoadedState, PathBuf), StoreError> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(Self::FILE_NAME);
+        let path = dir.join(FILE_NAME);
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL: readers never wait for the writer, and each commit is one sequential append.
@@ -130,70 +49,38 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
         conn.execute_batch(SCHEMA)?;
         let state = load(&conn)?;
-        let (tx, rx) = mpsc::channel();
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let writer_backlog = Arc::clone(&backlog);
-        let writer = std::thread::Builder::new()
-            .name("chat-store".into())
-            .spawn(move || run(conn, rx, &writer_backlog))?;
-        Ok((
-            Store {
-                tx: Some(tx),
-                writer: Some(writer),
-                backlog,
-                path,
-            },
-            state,
-        ))
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Queues a write. Never blocks.
-    pub fn apply(&self, op: PersistOp) {
-        if let Some(tx) = &self.tx {
-            self.backlog.fetch_add(1, Ordering::Relaxed);
-            if tx.send(Command::Op(op)).is_err() {
-                self.backlog.fetch_sub(1, Ordering::Relaxed);
-                tracing::error!("chat store writer is gone; write dropped");
-            }
-        }
-    }
-
-    /// Operations queued and not yet written.
-    pub fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::Relaxed)
-    }
-
-    /// Blocks until everything queued before has been written (or failed): for tests and
-    /// shutdown, not for the event loop. `false` if the writer is gone.
-    pub fn flush(&self) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        tx.send(Command::Flush(done_tx)).is_ok() && done_rx.recv().is_ok()
+        Ok((Sqlite { conn }, state, path))
     }
 }
 
-impl Drop for Store {
-    /// Writes what is queued, then stops the writer.
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+impl Backend for Sqlite {
+    fn write(&mut self, ops: &[PersistOp]) -> Result<(), BackendError> {
+        write(&mut self.conn, ops).map_err(classify)
+    }
+
+    fn load(&mut self) -> Result<LoadedState, BackendError> {
+        load(&self.conn).map_err(classify)
     }
 }
 
-/// SQLite integers are signed; ids and times are far below `i64::MAX`.
-fn to_sql(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn from_sql(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+/// A busy or locked database, a full disk or an I/O error may pass: keep the writes and try
+/// again. Anything else is the operation's fault.
+fn classify(e: rusqlite::Error) -> BackendError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+        )
+    );
+    if transient {
+        BackendError::Unavailable(e.into())
+    } else {
+        BackendError::Failed(e.into())
+    }
 }
 
 fn load(conn: &Connection) -> Result<LoadedState, rusqlite::Error> {
@@ -240,40 +127,6 @@ fn load(conn: &Connection) -> Result<LoadedState, rusqlite::Error> {
         room.history.reverse();
     }
     Ok(LoadedState { rooms })
-}
-
-fn run(mut conn: Connection, rx: mpsc::Receiver<Command>, backlog: &AtomicUsize) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = Vec::new();
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        while let Some(cmd) = next {
-            match cmd {
-                Command::Op(op) => ops.push(op),
-                Command::Flush(done) => flushes.push(done),
-            }
-            next = if ops.len() < BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if !ops.is_empty() {
-            if let Err(e) = write(&mut conn, &ops) {
-                // One bad operation must not lose the others: retry them one by one.
-                tracing::warn!(error = %e, ops = ops.len(), "chat store batch failed; retrying singly");
-                for op in &ops {
-                    if let Err(e) = write(&mut conn, std::slice::from_ref(op)) {
-                        tracing::error!(error = %e, ?op, "chat store write failed");
-                    }
-                }
-            }
-            backlog.fetch_sub(ops.len(), Ordering::Relaxed);
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-    }
 }
 
 fn write(conn: &mut Connection, ops: &[PersistOp]) -> Result<(), rusqlite::Error> {
@@ -326,11 +179,12 @@ fn write(conn: &mut Connection, ops: &[PersistOp]) -> Result<(), rusqlite::Error
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
-    use super::super::{Chat, ChatConfig, Effect};
+    use super::super::Store;
     use super::*;
     use crate::broker::AppMessage;
+    use crate::rooms::{Chat, ChatConfig, Effect};
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -389,8 +243,9 @@ mod tests {
         let nested = dir.0.join("a").join("b");
         let (store, state) = Store::open(&nested).unwrap();
         assert_eq!(state, LoadedState::default());
-        assert_eq!(store.path(), nested.join("chat.sqlite3"));
-        assert!(store.path().exists());
+        let path = store.path().expect("an SQLite store has a file");
+        assert_eq!(path, nested.join("chat.sqlite3"));
+        assert!(path.exists());
     }
 
     #[test]
@@ -438,7 +293,7 @@ mod tests {
         }
         assert!(store.flush());
         assert_eq!(store.backlog(), 0);
-        let conn = Connection::open(store.path()).unwrap();
+        let conn = Connection::open(store.path().expect("an SQLite store has a file")).unwrap();
         let count = |room: &str| -> i64 {
             conn.query_row(
                 "SELECT count(*) FROM messages WHERE room_id = ?1",
