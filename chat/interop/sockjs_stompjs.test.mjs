@@ -313,15 +313,58 @@ test('big MESSAGEs (400,000 and 900,000 characters) published over /ws reach a s
   const topic = `/topic/sockjs-big-down-${uid()}`;
   const inboxes = await Promise.all(subs.map(async (conn) => (await subscribe(conn, topic)).inbox));
   const native = await nativeWs();
-  const bodies = ['é✓'.repeat(200000), 'x'.repeat(900000), 'small'];
-  for (const body of bodies) native.ws.send(`SEND\ndestination:${topic}\n\n${body}\0`);
-  for (const [i, inbox] of inboxes.entries()) {
-    for (const [n, body] of bodies.entries()) {
+  // One at a time: two in a row can exceed a SockJS session's queue cap (the next test).
+  for (const [n, body] of ['é✓'.repeat(200000), 'x'.repeat(900000), 'small'].entries()) {
+    native.ws.send(`SEND\ndestination:${topic}\n\n${body}\0`);
+    for (const [i, inbox] of inboxes.entries()) {
       const m = await inbox.next(`MESSAGE ${n} over SockJS ${TRANSPORTS[i]}`, 10000);
       assert.equal(m.body.length, body.length, `${TRANSPORTS[i]}: MESSAGE ${n}'s length`);
       assert.ok(m.body === body, `${TRANSPORTS[i]}: MESSAGE ${n}'s body differs`);
     }
   }
+});
+
+test('a SockJS (xhr) subscriber whose queue passes the cap is told (slow consumer), not left with a gap', {
+  ...TEST,
+  todo: 'engine: SockJS sessions never call on_overflow (nor on_backpressure): a MESSAGE refused at max_backpressure '
+    + '(1 MiB) is dropped silently and the session stays open',
+}, async () => {
+  // By hand, as sockjs-client's xhr-polling would, but not polling while the MESSAGEs come in.
+  const url = `${SOCKJS_URL}/000/${uid()}`;
+  const post = async (path, body, ms = WAIT) => {
+    const r = await fetch(`${url}/${path}`, { method: 'POST', body, signal: AbortSignal.timeout(ms) });
+    return { status: r.status, body: await r.text() };
+  };
+  assert.equal((await post('xhr')).body, 'o\n');
+  const topic = `/topic/sockjs-cap-${uid()}`;
+  const frames = [`CONNECT\naccept-version:1.2\nhost:localhost\n\n\0`, `SUBSCRIBE\nid:0\ndestination:${topic}\nreceipt:sub\n\n\0`];
+  assert.equal((await post('xhr_send', JSON.stringify(frames))).status, 204);
+  const got = [];
+  while (!got.some((f) => f.startsWith('RECEIPT\n'))) {
+    const poll = await post('xhr');
+    assert.match(poll.body, /^a\[/, 'CONNECTED and the RECEIPT');
+    got.push(...JSON.parse(poll.body.slice(1)));
+  }
+  const native = await nativeWs();
+  const bodies = ['1'.repeat(600000), '2'.repeat(600000)]; // 1.2 MB: over the 1 MiB cap together
+  for (const [n, body] of bodies.entries()) native.ws.send(`SEND\ndestination:${topic}\nreceipt:p${n}\n\n${body}\0`);
+  for (const n of [0, 1]) assert.match(await native.frame(`RECEIPT p${n}`), new RegExp(`^RECEIPT\nreceipt-id:p${n}\n`));
+  const seen = [];
+  let closed = null;
+  for (let polls = 0; polls < 3 && !closed; polls += 1) {
+    let poll;
+    try {
+      poll = await post('xhr', undefined, 1500);
+    } catch {
+      break; // a poll held open: nothing more is coming
+    }
+    if (poll.body.startsWith('c')) closed = poll.body.trim();
+    else if (poll.body.startsWith('a')) seen.push(...JSON.parse(poll.body.slice(1)));
+  }
+  const messages = seen.filter((f) => f.startsWith('MESSAGE\n'));
+  const delivered = messages.length === 2;
+  assert.ok(delivered || closed, `${messages.length} of 2 MESSAGEs arrived and the session is still open `
+    + `(other frames: ${JSON.stringify(seen.filter((f) => !f.startsWith('MESSAGE\n')).map((f) => f.split('\n')[0]))})`);
 });
 
 test('STOMP heart-beats 1000,1000 over every SockJS transport at once: beats both ways, connections stay up', TEST, async () => {
