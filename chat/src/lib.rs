@@ -4,6 +4,7 @@ pub mod app;
 pub mod broker;
 pub mod http;
 pub mod link;
+pub mod relay;
 pub mod rooms;
 pub mod server;
 pub mod stomp;

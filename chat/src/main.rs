@@ -294,7 +294,8 @@ fn run(args: Args) -> Result<(), String> {
     stomp.broker.heart_beat = heart_beat;
     stomp.broker.authenticator = Some(authenticator(users));
     stomp.slow_consumer = slow_consumer;
-    let hub = Hub::new(stomp, Box::new(app.clone()));
+    let hub = Hub::new(stomp, Box::new(app.clone()))
+        .map_err(|e| format!("cannot start the relay: {e}"))?;
 
     let mut server =
         Server::bind(listen, config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;

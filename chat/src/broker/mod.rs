@@ -29,8 +29,10 @@ use crate::stomp::{
 };
 
 pub mod destination;
+mod relayed;
 
 use destination::{Kind, Prefixes};
+pub use relayed::{RelayMode, RelayOp, USER_DESTINATION_HEADER};
 
 /// Identifies a transport connection (assigned by the transport, unique per broker).
 pub type SessionId = u64;
@@ -116,6 +118,9 @@ pub enum BrokerEvent {
         user: Option<String>,
         attributes: HashMap<String, String>,
     },
+    /// Relay mode: the external broker became reachable (every connection of the relay up)
+    /// or not (see [`crate::relay`]).
+    Relay { available: bool },
 }
 
 /// What the transport must do.
@@ -138,6 +143,8 @@ pub enum Action {
     },
     App(AppMessage),
     Event(BrokerEvent),
+    /// For the relay to the external broker (relay mode only).
+    Relay(RelayOp),
 }
 
 /// Decides who may connect: `Ok(user)` (`None`: anonymous), or `Err(reason)`.
@@ -174,6 +181,9 @@ pub struct BrokerConfig {
     /// The `server` header of CONNECTED.
     pub server_name: String,
     pub authenticator: Option<Authenticator>,
+    /// Relay mode: topics, queues and users' destinations live in an external broker (see
+    /// [`relayed`]). `None` (the default): this broker is the broker.
+    pub relay: Option<RelayMode>,
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -198,12 +208,14 @@ impl Default for BrokerConfig {
             max_transaction_frames: 1000,
             server_name: format!("sockeye/{}", env!("CARGO_PKG_VERSION")),
             authenticator: None,
+            relay: None,
         }
     }
 }
 
+/// A subscription's `ack` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AckMode {
+pub enum AckMode {
     Auto,
     Client,
     ClientIndividual,
@@ -225,6 +237,8 @@ struct Pending {
     /// The queue it came from (for redelivery).
     queue: String,
     message: Stored,
+    /// The external broker's ack id (relay mode).
+    upstream: Option<String>,
 }
 
 #[derive(Debug)]
@@ -239,6 +253,8 @@ struct Subscription {
     is_user: bool,
     ack: AckMode,
     pending: Vec<Pending>,
+    /// Announced to the relay (relay mode).
+    relayed: bool,
 }
 
 /// A queued frame inside a transaction.
@@ -269,6 +285,8 @@ pub struct Broker {
     held: HashMap<String, VecDeque<Stored>>,
     round_robin: HashMap<String, usize>,
     next_message: u64,
+    /// The frame being handled handed its receipt to the relay (relay mode).
+    receipt_taken: bool,
 }
 
 impl fmt::Debug for Broker {
@@ -308,6 +326,7 @@ impl Broker {
             held: HashMap::new(),
             round_robin: HashMap::new(),
             next_message: 0,
+            receipt_taken: false,
         }
     }
 
@@ -318,6 +337,11 @@ impl Broker {
     /// Sessions that completed CONNECT.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Subscriptions of every session.
+    pub fn subscription_count(&self) -> usize {
+        self.subs.len()
     }
 
     /// The negotiated version of a session (for the transport's parser).
@@ -346,6 +370,7 @@ impl Broker {
     /// A frame arrived from `session`.
     pub fn handle(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
         let receipt = frame.header("receipt").map(str::to_owned);
+        self.receipt_taken = false;
         let result = match (frame.command, self.sessions.contains_key(&session)) {
             (Command::Connect | Command::Stomp, false) => self.connect(session, frame, out),
             (Command::Connect | Command::Stomp, true) => Err(refuse("already connected")),
@@ -354,9 +379,15 @@ impl Broker {
             (Command::Subscribe, true) => self.subscribe(session, frame, out),
             (Command::Unsubscribe, true) => self.unsubscribe(session, frame, out),
             (Command::Ack | Command::Nack, true) => self.ack(session, frame, out),
-            (Command::Begin, true) => self.begin(session, frame),
-            (Command::Commit, true) => self.commit(session, frame, out),
-            (Command::Abort, true) => self.abort(session, frame),
+            (Command::Begin, true) => self
+                .begin(session, frame)
+                .map(|()| self.relay_transaction(session, frame, out)),
+            (Command::Commit, true) => self
+                .commit(session, frame, out)
+                .map(|()| self.relay_transaction(session, frame, out)),
+            (Command::Abort, true) => self
+                .abort(session, frame)
+                .map(|()| self.relay_transaction(session, frame, out)),
             (Command::Disconnect, true) => {
                 if let Some(r) = &receipt {
                     self.receipt(session, r, out);
@@ -368,7 +399,7 @@ impl Broker {
         };
         match result {
             Ok(()) => {
-                if let Some(r) = &receipt {
+                if let Some(r) = receipt.as_deref().filter(|_| !self.receipt_taken) {
                     self.receipt(session, r, out);
                 }
             }
@@ -561,6 +592,9 @@ impl Broker {
             headers,
             body: Bytes::copy_from_slice(frame.body),
         };
+        if self.config.relay.is_some() && self.relay_send(session, frame, kind, &stored, out)? {
+            return Ok(());
+        }
         if let Some(tx) = frame.header("transaction") {
             let limit = self.config.max_transaction_frames;
             let ops = self.transaction(session, tx)?;
@@ -616,7 +650,7 @@ impl Broker {
                     .unwrap_or("");
                 if let Some((name, dest)) = rest[1..].split_once('/') {
                     let (name, dest) = (name.to_owned(), format!("/{dest}"));
-                    self.publish_to_user(&name, &dest, stored.headers, stored.body, out);
+                    self.publish_to_user_here(&name, &dest, stored.headers, stored.body, out);
                 }
             }
             Kind::Topic | Kind::Queue => self.publish_stored(stored, out),
@@ -637,6 +671,10 @@ impl Broker {
             headers,
             body,
         };
+        if self.config.relay.is_some() {
+            self.relay_publish(stored, out);
+            return;
+        }
         match self.config.prefixes.kind(destination) {
             Some(Kind::Topic | Kind::Queue) => self.publish_stored(stored, out),
             Some(Kind::User) => self.deliver_send(0, Kind::User, stored, out),
@@ -647,6 +685,30 @@ impl Broker {
     /// Sends to every session of `user` subscribed to `/user{destination}` (the
     /// `convertAndSendToUser` equivalent). `destination` is e.g. `/queue/replies`.
     pub fn publish_to_user(
+        &mut self,
+        user: &str,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        out: &mut Vec<Action>,
+    ) {
+        if self.config.relay.is_some() {
+            // Every node with a session of the user hears it through the user's topic.
+            out.push(Action::Relay(RelayOp::SendToUser {
+                session: None,
+                user: user.to_owned(),
+                destination: destination.to_owned(),
+                headers,
+                body,
+                receipt: None,
+            }));
+            return;
+        }
+        self.publish_to_user_here(user, destination, headers, body, out);
+    }
+
+    /// [`Broker::publish_to_user`] for this node's sessions only.
+    fn publish_to_user_here(
         &mut self,
         user: &str,
         destination: &str,
@@ -844,6 +906,7 @@ impl Broker {
                     ack_id,
                     queue: queue.to_owned(),
                     message: stored.clone(),
+                    upstream: None,
                 });
             }
         }
@@ -920,6 +983,7 @@ impl Broker {
             is_user,
             ack,
             pending: Vec::new(),
+            relayed: false,
         });
         if destination::is_pattern(&target) {
             self.patterns.push(key);
@@ -935,7 +999,9 @@ impl Broker {
             destination: requested.to_owned(),
             id,
         }));
-        if kind == Kind::Queue && !is_user {
+        if self.config.relay.is_some() {
+            self.relay_subscribe(key, kind, frame, out);
+        } else if kind == Kind::Queue && !is_user {
             self.drain_held(out);
         }
         Ok(())
@@ -1016,6 +1082,11 @@ impl Broker {
             destination: sub.requested.clone(),
             id: sub.id.clone(),
         }));
+        if sub.relayed {
+            // Its unacknowledged messages are the external broker's to redeliver.
+            self.relay_unsubscribe(&sub, out);
+            return Vec::new();
+        }
         sub.pending
     }
 
@@ -1061,6 +1132,11 @@ impl Broker {
             ))
         })?
         .to_owned();
+        if self.config.relay.is_some()
+            && self.relay_ack(session, &id, nack, frame.header("transaction"), out)?
+        {
+            return Ok(());
+        }
         if let Some(tx) = frame.header("transaction") {
             let limit = self.config.max_transaction_frames;
             let ops = self.transaction(session, tx)?;
@@ -1184,6 +1260,9 @@ impl Broker {
         }
         for p in pending {
             self.redeliver(p, None, out);
+        }
+        if self.config.relay.is_some() {
+            out.push(Action::Relay(RelayOp::Closed { session }));
         }
     }
 }

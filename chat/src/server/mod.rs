@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,11 +33,15 @@ use sockeye::server::{
 use sockeye::DataKind;
 use tracing::debug;
 
-use crate::broker::{Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, SessionId};
+use crate::broker::{
+    Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, RelayMode, SessionId,
+};
 use crate::link::{Batch, Link};
+use crate::relay::{Relay, RelayConfig};
 use crate::stomp::Limits;
 
 pub mod heartbeat;
+mod relayed;
 pub mod slow;
 
 pub use slow::{SlowConsumer, SlowStats};
@@ -112,6 +116,9 @@ pub struct StompConfig {
     pub sockjs_path: Option<String>,
     /// What happens to a session that does not read as fast as it is sent to (see [`slow`]).
     pub slow_consumer: SlowConsumer,
+    /// Hand topics, queues and users' destinations to an external broker (see
+    /// [`crate::relay`]); `None` (the default) keeps the embedded broker.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Default for StompConfig {
@@ -122,6 +129,7 @@ impl Default for StompConfig {
             ws_path: "/ws".into(),
             sockjs_path: Some("/sockjs".into()),
             slow_consumer: SlowConsumer::default(),
+            relay: None,
         }
     }
 }
@@ -152,6 +160,9 @@ pub struct Hub {
     stopping: AtomicBool,
     slow: SlowConsumer,
     slow_counters: slow::Counters,
+    /// The relay to the external broker (relay mode), started after the hub.
+    relay: OnceLock<Relay>,
+    relay_config: Option<RelayConfig>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -231,8 +242,13 @@ impl Messaging {
 }
 
 impl Hub {
-    pub fn new(config: StompConfig, app: Box<dyn Application>) -> Arc<Hub> {
-        Arc::new(Hub {
+    /// The hub; in relay mode ([`StompConfig::relay`]) the relay is started too.
+    pub fn new(mut config: StompConfig, app: Box<dyn Application>) -> std::io::Result<Arc<Hub>> {
+        if config.relay.is_some() && config.broker.relay.is_none() {
+            config.broker.relay = Some(RelayMode::default());
+        }
+        let relay_config = config.relay.take();
+        let hub = Arc::new(Hub {
             broker: Mutex::new(Broker::new(config.broker)),
             peers: RwLock::default(),
             app,
@@ -242,7 +258,11 @@ impl Hub {
             stopping: AtomicBool::new(false),
             slow: config.slow_consumer,
             slow_counters: slow::Counters::default(),
-        })
+            relay: OnceLock::new(),
+            relay_config,
+        });
+        hub.start_relay()?;
+        Ok(hub)
     }
 
     pub fn messaging(self: &Arc<Self>) -> Messaging {
@@ -263,9 +283,12 @@ impl Hub {
         self.peers.read().map_or(0, |p| p.len())
     }
 
-    /// Stops the heart-beat thread.
+    /// Stops the heart-beat thread and the relay.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        if let Some(relay) = self.relay.get() {
+            relay.stop();
+        }
     }
 
     fn register(&self, id: SessionId, handle: SessionHandle) {
@@ -341,8 +364,10 @@ impl Hub {
         let mut app_messages = Vec::new();
         let mut events = Vec::new();
         let mut errored: Vec<SessionId> = Vec::new();
+        let mut relayed = Vec::new();
         for action in actions {
             match action {
+                Action::Relay(op) => relayed.push(op),
                 Action::Send { to, frame } => {
                     if frame.head.starts_with(b"ERROR\n") {
                         errored.push(to);
@@ -383,6 +408,9 @@ impl Hub {
                 Action::App(message) => app_messages.push(message),
                 Action::Event(event) => events.push(event),
             }
+        }
+        if !relayed.is_empty() {
+            self.relay_ops(relayed, current.is_some());
         }
         if app_messages.is_empty() && events.is_empty() {
             return;
@@ -490,7 +518,7 @@ impl StompServer {
         if let Some(prefix) = &stomp.sockjs_path {
             config.sockjs.push(sockeye::sockjs::Service::new(prefix));
         }
-        let hub = Hub::new(stomp, app);
+        let hub = Hub::new(stomp, app)?;
         let mut server = sockeye::server::Server::bind(ws, config)?;
         let ws_addr = server.local_addr();
         let tcp_addr = match tcp {
