@@ -539,3 +539,57 @@ fn a_broker_that_falls_silent_is_left_and_called_again() {
     assert!(stats.disconnects >= 1, "{stats:?}");
     shutdown(a.server);
 }
+
+#[test]
+fn the_applications_own_subscriptions_hear_every_node() {
+    let upstream = upstream_at(any(), false);
+    let a = Node::start(relay_config(upstream.tcp_addr().unwrap()));
+    let b = Node::start(relay_config(upstream.tcp_addr().unwrap()));
+    a.wait_available("A connected");
+    b.wait_available("B connected");
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let messaging = a.server.hub().messaging();
+    messaging
+        .subscribe("/topic/cluster.*", move |d, _| {
+            let _ = tx.lock().unwrap().send((
+                d.destination.clone(),
+                d.header("x-k").map(str::to_owned),
+                d.body.clone(),
+            ));
+        })
+        .expect("the application subscribes");
+    let refused = messaging.subscribe("/app/nope", |_, _| {});
+    assert!(refused.is_err(), "{refused:?}");
+    // B's application and B's clients publish; A's application hears both.
+    eventually(TIMEOUT, "A's subscription upstream", || {
+        upstream_counts(&upstream).1 == 1
+    });
+    b.server.hub().messaging().publish(
+        "/topic/cluster.rooms",
+        vec![("x-k".into(), "v".into())],
+        "from B's app",
+    );
+    let (dest, k, body) = rx
+        .recv_timeout(TIMEOUT)
+        .expect("B's publish at A's listener");
+    assert_eq!(
+        (dest.as_str(), k.as_deref(), &body[..]),
+        ("/topic/cluster.rooms", Some("v"), &b"from B's app"[..])
+    );
+    let mut c = b.client("client on B", None);
+    c.send_body(
+        "SEND\ndestination:/topic/cluster.chat\n\n",
+        b"from a client",
+    );
+    let (dest, _, body) = rx
+        .recv_timeout(TIMEOUT)
+        .expect("a client's message at A's listener");
+    assert_eq!(
+        (dest.as_str(), &body[..]),
+        ("/topic/cluster.chat", &b"from a client"[..])
+    );
+    shutdown(a.server);
+    shutdown(b.server);
+    shutdown(upstream);
+}

@@ -41,9 +41,11 @@ use crate::relay::{Relay, RelayConfig};
 use crate::stomp::Limits;
 
 pub mod heartbeat;
+mod internal;
 mod relayed;
 pub mod slow;
 
+pub use internal::{Delivered, Listener, SubscribeError};
 pub use slow::{SlowConsumer, SlowStats};
 
 /// Frames (at most) and input bytes (about) of a STOMP-over-TCP read handled per broker lock,
@@ -163,6 +165,8 @@ pub struct Hub {
     /// The relay to the external broker (relay mode), started after the hub.
     relay: OnceLock<Relay>,
     relay_config: Option<RelayConfig>,
+    /// The application's own subscriptions (see [`internal`]).
+    internal: RwLock<HashMap<SessionId, Listener>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -260,6 +264,7 @@ impl Hub {
             slow_counters: slow::Counters::default(),
             relay: OnceLock::new(),
             relay_config,
+            internal: RwLock::default(),
         });
         hub.start_relay()?;
         Ok(hub)
@@ -374,7 +379,11 @@ impl Hub {
                     }
                     match current.as_deref_mut() {
                         Some(s) if s.session_id() == to => s.send_frame(&frame),
-                        _ => self.post(to, &frame),
+                        _ => {
+                            if !self.deliver_internal(to, &frame) {
+                                self.post(to, &frame)
+                            }
+                        }
                     }
                 }
                 Action::Close { to } => {
