@@ -36,6 +36,10 @@ pub struct Service {
     pub streaming_limit: usize,
     /// Where the iframe page loads the client from.
     pub client_url: String,
+    /// Largest body of an `xhr_send` or `jsonp_send` (a batch of messages, JSON-escaped: a
+    /// message may take six times its size). Default 8 MiB; the messages in it are held to
+    /// the server's message size limit.
+    pub max_send_bytes: usize,
 }
 
 impl Service {
@@ -49,6 +53,7 @@ impl Service {
             disconnect_delay: Duration::from_secs(5),
             streaming_limit: 128 << 10,
             client_url: "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js".into(),
+            max_send_bytes: 8 << 20,
         }
     }
 }

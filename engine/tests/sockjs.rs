@@ -44,7 +44,12 @@ impl Handler for TestServices {
     }
 
     fn on_message(&mut self, session: &mut Session<'_, String>, message: Message<'_>) {
+        let last = matches!(message, Message::Text("close-after"));
         let _ = session.send(message);
+        if last {
+            // The echo, then the close: the client gets both, in that order.
+            let _ = session.close(3001, "after");
+        }
     }
 }
 
@@ -503,6 +508,35 @@ fn the_close_service_and_cookies() {
     assert!(post(addr, &format!("{}/xhr", session("/echo")), b"")
         .header("set-cookie")
         .is_none());
+    // What a session sent before it closed reaches the client before the close frame: on a
+    // polling transport the messages come with one request, the close frame with the next.
+    let url = session("/echo");
+    assert_eq!(post(addr, &format!("{url}/xhr"), b"").text(), "o\n");
+    let r = post(
+        addr,
+        &format!("{url}/xhr_send"),
+        b"[\"one\",\"close-after\"]",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        post(addr, &format!("{url}/xhr"), b"").text(),
+        "a[\"one\",\"close-after\"]\n"
+    );
+    assert_eq!(
+        post(addr, &format!("{url}/xhr"), b"").text(),
+        "c[3001,\"after\"]\n"
+    );
+    // On a streaming one, both in the same response.
+    let url = session("/echo");
+    let mut s = Http::open(addr);
+    s.send("POST", &format!("{url}/xhr_streaming"), &[], b"");
+    s.head();
+    s.chunk();
+    assert_eq!(s.chunk(), Some(b"o\n".to_vec()));
+    let r = post(addr, &format!("{url}/xhr_send"), b"[\"close-after\"]");
+    assert_eq!(r.status, 204);
+    assert_eq!(s.chunk(), Some(b"a[\"close-after\"]\n".to_vec()));
+    assert_eq!(s.chunk(), Some(b"c[3001,\"after\"]\n".to_vec()));
     server.finish();
 }
 
@@ -613,6 +647,15 @@ fn heart_beats_reach_waiting_and_streaming_receivers() {
     for _ in 0..2 {
         assert_eq!(s.chunk(), Some(b"h\n".to_vec()));
     }
+    // And so does the WebSocket transport.
+    let mut ws = client(&format!("ws://{addr}{}/websocket", session("/echo")));
+    for what in ["the open frame", "a heart-beat", "another heart-beat"] {
+        match read_event(&mut ws, what) {
+            OwnedEvent::Text(t) => assert_eq!(t, if what == "the open frame" { "o" } else { "h" }),
+            other => panic!("expected {what}, got {other:?}"),
+        }
+    }
+    close_client(&mut ws);
     server.finish();
 }
 
@@ -856,15 +899,28 @@ fn oversized_bodies_are_refused_before_they_are_read() {
     let addr = server.addr();
     let url = session("/echo");
     post(addr, &format!("{url}/xhr"), b"");
+    // Sends have the service's own limit (8 MiB by default), not the plain-HTTP one: a batch
+    // of 100 KiB goes through (sockjs-client batches what is sent while a send is out).
+    let big = "x".repeat(100 << 10);
+    let batch = format!("[\"{big}\",\"second\"]");
+    assert_eq!(
+        post(addr, &format!("{url}/xhr_send"), batch.as_bytes()).status,
+        204
+    );
+    let echoed = post(addr, &format!("{url}/xhr"), b"").text();
+    assert_eq!(echoed, format!("a[\"{big}\",\"second\"]\n"));
     let mut c = Http::open(addr);
-    // Only the head: the answer comes before any of the 1 MiB announced.
+    // Only the head: the answer comes before any of the 16 MiB announced.
     c.stream
         .write_all(
-            format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+            format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 16777216\r\n\r\n")
                 .as_bytes(),
         )
         .unwrap();
     assert_eq!(c.reply().status, 413);
+    // A plain HTTP request keeps the plain limit.
+    let r = request(addr, "POST", "/plain", &[], &[b'y'; 8192]);
+    assert_eq!(r.status, 413);
     server.finish();
 }
 

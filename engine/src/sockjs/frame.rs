@@ -110,8 +110,18 @@ pub fn wrap(out: &mut Vec<u8>, transport: Transport, callback: &str, frame: &[u8
             out.push(b'\n');
         }
         Transport::EventSource => {
+            // sockjs-client URI-decodes each event: `%` is escaped (with what would end the
+            // event, which JSON never holds raw anyway), as sockjs-node does.
             out.extend_from_slice(b"data: ");
-            out.extend_from_slice(frame);
+            for &b in frame {
+                match b {
+                    b'%' => out.extend_from_slice(b"%25"),
+                    b'\r' => out.extend_from_slice(b"%0D"),
+                    b'\n' => out.extend_from_slice(b"%0A"),
+                    0 => out.extend_from_slice(b"%00"),
+                    _ => out.push(b),
+                }
+            }
             out.extend_from_slice(b"\r\n\r\n");
         }
         Transport::HtmlFile => {
@@ -259,6 +269,10 @@ mod tests {
         out.clear();
         wrap(&mut out, Transport::EventSource, "", frame);
         assert_eq!(out, b"data: a[\"x\"]\r\n\r\n");
+        out.clear();
+        // The client URI-decodes events: `%` must survive it.
+        wrap(&mut out, Transport::EventSource, "", b"a[\"100%\"]");
+        assert_eq!(out, b"data: a[\"100%25\"]\r\n\r\n");
         out.clear();
         wrap(&mut out, Transport::HtmlFile, "cb", frame);
         assert_eq!(out, b"<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n");

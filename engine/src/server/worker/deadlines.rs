@@ -48,7 +48,29 @@ impl<D> Loop<D> {
         while let Some(tag) = self.timers.idles.pop_expired(now) {
             self.idle_due(handler, tag);
         }
+        while let Some(tag) = self.timers.sockjs_beats.pop_expired(now) {
+            self.sockjs_beat_due(handler, tag);
+        }
         self.sockjs_expire(handler);
+    }
+
+    /// A SockJS heart-beat frame (`h`) on the WebSocket transport, as on the HTTP ones.
+    fn sockjs_beat_due<H: Handler<Data = D>>(&mut self, handler: &mut H, tag: Tag) {
+        if !self.is_open(tag) {
+            return;
+        }
+        let Some((open, out)) =
+            open_parts(&mut self.conns[tag.key], tag.key, &mut self.cork, &self.env)
+        else {
+            return;
+        };
+        if open.state.tx.is_close_sent() {
+            return;
+        }
+        self.timers.sockjs_beats.arm(self.now, tag);
+        let (head, n, _) = open.state.tx.header(crate::frame::OpCode::Text, true, 1);
+        crate::connection::Sink::frame(out.cork, &head[..n], crate::sockjs::frame::HEARTBEAT, None);
+        self.settle(handler, tag.key);
     }
 
     /// The peer did not answer our close (or did not hang up after an HTTP response).

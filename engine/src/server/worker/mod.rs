@@ -213,6 +213,8 @@ struct Timers {
     pings: Deadlines,
     pongs: Deadlines,
     idles: Deadlines,
+    /// SockJS heart-beat frames on the WebSocket transport (the shortest service interval).
+    sockjs_beats: Deadlines,
 }
 
 impl Timers {
@@ -224,6 +226,7 @@ impl Timers {
             pings: Deadlines::maybe(config.ping_interval),
             pongs: Deadlines::maybe(pong),
             idles: Deadlines::maybe(config.idle_timeout),
+            sockjs_beats: Deadlines::maybe(config.sockjs.iter().map(|s| s.heartbeat).min()),
         }
     }
 
@@ -234,6 +237,7 @@ impl Timers {
             self.pings.next(),
             self.pongs.next(),
             self.idles.next(),
+            self.sockjs_beats.next(),
         ]
         .into_iter()
         .flatten()
@@ -589,12 +593,12 @@ impl<D> Loop<D> {
     }
 
     fn read_handshake<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize) -> Next {
+        let cap = self.env.config.handshake.max_head_size + self.max_body_any();
         let conn = &mut self.conns[key];
         let Phase::Handshake { head, since } = &mut conn.phase else {
             return Next::Keep;
         };
         let since = *since;
-        let cap = self.env.config.handshake.max_head_size + self.env.config.max_http_body;
         let eof = match Self::read_into(&mut conn.stream, &mut self.buf, head, cap) {
             Ok(eof) => eof,
             Err(e) => {
@@ -629,8 +633,13 @@ impl<D> Loop<D> {
         if req.is_websocket() && route.is_none() {
             return self.upgrade(handler, key, &req, &head[n..]);
         }
-        // A request with a body: complete first (and within the limits).
-        let (body, used) = match self.request_body(key, &req, &head, n, since) {
+        // A request with a body: complete first (and within the limits: a SockJS service's
+        // sends carry batches of messages, and have a limit of their own).
+        let max = match &route {
+            Some((service, _)) => self.sockjs.max_send(*service),
+            None => self.env.config.max_http_body,
+        };
+        let (body, used) = match self.request_body(key, &req, &head, n, since, max) {
             Ok(Some(body)) => body,
             Ok(None) => return Next::Keep,
             Err(next) => return next,
@@ -647,9 +656,17 @@ impl<D> Loop<D> {
         }
     }
 
+    /// The largest request body any request may carry (plain HTTP or SockJS).
+    fn max_body_any(&self) -> usize {
+        self.env
+            .config
+            .max_http_body
+            .max(self.sockjs.max_send_any())
+    }
+
     /// A request's body once all of it is in `head` (`Ok(None)` while it is still arriving),
     /// with the bytes it took after the head; `Err` with what to do when it is refused. Bodies
-    /// come with a `Content-Length` or chunked, up to `max_http_body`.
+    /// come with a `Content-Length` or chunked, up to `max`.
     fn request_body(
         &mut self,
         key: usize,
@@ -657,8 +674,8 @@ impl<D> Loop<D> {
         head: &[u8],
         n: usize,
         since: u32,
+        max: usize,
     ) -> Result<Option<(Vec<u8>, usize)>, Next> {
-        let max = self.env.config.max_http_body;
         let mut out = Vec::new();
         let body = if req.has_token("transfer-encoding", "chunked") {
             handshake::decode_chunked(&head[n..], max)
@@ -797,6 +814,7 @@ impl<D> Loop<D> {
         if kind == Kind::SockJsWebSocket {
             let (head, n, _) = open.state.tx.header(crate::frame::OpCode::Text, true, 1);
             crate::connection::Sink::frame(out.cork, &head[..n], crate::sockjs::frame::OPEN, None);
+            self.timers.sockjs_beats.arm(self.now, tag);
         }
         handler.on_open(&mut Session {
             state: &mut open.state,

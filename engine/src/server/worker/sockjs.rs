@@ -119,6 +119,20 @@ impl<D> SockJs<D> {
             .find_map(|(i, s)| crate::sockjs::route::route(&s.prefix, path).map(|r| (i, r)))
     }
 
+    /// The largest request body a request to `service` may carry.
+    pub fn max_send(&self, service: usize) -> usize {
+        self.services[service].max_send_bytes
+    }
+
+    /// The largest body any service takes.
+    pub fn max_send_any(&self) -> usize {
+        self.services
+            .iter()
+            .map(|s| s.max_send_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn next_deadline(&self) -> Option<std::time::Instant> {
         self.heartbeats
             .iter()
@@ -611,12 +625,10 @@ impl<D> Loop<D> {
             return Next::Drop;
         }
         let s = &mut self.sockjs.sessions[skey];
-        if let Some(close) = s.closed.clone() {
-            // Over: every request gets the close frame until the session is forgotten.
-            if let Next::Drop = self.send_frame(key, &close, true) {
-                return Next::Drop;
-            }
-            return self.receiving_next(key);
+        if s.closed.is_some() {
+            // Over: what it had queued, then the close frame, to every request until the
+            // session is forgotten.
+            return self.send_closing(key, tag);
         }
         if !s.opened {
             s.opened = true;
@@ -914,8 +926,9 @@ impl<D> Loop<D> {
         }
     }
 
-    /// Ends a session: its close frame to the receiving request (and every later one, until
-    /// it is forgotten), `on_error` if it ended badly, `on_close`.
+    /// Ends a session: what it had queued (when it ended well) and its close frame to the
+    /// receiving request (the close frame to every later one, until it is forgotten),
+    /// `on_error` if it ended badly, `on_close`.
     fn sock_end<H: Handler<Data = D>>(
         &mut self,
         handler: &mut H,
@@ -930,10 +943,12 @@ impl<D> Loop<D> {
         if s.closed.is_some() {
             return;
         }
-        let close = frame::close(code, reason);
-        s.closed = Some(close.clone());
+        s.closed = Some(frame::close(code, reason));
         s.state.tx.mark_closed();
-        s.out.messages = Messages::default();
+        if error.is_some() {
+            // Ended badly (nobody came for them): what was queued is lost with it.
+            s.out.messages = Messages::default();
+        }
         let receiver = s.receiver;
         let mut session = Session {
             state: &mut s.state,
@@ -953,9 +968,7 @@ impl<D> Loop<D> {
         }
         if let Some(r) = receiver {
             if self.conns.get(r.key).is_some_and(|c| c.gen == r.gen) {
-                if let Next::Drop = self.send_frame(r.key, &close, true) {
-                    self.remove(r.key);
-                } else if let Next::Drop = self.receiving_next(r.key) {
+                if let Next::Drop = self.send_closing(r.key, tag) {
                     self.remove(r.key);
                 }
             }
@@ -967,6 +980,31 @@ impl<D> Loop<D> {
                 self.sockjs.disconnects[service].arm(self.now, tag);
             }
         }
+    }
+
+    /// To the receiving request on `key` of a session that is over: what it had queued, then
+    /// (if the response goes on) the close frame. A polling request takes the messages and
+    /// the next one the close frame.
+    fn send_closing(&mut self, key: usize, tag: Tag) -> Next {
+        let Some(s) = self.sockjs.get_mut(tag) else {
+            return Next::Keep;
+        };
+        let Some(close) = s.closed.clone() else {
+            return Next::Keep;
+        };
+        if !s.out.messages.is_empty() {
+            let frame = s.out.messages.take_frame();
+            if let Next::Drop = self.send_frame(key, &frame, false) {
+                return Next::Drop;
+            }
+        }
+        let ended = matches!(&self.conns[key].phase, Phase::Receiving(rx) if rx.sent == usize::MAX);
+        if !ended {
+            if let Next::Drop = self.send_frame(key, &close, true) {
+                return Next::Drop;
+            }
+        }
+        self.receiving_next(key)
     }
 
     /// Forgets a session (it ended, and no request came for the disconnect delay).
