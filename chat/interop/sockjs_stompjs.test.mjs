@@ -223,13 +223,7 @@ for (const transport of TRANSPORTS) {
     assert.equal((await inbox.next('the MESSAGE from /ws over SockJS')).body, 'from /ws');
   });
 
-  test(`SockJS ${transport}: a body with '%' sequences arrives unchanged`, {
-    ...TEST,
-    ...(transport === 'eventsource' ? {
-      todo: "engine: eventsource frames do not escape '%' as %25, and sockjs-client decodeURI()s them "
-        + "(a bare '%' even throws URIError in the client)",
-    } : {}),
-  }, async () => {
+  test(`SockJS ${transport}: a body with '%' sequences arrives unchanged`, TEST, async () => {
     const conn = await connect(transport);
     const topic = `/topic/sockjs-pct-${uid()}`;
     const { inbox } = await subscribe(conn, topic);
@@ -253,12 +247,8 @@ for (const transport of TRANSPORTS) {
   });
 
   // The session's last words: what the server sends just before it closes the session.
-  const lastWords = transport === 'websocket' ? {} : {
-    todo: 'engine: closing a SockJS session drops the messages queued for its HTTP receiver (sock_end clears out.messages): '
-      + 'only c[...] arrives',
-  };
 
-  test(`SockJS ${transport}: DISCONNECT with a receipt: the RECEIPT arrives, then the close`, { ...TEST, ...lastWords }, async () => {
+  test(`SockJS ${transport}: DISCONNECT with a receipt: the RECEIPT arrives, then the close`, TEST, async () => {
     const conn = await connect(transport);
     conn.client.disconnectHeaders = { receipt: `bye-${transport}` };
     const disconnected = new Promise((resolve) => (conn.client.onDisconnect = resolve));
@@ -274,7 +264,7 @@ for (const transport of TRANSPORTS) {
     assert.equal(frame.headers['receipt-id'], `bye-${transport}`);
   });
 
-  test(`SockJS ${transport}: a bad frame gets an ERROR naming it, then the close (1002)`, { ...TEST, ...lastWords }, async () => {
+  test(`SockJS ${transport}: a bad frame gets an ERROR naming it, then the close (1002)`, TEST, async () => {
     const bystander = await connect(transport);
     const bad = await connect(transport);
     bad.sock.send('BOGUS\n\n\0'); // through the client's own SockJS socket: stompjs sends no bad frames
@@ -290,10 +280,7 @@ for (const transport of TRANSPORTS) {
   });
 
   if (transport !== 'websocket') {
-    test(`SockJS ${transport}: a SEND of a 100 KiB body is delivered`, {
-      ...TEST,
-      todo: 'the engine caps an xhr_send body at max_http_body (64 KiB) and answers 413: the session dies with 1006',
-    }, async () => {
+    test(`SockJS ${transport}: a SEND of a 100 KiB body is delivered`, TEST, async () => {
       const sub = await connect(transport);
       const pub = await connect(transport);
       const topic = `/topic/sockjs-big-${uid()}`;
@@ -324,11 +311,7 @@ test('big MESSAGEs (400,000 and 900,000 characters) published over /ws reach a s
   }
 });
 
-test('a SockJS (xhr) subscriber whose queue passes the cap is told (slow consumer), not left with a gap', {
-  ...TEST,
-  todo: 'engine: SockJS sessions never call on_overflow (nor on_backpressure): a MESSAGE refused at max_backpressure '
-    + '(1 MiB) is dropped silently and the session stays open',
-}, async () => {
+test('a SockJS (xhr) subscriber whose queue passes the cap is told (slow consumer), not left with a gap', TEST, async () => {
   // By hand, as sockjs-client's xhr-polling would, but not polling while the MESSAGEs come in.
   const url = `${SOCKJS_URL}/000/${uid()}`;
   const post = async (path, body, ms = WAIT) => {

@@ -43,6 +43,11 @@ impl Handler for TestServices {
         }
     }
 
+    fn on_overflow(&mut self, session: &mut Session<'_, String>, dropped: u32) {
+        // Told, as a slow consumer is: nothing is lost in silence.
+        let _ = session.close(1008, &format!("{dropped} dropped"));
+    }
+
     fn on_message(&mut self, session: &mut Session<'_, String>, message: Message<'_>) {
         let last = matches!(message, Message::Text("close-after"));
         let _ = session.send(message);
@@ -921,6 +926,49 @@ fn oversized_bodies_are_refused_before_they_are_read() {
     // A plain HTTP request keeps the plain limit.
     let r = request(addr, "POST", "/plain", &[], &[b'y'; 8192]);
     assert_eq!(r.status, 413);
+    server.finish();
+}
+
+#[test]
+fn a_session_that_does_not_poll_overflows_and_is_told() {
+    let server = start_with(
+        Duration::from_secs(5),
+        ServerConfig {
+            max_backpressure: 16 << 10,
+            ..test_config()
+        },
+    );
+    let addr = server.addr();
+    let url = session("/echo");
+    assert_eq!(post(addr, &format!("{url}/xhr"), b"").text(), "o\n");
+    // Echoes of 1 KB while nobody polls: the queue passes its cap of 16 KiB, a message is
+    // dropped, the handler closes the session, and later sends find it gone (404).
+    let kb = "k".repeat(1000);
+    let mut accepted = 0;
+    loop {
+        let r = post(
+            addr,
+            &format!("{url}/xhr_send"),
+            format!("[\"{kb}\"]").as_bytes(),
+        );
+        if r.status == 404 {
+            break;
+        }
+        assert_eq!(r.status, 204);
+        accepted += 1;
+        assert!(accepted < 40, "the session was never let go");
+    }
+    // What fitted, then the close the handler chose in on_overflow.
+    let first = post(addr, &format!("{url}/xhr"), b"").text();
+    assert!(
+        first.starts_with("a[") && first.len() <= 17 << 10,
+        "{} bytes",
+        first.len()
+    );
+    let kept = first.matches(&kb).count();
+    assert_eq!(kept, accepted - 1, "all but the one dropped");
+    let close = post(addr, &format!("{url}/xhr"), b"").text();
+    assert_eq!(close, "c[1008,\"1 dropped\"]\n");
     server.finish();
 }
 

@@ -56,6 +56,8 @@ pub(super) struct SockSession<D> {
     receiver: Option<Tag>,
     /// The open frame went out.
     opened: bool,
+    /// `on_backpressure` was called (its queue went over half the cap); cleared at the drain.
+    congested: bool,
     /// Once the session is over: the close frame every later receiving request gets, until
     /// the session is forgotten.
     closed: Option<Vec<u8>>,
@@ -505,6 +507,7 @@ impl<D> Loop<D> {
             out: SockOut::default(),
             receiver: None,
             opened: false,
+            congested: false,
             closed: None,
             seen: tick,
             sent: tick,
@@ -870,6 +873,7 @@ impl<D> Loop<D> {
     /// After work on a session (a callback, commands, a timer): its close, messages and
     /// drain go out to the receiving request, if one is attached.
     pub(super) fn sock_settle<H: Handler<Data = D>>(&mut self, handler: &mut H, tag: Tag) {
+        self.sock_pressure(handler, tag);
         for _ in 0..crate::driver::out::DRAIN_ROUNDS {
             let Some(s) = self.sockjs.get_mut(tag) else {
                 return;
@@ -909,10 +913,14 @@ impl<D> Loop<D> {
                 return;
             };
             let idle = s.out.messages.is_empty();
+            if let Some(flow) = s.state.flow.get() {
+                flow.settled(s.out.messages.len());
+            }
             if !(idle && s.state.backlog.owes_drain()) {
                 return;
             }
             s.state.backlog.settle_drain();
+            s.congested = false;
             let mut session = Session {
                 state: &mut s.state,
                 out: Out {
@@ -923,6 +931,55 @@ impl<D> Loop<D> {
                 },
             };
             handler.on_drain(&mut session);
+        }
+    }
+
+    /// As for a socket: messages refused at the cap are reported (`on_overflow`, where the
+    /// application may let the session go), and a queue over half the cap once
+    /// (`on_backpressure`, with an `on_drain` owed when it empties).
+    fn sock_pressure<H: Handler<Data = D>>(&mut self, handler: &mut H, tag: Tag) {
+        let cap = self.env.config.max_backpressure;
+        let Some(s) = self.sockjs.get_mut(tag) else {
+            return;
+        };
+        if s.closed.is_some() {
+            return;
+        }
+        let dropped = s.state.backlog.take_dropped();
+        let congested = !s.congested && s.out.messages.len() > cap / 2;
+        if dropped == 0 && !congested {
+            return;
+        }
+        let closing = s.state.tx.is_close_sent();
+        let mut session = Session {
+            state: &mut s.state,
+            out: Out {
+                cork: &mut self.cork,
+                wire: Wire::SockJs(&mut s.out),
+                env: &self.env,
+                tag,
+            },
+        };
+        if dropped > 0 {
+            handler.on_overflow(&mut session, dropped);
+            if !closing && session.state.tx.is_close_sent() {
+                // The application let the session go for it (a slow consumer).
+                crate::server::Counters::bump(&self.env.counters().overflow_closes);
+            }
+        }
+        if congested && !session.state.tx.is_close_sent() {
+            s.congested = true;
+            s.state.backlog.owe_drain();
+            let mut session = Session {
+                state: &mut s.state,
+                out: Out {
+                    cork: &mut self.cork,
+                    wire: Wire::SockJs(&mut s.out),
+                    env: &self.env,
+                    tag,
+                },
+            };
+            handler.on_backpressure(&mut session);
         }
     }
 
