@@ -15,6 +15,7 @@ use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::broker::{Authenticator, ConnectRequest};
+use sockeye_chat::relay::RelayConfig;
 use sockeye_chat::rooms::{redact_url, Chat, ChatConfig, Store, StoreConfig, StoreOptions};
 use sockeye_chat::server::{
     heartbeat, Hub, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
@@ -39,6 +40,16 @@ struct Args {
     /// postgres://user:password@host:port/database. Logs show it with the password masked.
     #[arg(long, value_name = "URL")]
     database: Option<String>,
+    /// Hand /topic, /queue and users' destinations to an external STOMP broker (RabbitMQ,
+    /// ActiveMQ) over a small pool of connections, so that several nodes serve one set of
+    /// rooms: stomp://LOGIN:PASSCODE@HOST:PORT/VHOST (options: ?pool=N&dialect=rabbitmq|activemq|sockeye).
+    /// Without it the embedded broker serves this node alone.
+    #[arg(long, value_name = "URL")]
+    relay: Option<String>,
+    /// This node's number among the nodes of one relay (1-65535; default random): it keeps
+    /// message and room ids apart between nodes.
+    #[arg(long, value_name = "N")]
+    node_id: Option<u16>,
     /// Comma-separated browser origins allowed to open WebSockets, or "*" for any.
     #[arg(long)]
     allowed_origins: Option<String>,
@@ -85,6 +96,8 @@ struct FileConfig {
     stomp_listen: Option<String>,
     data_dir: Option<String>,
     database: Option<String>,
+    relay: Option<String>,
+    node_id: Option<u16>,
     allowed_origins: Option<String>,
     workers: Option<usize>,
     max_message_size: Option<usize>,
@@ -294,6 +307,13 @@ fn run(args: Args) -> Result<(), String> {
     stomp.broker.heart_beat = heart_beat;
     stomp.broker.authenticator = Some(authenticator(users));
     stomp.slow_consumer = slow_consumer;
+    if let Some(url) = args.relay.or(file.relay) {
+        let relay = RelayConfig::from_url(&url).map_err(|e| format!("--relay: {e}"))?;
+        info!(url = %relay.display_url(), pool = relay.pool, "relay mode: destinations live in the external broker");
+        stomp.relay = Some(relay);
+    }
+    // Wired into the chat application by the cluster work (see chat/src/app.rs).
+    let _node_id = args.node_id.or(file.node_id);
     let hub = Hub::new(stomp, Box::new(app.clone()))
         .map_err(|e| format!("cannot start the relay: {e}"))?;
 
