@@ -313,13 +313,11 @@ impl Broker {
             }));
             return;
         }
-        // In client mode a NACK covers every earlier message too: the newest is enough.
-        let pending: Vec<&super::Pending> = match sub.ack {
-            AckMode::Client => sub.pending.last().into_iter().collect(),
-            _ => sub.pending.iter().collect(),
-        };
-        let give_back: Vec<&str> = pending
-            .into_iter()
+        // One by one: upstream, a subscription is always acknowledged message by message (a
+        // cumulative ACK on a shared connection would settle other sessions' messages too).
+        let give_back: Vec<&str> = sub
+            .pending
+            .iter()
             .filter_map(|p| p.upstream.as_deref())
             .collect();
         for ack in give_back {
@@ -367,11 +365,13 @@ impl Broker {
             self.transaction(session, tx)?;
         }
         let sub = &mut self.subs[key];
-        let settled = match sub.ack {
-            AckMode::Client => sub.pending.drain(..=index).last(),
-            _ => Some(sub.pending.remove(index)),
+        // `client` is cumulative here; upstream every message is settled on its own (see
+        // `relay_unsubscribe`).
+        let settled: Vec<super::Pending> = match sub.ack {
+            AckMode::Client => sub.pending.drain(..=index).collect(),
+            _ => vec![sub.pending.remove(index)],
         };
-        if let Some(upstream) = settled.and_then(|p| p.upstream) {
+        for upstream in settled.into_iter().filter_map(|p| p.upstream) {
             out.push(Action::Relay(RelayOp::Ack {
                 session,
                 id: sub.id.clone(),

@@ -208,6 +208,9 @@ pub struct RelayStats {
     pub unconfirmed: u64,
     /// Messages received from upstream.
     pub received: u64,
+    /// Queue messages that reached a subscription already withdrawn: the external broker
+    /// redelivers them when the connection closes.
+    pub orphaned: u64,
     /// Upstream subscriptions now (topics, users, queues).
     pub subscriptions: usize,
     /// Bytes not yet written upstream.
@@ -226,6 +229,7 @@ struct Shared {
     refused: AtomicU64,
     unconfirmed: AtomicU64,
     received: AtomicU64,
+    orphaned: AtomicU64,
     subscriptions: AtomicUsize,
     buffered: AtomicUsize,
     stop: AtomicBool,
@@ -318,6 +322,7 @@ impl Relay {
             refused: s.refused.load(Ordering::Relaxed),
             unconfirmed: s.unconfirmed.load(Ordering::Relaxed),
             received: s.received.load(Ordering::Relaxed),
+            orphaned: s.orphaned.load(Ordering::Relaxed),
             subscriptions: s.subscriptions.load(Ordering::Relaxed),
             buffered: s.buffered.load(Ordering::Relaxed),
         }

@@ -135,12 +135,112 @@ pub(super) fn upstream_pattern(dialect: Dialect, target: &str) -> String {
     }
 }
 
+/// Upstream, a subscription that acknowledges does so message by message: a cumulative
+/// (`client`) ACK on a shared connection would settle other sessions' messages too (RabbitMQ's
+/// `multiple` covers the whole channel). The broker keeps `client`'s meaning for its client.
 fn ack_mode(ack: AckMode) -> &'static str {
     match ack {
         AckMode::Auto => "auto",
-        AckMode::Client => "client",
-        AckMode::ClientIndividual => "client-individual",
+        AckMode::Client | AckMode::ClientIndividual => "client-individual",
     }
+}
+
+/// Headers a client's SEND may not carry upstream: the relay's own (`receipt`,
+/// `transaction`), what the external broker sets or refuses (`message-id`, `user-id`, which
+/// closes a RabbitMQ connection when it is not the relay's login, and the MESSAGE-only ones),
+/// and RabbitMQ's queue arguments (a SEND declaring a queue with other arguments than it has
+/// closes the connection).
+const NOT_FORWARDED: [&str; 27] = [
+    "receipt",
+    "transaction",
+    "message-id",
+    "user-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "content-length",
+    "destination",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-message-ttl",
+    "x-expires",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-max-priority",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-queue-master-locator",
+    "x-queue-leader-locator",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-max-age",
+    "x-initial-cluster-size",
+    "x-quorum-initial-group-size",
+];
+
+/// A destination as the external broker names it. RabbitMQ refuses a `/` inside a topic or
+/// queue name: it is written `%2F` (and comes back so, see [`from_upstream`]).
+pub(super) fn upstream_destination(dialect: Dialect, destination: &str) -> String {
+    if dialect != Dialect::RabbitMq {
+        return destination.to_owned();
+    }
+    for prefix in ["/topic/", "/queue/"] {
+        if let Some(rest) = destination.strip_prefix(prefix) {
+            return format!("{prefix}{}", rest.replace('/', "%2F"));
+        }
+    }
+    destination.to_owned()
+}
+
+/// A MESSAGE's `destination` as the node names it: RabbitMQ percent-encodes it (`%2F`, `%25`,
+/// and every byte outside ASCII).
+pub(super) fn from_upstream(dialect: Dialect, destination: &str) -> String {
+    if dialect != Dialect::RabbitMq || !destination.contains('%') {
+        return destination.to_owned();
+    }
+    let bytes = destination.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| destination.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The upstream subscription for a local target, or why the external broker cannot match it
+/// (RabbitMQ matches words separated by `.`, so a pattern with `/` between its segments would
+/// silently match nothing).
+pub(super) fn upstream_subscription(dialect: Dialect, target: &str) -> Result<String, String> {
+    if dialect == Dialect::RabbitMq && crate::broker::destination::is_pattern(target) {
+        let rest = ["/topic/", "/queue/"]
+            .iter()
+            .find_map(|p| target.strip_prefix(p))
+            .unwrap_or(target);
+        if rest.contains('/') {
+            return Err(format!(
+                "the external broker matches patterns on '.'-separated words: {target} cannot be relayed"
+            ));
+        }
+    }
+    Ok(upstream_destination(
+        dialect,
+        &upstream_pattern(dialect, target),
+    ))
 }
 
 impl Router {
@@ -196,10 +296,20 @@ impl Router {
                 session,
                 target,
                 receipt,
-            } => {
-                let destination = upstream_pattern(self.config.dialect, &target);
-                self.subscribe_shared(false, target, destination, session, receipt);
-            }
+            } => match upstream_subscription(self.config.dialect, &target) {
+                Ok(destination) => {
+                    self.subscribe_shared(false, target, destination, session, receipt)
+                }
+                Err(why) => {
+                    info!(session, %why, "relay: subscription refused");
+                    self.fail(
+                        session,
+                        "destination not supported",
+                        &why,
+                        receipt.as_deref(),
+                    );
+                }
+            },
             RelayOp::Unsubscribe { target } => self.unsubscribe_shared(false, &target),
             RelayOp::SubscribeUser {
                 session,
@@ -216,7 +326,10 @@ impl Router {
                 destination,
                 ack,
                 receipt,
-            } => self.subscribe_queue(session, id, destination, ack, receipt),
+            } => {
+                let upstream = upstream_destination(self.config.dialect, &destination);
+                self.subscribe_queue(session, id, upstream, ack, receipt)
+            }
             RelayOp::Closed { session } => self.closed(session),
             op => {
                 let session = match &op {
@@ -435,12 +548,13 @@ impl Router {
             return;
         }
         let r = self.conns[conn].receipt(Waiter::Send { session, receipt });
+        let destination = upstream_destination(self.config.dialect, destination);
         let mut list: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 4);
-        list.push(("destination", destination));
+        list.push(("destination", &destination));
         list.extend(
             headers
                 .iter()
-                .filter(|(n, _)| n != "receipt" && n != "transaction")
+                .filter(|(n, _)| !NOT_FORWARDED.contains(&n.as_str()))
                 .map(|(n, v)| (n.as_str(), v.as_str())),
         );
         if let Some(d) = user_destination {
@@ -754,6 +868,8 @@ impl Router {
                 Ok(())
             }
             Command::Error => {
+                // Most ERRORs are about one frame and leave the connection open (RabbitMQ
+                // closes it itself when they do not: the end of the stream follows).
                 let message = frame.header("message").unwrap_or("").to_owned();
                 let detail = String::from_utf8_lossy(frame.body).trim().to_owned();
                 warn!(conn, message = %message, detail = %detail, "relay: ERROR from the external broker");
@@ -762,7 +878,7 @@ impl Router {
                         self.refused(waiter, &message, &detail);
                     }
                 }
-                Err(format!("ERROR from the broker: {message}"))
+                Ok(())
             }
             other => Err(format!("unexpected {other} from the broker")),
         }
@@ -772,7 +888,10 @@ impl Router {
         let Some(sub) = frame.header("subscription") else {
             return;
         };
-        let destination = frame.header("destination").unwrap_or("").to_owned();
+        let destination = from_upstream(
+            self.config.dialect,
+            frame.header("destination").unwrap_or(""),
+        );
         let headers: Vec<(String, String)> = frame
             .headers
             .iter()
@@ -811,10 +930,13 @@ impl Router {
                 }
             }
             None => {
-                // A subscription withdrawn while its messages were on the way: an
-                // acknowledging one's messages go back to the queue.
-                if let Some(a) = ack {
-                    self.conns[conn].frame(Command::Nack, [("id", a.as_str())], b"");
+                // A subscription withdrawn while its messages were on the way. Its
+                // unacknowledged ones cannot be settled any more (RabbitMQ forgets a
+                // subscription's deliveries at UNSUBSCRIBE): they go back to the queue when
+                // this connection closes. Counted and logged, not lost in silence.
+                if ack.is_some() {
+                    self.shared.orphaned.fetch_add(1, Ordering::Relaxed);
+                    warn!(conn, subscription = sub, "relay: a queue message reached a withdrawn subscription; the broker redelivers it when this connection closes");
                 }
                 return;
             }
@@ -827,7 +949,8 @@ impl Router {
         self.acks.push(give_back);
     }
 
-    /// Hands what was read to the node; gives back queue messages nobody here wants now.
+    /// Hands what was read to the node; gives back queue messages nobody here wants now (the
+    /// subscription is still open upstream: its withdrawal is on the way after this).
     pub fn deliver(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -1103,6 +1226,40 @@ mod tests {
         assert_eq!(
             upstream_pattern(Dialect::RabbitMq, "/topic/a**b.c"),
             "/topic/a**b.c"
+        );
+    }
+
+    #[test]
+    fn rabbitmq_names_slashes_and_reads_percent_encoding() {
+        let r = Dialect::RabbitMq;
+        assert_eq!(upstream_destination(r, "/topic/a/b.c"), "/topic/a%2Fb.c");
+        assert_eq!(upstream_destination(r, "/queue/jobs"), "/queue/jobs");
+        assert_eq!(
+            upstream_destination(Dialect::Sockeye, "/topic/a/b"),
+            "/topic/a/b"
+        );
+        assert_eq!(from_upstream(r, "/topic/a%2Fb"), "/topic/a/b");
+        assert_eq!(
+            from_upstream(r, "/topic/caf%C3%A9 100%25"),
+            "/topic/café 100%"
+        );
+        assert_eq!(from_upstream(r, "/topic/bad%zz"), "/topic/bad%zz");
+        assert_eq!(
+            from_upstream(Dialect::Sockeye, "/topic/a%2Fb"),
+            "/topic/a%2Fb"
+        );
+        assert_eq!(
+            upstream_subscription(r, "/topic/rooms.**"),
+            Ok("/topic/rooms.#".into())
+        );
+        assert!(upstream_subscription(r, "/topic/rooms/*").is_err());
+        assert_eq!(
+            upstream_subscription(r, "/topic/a/b"),
+            Ok("/topic/a%2Fb".into())
+        );
+        assert_eq!(
+            upstream_subscription(Dialect::Sockeye, "/topic/rooms/*"),
+            Ok("/topic/rooms/*".into())
         );
     }
 
