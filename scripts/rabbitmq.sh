@@ -32,22 +32,21 @@
 # serialised with flock on $RABBIT_BASE/lock. Optional: $RABBIT_CPU pins the node with taskset
 # (every thread), $RABBIT_AUTOGROUP_NICE sets the nice value of its scheduler autogroup.
 #
-# What `ctl` lists (RabbitMQ 3.10.8, tab-separated, after a "Listing ..." line; checked with
-# real clients, see scripts/RABBITMQ-STOMP.md):
-#   ctl list_stomp_connections   default columns: user peer_port state (one line per STOMP
-#       connection, e.g. "guest	41234	running"; Web-STOMP connections are listed too).
-#       Other columns by name: conn_name connection name host port peer_host peer_port
-#       protocol channels channel_max frame_max client_properties ssl ... state user vhost
-#       timeout recv_oct send_oct ... e.g. `ctl list_stomp_connections conn_name protocol state`
-#       (protocol reads {'STOMP',"1.2"}).
-#   ctl list_consumers           default columns: queue_name channel_pid consumer_tag ack_required
-#       prefetch_count active activity_status arguments. One line per SUBSCRIBE:
-#       /topic/x      -> queue "stomp-subscription-<22 url-safe base64 chars>", consumer_tag
-#                        "T_<subscription id>" (an exclusive auto-delete queue bound to
-#                        amq.topic with routing key "x")
-#       /queue/x      -> queue "x", consumer_tag "T_<subscription id>"
-#       ack_required is false for ack:auto, true for client and client-individual;
-#       prefetch_count is the SUBSCRIBE's prefetch-count header (0 when absent).
+# What `ctl` lists (RabbitMQ 3.10.8; tab-separated after a "Listing ..." line and a header row;
+# `ctl -s ...` drops both, for counting lines). Checked with real clients, see
+# scripts/RABBITMQ-STOMP.md section 12:
+#   ctl list_stomp_connections   columns session_id, conn_name: one line per STOMP-over-TCP
+#       connection, e.g. `"session-DF6j..."<TAB>127.0.0.1:42168 -> 127.0.0.1:22736`.
+#       Web-STOMP connections are NOT listed. Other columns by name: auth_login conn_name
+#       connection_state implicit_connect peer_host peer_port protocol session_id version ...
+#       (`user`, `vhost` are refused), e.g. `ctl list_stomp_connections auth_login peer_port`.
+#   ctl list_consumers           columns queue_name channel_pid consumer_tag ack_required
+#       prefetch_count active arguments: one line per SUBSCRIBE (TCP and Web-STOMP alike):
+#       /topic/x (and /exchange/amq.topic/x) -> queue "stomp-subscription-<22 base64url
+#                        chars>" (auto-delete, bound to amq.topic with key x)
+#       /queue/x      -> queue "x"
+#       consumer_tag is "T_<subscription id>"; ack_required false for ack:auto, true for
+#       client and client-individual; prefetch_count is the connection's last prefetch-count.
 set -euo pipefail
 
 USER_NAME=$(id -un)
@@ -245,6 +244,18 @@ kill_node() {
     rm -f "$BASE/rabbit.pid"
 }
 
+# Kills a half-started node: the session that setsid gave its launcher (pgid = launcher pid).
+kill_launch() {
+    local launcher=$1 pid
+    if pid=$(node_pid); then kill_node "$pid"; fi
+    kill -TERM -- "-$launcher" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 -- "-$launcher" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    kill -KILL -- "-$launcher" 2>/dev/null || true
+}
+
 kill_epmd() {
     [ -n "${EPMD_PORT:-}" ] || return 0
     local epmd
@@ -292,7 +303,7 @@ do_start() {
         fi
         if [ $SECONDS -ge "$deadline" ]; then
             log_tail
-            pid=$(node_pid) && kill_node "$pid"
+            kill_launch "$launcher"
             kill_epmd
             die "RabbitMQ did not come up within $WAIT s (logs in $BASE)"
         fi
@@ -303,7 +314,7 @@ do_start() {
         > "$BASE/await.out" 2>&1; then
         cat "$BASE/await.out" >&2
         log_tail
-        kill_node "$pid"
+        kill_launch "$launcher"
         kill_epmd
         die "rabbitmqctl await_startup failed (logs in $BASE)"
     fi
