@@ -18,7 +18,8 @@
 #
 # Everything lives under $RABBIT_BASE (default /tmp/sockeye-rabbitmq-$user): database, logs
 # (log/), the Erlang cookie (.erlang.cookie, HOME of the node and of ctl), enabled_plugins,
-# the config and ports.env. The node is $RABBIT_NODE (default sockeye@localhost) registered
+# the config and ports.env. The node is $RABBIT_NODE (default sockeye@localhost; remembered
+# in ports.env with the ports, so later calls need not repeat it) registered
 # with a private epmd on its own port, so it never meets a system RabbitMQ or another
 # project's node; every listener binds 127.0.0.1 only. The ports come from RABBIT_STOMP_PORT,
 # RABBIT_WEB_STOMP_PORT, RABBIT_AMQP_PORT, RABBIT_DIST_PORT and RABBIT_EPMD_PORT when set
@@ -51,7 +52,9 @@ set -euo pipefail
 
 USER_NAME=$(id -un)
 BASE=${RABBIT_BASE:-/tmp/sockeye-rabbitmq-$USER_NAME}
-NODE=${RABBIT_NODE:-sockeye@localhost}
+# The node name: $RABBIT_NODE, else the one this base was started with, else sockeye@localhost.
+NODE=${RABBIT_NODE:-$(sed -n 's/^RABBIT_NODE=//p' "$BASE/ports.env" 2> /dev/null || true)}
+NODE=${NODE:-sockeye@localhost}
 WAIT=${RABBIT_WAIT:-90}
 LIB=/usr/lib/rabbitmq/bin
 SERVER=$LIB/rabbitmq-server
@@ -211,6 +214,7 @@ EOF
             var=${name}_PORT
             echo "RABBIT_${name}_PORT=${!var}"
         done
+        echo "RABBIT_NODE=$NODE"
     } > "$BASE/ports.env"
     if [ ! -s "$BASE/.erlang.cookie" ]; then
         (umask 077 && head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F \
