@@ -23,16 +23,25 @@
 //! [`ChatMessage`], oldest first, on `/user/queue/history`) *before* publishing its "X joined"
 //! message, so a client that subscribed to the topic first sees the history, then its own JOIN,
 //! without duplicates. Errors go to the session alone on `/user/queue/errors` as [`ErrorBody`].
+//!
+//! With several nodes behind one external broker, [`Chat::enable_cluster`] makes them agree on
+//! rooms, members and history (ids unique across nodes, other nodes' messages and members,
+//! dead nodes dropped): see [`cluster`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 use crate::broker::{AppMessage, BrokerEvent, SessionId};
 
+pub mod cluster;
 mod model;
 mod store;
 mod validate;
 
+pub use cluster::{
+    cluster_id, node_of, ClusterConfig, ClusterEvent, MemberLists, NodeId, RoomDigest, RoomInfo,
+    CLUSTER_TOPIC, NODE_BITS, NODE_TIMEOUT_MS, PRESENCE_INTERVAL_MS, ROOMS_PATTERN,
+};
 pub use model::{
     ChatMessage, ClientMessage, CreateRoom, ErrorBody, MessageType, RoomDetail, RoomSummary,
 };
@@ -229,11 +238,27 @@ pub struct Room {
     id: String,
     name: String,
     created: u64,
+    /// This node's members, by session.
     members: BTreeMap<SessionId, Member>,
+    /// Cluster mode: the members other live nodes hold, node → case-folded nickname →
+    /// nickname.
+    remote: BTreeMap<NodeId, BTreeMap<String, String>>,
+    /// Oldest first; in cluster mode ordered by id.
     history: VecDeque<ChatMessage>,
 }
 
 impl Room {
+    fn new(id: String, name: String, created: u64, history: VecDeque<ChatMessage>) -> Room {
+        Room {
+            id,
+            name,
+            created,
+            members: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            history,
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -247,19 +272,59 @@ impl Room {
         self.created
     }
 
+    /// Members on every live node (a nickname held on two nodes at once counts once).
     pub fn member_count(&self) -> usize {
+        if self.remote.is_empty() {
+            self.members.len()
+        } else {
+            self.all_members().len()
+        }
+    }
+
+    /// Members on this node.
+    pub fn local_member_count(&self) -> usize {
         self.members.len()
     }
 
-    /// The members' nicknames, sorted case-insensitively.
+    /// The members' nicknames (on every live node), sorted case-insensitively.
     pub fn nicknames(&self) -> Vec<&str> {
+        self.all_members().into_values().collect()
+    }
+
+    /// Case-folded nickname → nickname, this node's members first.
+    fn all_members(&self) -> BTreeMap<&str, &str> {
+        let mut all: BTreeMap<&str, &str> = self
+            .members
+            .values()
+            .map(|m| (m.key.as_str(), m.nickname.as_str()))
+            .collect();
+        for set in self.remote.values() {
+            for (key, nickname) in set {
+                all.entry(key.as_str()).or_insert(nickname.as_str());
+            }
+        }
+        all
+    }
+
+    /// Another node's member holds this (case-folded) nickname.
+    fn held_remotely(&self, key: &str) -> bool {
+        self.remote.values().any(|set| set.contains_key(key))
+    }
+
+    /// Anyone (here or on a live node) holds this (case-folded) nickname.
+    fn held(&self, key: &str) -> bool {
+        self.members.values().any(|m| m.key == key) || self.held_remotely(key)
+    }
+
+    /// This node's members' nicknames, sorted case-insensitively.
+    fn local_nicknames(&self) -> Vec<String> {
         let mut names: Vec<(&str, &str)> = self
             .members
             .values()
             .map(|m| (m.key.as_str(), m.nickname.as_str()))
             .collect();
         names.sort_unstable();
-        names.into_iter().map(|(_, n)| n).collect()
+        names.into_iter().map(|(_, n)| n.to_owned()).collect()
     }
 
     /// The nickname of `session` in this room.
@@ -277,7 +342,7 @@ impl Room {
             id: self.id.clone(),
             name: self.name.clone(),
             created: self.created,
-            members: self.members.len(),
+            members: self.member_count(),
         }
     }
 
@@ -317,8 +382,11 @@ pub struct Chat {
     index: HashMap<String, usize>,
     /// The rooms each session is a member of.
     sessions: HashMap<SessionId, BTreeSet<String>>,
+    /// Single-node counters (cluster mode numbers from [`cluster::ClusterState`]).
     next_room: u64,
     next_message: u64,
+    /// Cluster mode (see [`cluster`]); `None`: this node is alone.
+    cluster: Option<cluster::ClusterState>,
 }
 
 impl Default for Chat {
@@ -336,6 +404,7 @@ impl Chat {
             sessions: HashMap::new(),
             next_room: 1,
             next_message: 1,
+            cluster: None,
         }
     }
 
@@ -361,16 +430,20 @@ impl Chat {
             {
                 chat.next_room = chat.next_room.max(n.saturating_add(1));
             }
-            chat.index.insert(loaded.id.clone(), chat.rooms.len());
-            chat.rooms.push(Room {
-                id: loaded.id,
-                name: loaded.name,
-                created: loaded.created,
-                members: BTreeMap::new(),
-                history,
-            });
+            chat.insert_room(Room::new(loaded.id, loaded.name, loaded.created, history));
         }
         chat
+    }
+
+    /// Adds a room (its id is new).
+    fn insert_room(&mut self, room: Room) -> usize {
+        let index = self.rooms.len();
+        if let Some(cluster) = &mut self.cluster {
+            cluster.room_added(&room.id);
+        }
+        self.index.insert(room.id.clone(), index);
+        self.rooms.push(room);
+        index
     }
 
     pub fn config(&self) -> &ChatConfig {
@@ -419,28 +492,46 @@ impl Chat {
             base = "room".to_owned();
         }
         let id = loop {
-            let candidate = format!("{base}-{}", self.next_room);
-            self.next_room += 1;
+            let candidate = format!("{base}-{}", self.next_room_number());
             if !self.index.contains_key(&candidate) {
                 break candidate;
             }
         };
-        let room = Room {
+        let room = Room::new(id.clone(), name.clone(), now_ms, VecDeque::new());
+        let summary = room.summary();
+        self.insert_room(room);
+        let mut effects = vec![Effect::Persist(PersistOp::CreateRoom {
             id: id.clone(),
             name: name.clone(),
             created: now_ms,
-            members: BTreeMap::new(),
-            history: VecDeque::new(),
-        };
-        let summary = room.summary();
-        self.index.insert(id.clone(), self.rooms.len());
-        self.rooms.push(room);
-        let effects = vec![Effect::Persist(PersistOp::CreateRoom {
-            id,
-            name,
-            created: now_ms,
         })];
+        if let Some(announce) = self.announce_room(id, name, now_ms) {
+            effects.push(announce);
+        }
         Ok((summary, effects))
+    }
+
+    /// The number of a new room's id: a counter alone, or in cluster mode unique across
+    /// nodes.
+    fn next_room_number(&mut self) -> u64 {
+        match &mut self.cluster {
+            Some(cluster) => cluster.next_room_number(),
+            None => {
+                self.next_room += 1;
+                self.next_room - 1
+            }
+        }
+    }
+
+    /// The id of a new message: a counter alone, or in cluster mode unique across nodes.
+    fn next_message_id(&mut self) -> u64 {
+        match &mut self.cluster {
+            Some(cluster) => cluster.next_message_id(),
+            None => {
+                self.next_message += 1;
+                self.next_message - 1
+            }
+        }
     }
 
     /// A SEND to an application destination. Destinations outside `/chat.` are not the chat's:
@@ -581,6 +672,10 @@ impl Chat {
             .iter()
             .find(|(_, m)| m.key == key)
             .map(|(&s, m)| (s, m.client.clone()));
+        if holder.is_none() && room.held_remotely(&key) {
+            // Another node's member: the clientId takeover is for this node's sessions only.
+            return Err(ChatError::NicknameTaken(nickname));
+        }
         if let Some((other, holder_client)) = holder {
             if client.is_none() || holder_client != client {
                 return Err(ChatError::NicknameTaken(nickname));
@@ -687,16 +782,16 @@ impl Chat {
         effects: &mut Vec<Effect>,
     ) {
         let limit = self.config.history_limit;
+        let id = self.next_message_id();
         let room = &mut self.rooms[index];
         let msg = ChatMessage {
-            id: self.next_message,
+            id,
             room_id: room.id.clone(),
             kind,
             sender,
             message,
             timestamp: now_ms,
         };
-        self.next_message += 1;
         room.history.push_back(msg.clone());
         while room.history.len() > limit {
             room.history.pop_front();

@@ -770,3 +770,638 @@ fn restore_continues_ids_and_counters() {
         ChatError::DuplicateRoomName("general".into())
     );
 }
+
+// --- cluster mode ---
+
+fn node_chat(node: NodeId) -> Chat {
+    let mut chat = Chat::default();
+    chat.enable_cluster(ClusterConfig::new(node));
+    chat
+}
+
+/// Hands what one node published to another, as the broker would: its room messages and its
+/// cluster events. Returns what the receiver did in turn.
+fn deliver(to: &mut Chat, effects: &[Effect], now_ms: u64) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for effect in effects {
+        let Effect::Publish { destination, body } = effect else {
+            continue;
+        };
+        if destination == CLUSTER_TOPIC {
+            let event: ClusterEvent = serde_json::from_str(body).unwrap();
+            out.extend(to.handle_cluster_event(event, now_ms));
+        } else {
+            out.extend(
+                to.handle_room_message(destination, body.as_bytes(), now_ms)
+                    .unwrap(),
+            );
+        }
+    }
+    out
+}
+
+fn cluster_events(effects: &[Effect]) -> Vec<ClusterEvent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Publish { destination, body } if destination == CLUSTER_TOPIC => {
+                Some(serde_json::from_str(body).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn remote(id: u64, room: &str, kind: MessageType, sender: &str) -> ChatMessage {
+    let message = match kind {
+        MessageType::Join => format!("{sender} joined"),
+        MessageType::Leave => format!("{sender} left"),
+        MessageType::Talk => format!("message {id}"),
+    };
+    ChatMessage {
+        id,
+        room_id: room.into(),
+        kind,
+        sender: sender.into(),
+        message,
+        timestamp: T0,
+    }
+}
+
+/// Node 1 with a room; node 2 told of it.
+fn two_nodes() -> (Chat, Chat, String) {
+    let mut a = node_chat(1);
+    let mut b = node_chat(2);
+    let (room, effects) = a.create_room("General", T0).unwrap();
+    assert!(deliver(&mut b, &effects, T0).is_empty());
+    assert!(b.room(&room.id).is_some(), "the room reached node 2");
+    (a, b, room.id)
+}
+
+fn members(chat: &Chat, room: &str) -> Vec<String> {
+    chat.room(room)
+        .unwrap()
+        .detail()
+        .members
+        .into_iter()
+        .collect()
+}
+
+fn presence_of(chat: &Chat) -> Vec<Effect> {
+    chat.presence().into_iter().collect()
+}
+
+#[test]
+fn cluster_ids_are_unique_across_nodes_and_follow_causality() {
+    let (mut a, mut b, room) = two_nodes();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut check = |effects: &[Effect], node: NodeId| {
+        for (_, m) in published(effects) {
+            assert_eq!(node_of(m.id), node, "{m:?}");
+            assert!(m.id < 1 << 53, "JavaScript-safe");
+            assert!(
+                seen.iter().all(|&s| s < m.id),
+                "{} after {seen:?}: above every id its node has seen",
+                m.id
+            );
+            seen.push(m.id);
+        }
+    };
+    let e = join(&mut a, 1, &room, "ann");
+    check(&e, 1);
+    deliver(&mut b, &e, T0);
+    let e = join(&mut b, 1, &room, "bob");
+    check(&e, 2);
+    deliver(&mut a, &e, T0);
+    for round in 0..5 {
+        let e = talk(&mut a, 1, &room, &format!("a{round}"));
+        check(&e, 1);
+        deliver(&mut b, &e, T0);
+        // Node 2 talks twice in a row: its own counter moves on too.
+        for n in 0..2 {
+            let e = talk(&mut b, 1, &room, &format!("b{round}.{n}"));
+            check(&e, 2);
+            deliver(&mut a, &e, T0);
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 17, "unique");
+    // Both histories hold the same messages in the same (id) order.
+    let ids = |chat: &Chat| -> Vec<u64> {
+        chat.room(&room)
+            .unwrap()
+            .history()
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(ids(&a), seen);
+    assert_eq!(ids(&b), seen);
+    // Room ids too: each node's carry its number in the low bits, and never meet.
+    let (r1, _) = a.create_room("One", T0).unwrap();
+    let (r2, _) = b.create_room("Two", T0).unwrap();
+    assert_eq!(r1.id, format!("one-{}", cluster_id(2, 1)));
+    assert_eq!(
+        r2.id,
+        format!("two-{}", cluster_id(2, 2)),
+        "above the room it saw"
+    );
+}
+
+#[test]
+fn cluster_ids_start_above_what_the_store_loaded() {
+    let state = LoadedState {
+        rooms: vec![LoadedRoom {
+            id: "general-200000".into(),
+            name: "General".into(),
+            created: T0,
+            // Single-node ids, and stored out of id order (a shared store orders by time).
+            history: vec![
+                remote(1_000_000, "general-200000", MessageType::Talk, "ann"),
+                remote(999_999, "general-200000", MessageType::Talk, "ann"),
+            ],
+        }],
+    };
+    let mut chat = Chat::restore(ChatConfig::default(), state);
+    chat.enable_cluster(ClusterConfig::new(7));
+    assert_eq!(
+        chat.room("general-200000")
+            .unwrap()
+            .history()
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        [999_999, 1_000_000],
+        "ordered by id"
+    );
+    let e = join(&mut chat, 1, "general-200000", "bob");
+    let id = published(&e)[0].1.id;
+    assert!(id > 1_000_000, "{id}");
+    assert_eq!(node_of(id), 7);
+    let (room, _) = chat.create_room("New", T0).unwrap();
+    let n: u64 = room.id.rsplit('-').next().unwrap().parse().unwrap();
+    assert!(n > 200_000, "{n}");
+    assert_eq!(node_of(n), 7);
+}
+
+#[test]
+fn remote_messages_are_filed_by_id_deduplicated_and_trimmed() {
+    let mut chat = Chat::new(ChatConfig {
+        history_limit: 3,
+        ..ChatConfig::default()
+    });
+    chat.enable_cluster(ClusterConfig {
+        persist_remote: true,
+        ..ClusterConfig::new(1)
+    });
+    let (room, _) = chat.create_room("General", T0).unwrap();
+    let room = room.id;
+    let id = |k| cluster_id(k, 2);
+    let ids = |chat: &Chat| -> Vec<u64> {
+        chat.room(&room)
+            .unwrap()
+            .history()
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    let file = |chat: &mut Chat, k: u64| {
+        let e = chat.handle_remote_message(remote(id(k), &room, MessageType::Talk, "bob"), T0);
+        let persisted: Vec<u64> = persisted(&e)
+            .into_iter()
+            .map(|op| match op {
+                PersistOp::AppendMessage { message, keep } => {
+                    assert_eq!(*keep, 3);
+                    message.id
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(published(&e).is_empty(), "nothing is published again");
+        persisted
+    };
+    assert_eq!(file(&mut chat, 5), [id(5)]);
+    assert_eq!(file(&mut chat, 3), [id(3)], "an older one goes before");
+    assert_eq!(
+        file(&mut chat, 5),
+        Vec::<u64>::new(),
+        "a duplicate is ignored"
+    );
+    assert_eq!(file(&mut chat, 9), [id(9)]);
+    assert_eq!(file(&mut chat, 7), [id(7)]);
+    assert_eq!(ids(&chat), [id(5), id(7), id(9)], "trimmed to the limit");
+    assert_eq!(
+        file(&mut chat, 4),
+        Vec::<u64>::new(),
+        "older than a full history keeps"
+    );
+    // This node's next message comes after everything it saw.
+    let e = join(&mut chat, 1, &room, "ann");
+    assert_eq!(published(&e)[0].1.id, cluster_id(10, 1));
+    // Its own messages coming back change nothing.
+    let own = published(&e)[0].1.clone();
+    assert!(chat.handle_remote_message(own, T0).is_empty());
+    assert_eq!(ids(&chat), [id(7), id(9), cluster_id(10, 1)]);
+    // A message whose topic is not its room's is refused.
+    let body = serde_json::to_vec(&remote(id(20), &room, MessageType::Talk, "bob")).unwrap();
+    assert!(chat
+        .handle_room_message("/topic/rooms.other-1", &body, T0)
+        .is_err());
+}
+
+#[test]
+fn a_shared_store_is_written_by_the_originating_node_only() {
+    let (mut a, mut b, room) = two_nodes();
+    let e = join(&mut a, 1, &room, "ann");
+    assert_eq!(persisted(&e).len(), 1, "the node that posted writes");
+    let got = deliver(&mut b, &e, T0);
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[test]
+fn remote_members_show_in_details_and_counts() {
+    let (mut a, mut b, room) = two_nodes();
+    deliver(&mut b, &join(&mut a, 1, &room, "ann"), T0);
+    deliver(&mut b, &join(&mut a, 2, &room, "Zed"), T0);
+    join(&mut b, 7, &room, "bob");
+    assert_eq!(members(&b, &room), ["ann", "bob", "Zed"]);
+    assert_eq!(b.summaries()[0].members, 3);
+    assert_eq!(b.room(&room).unwrap().local_member_count(), 1);
+    // A LEAVE from node 1 takes its member away at once.
+    let e = a.handle_app(&app(2, "/chat.leave", json!({"roomId": room})), T0 + 3);
+    deliver(&mut b, &e, T0);
+    assert_eq!(members(&b, &room), ["ann", "bob"]);
+    // A presence replaces node 1's members wholesale (repairing a lost JOIN).
+    let mut lost = join(&mut a, 3, &room, "carol");
+    lost.clear();
+    deliver(&mut b, &presence_of(&a), T0 + 10);
+    assert_eq!(members(&b, &room), ["ann", "bob", "carol"]);
+    // A nickname on two nodes at once (they raced) counts once.
+    let raced = ChatMessage {
+        id: cluster_id(100, 3),
+        ..remote(0, &room, MessageType::Join, "BOB")
+    };
+    b.handle_remote_message(raced, T0);
+    assert_eq!(members(&b, &room), ["ann", "bob", "carol"]);
+    assert_eq!(b.summaries()[0].members, 3);
+}
+
+#[test]
+fn a_nickname_held_on_another_node_is_taken() {
+    let (mut a, mut b, room) = two_nodes();
+    let e = a.handle_app(
+        &app(
+            1,
+            "/chat.join",
+            json!({"roomId": room, "sender": "ann", "clientId": "same-browser"}),
+        ),
+        T0,
+    );
+    deliver(&mut b, &e, T0);
+    // Not even with ann's clientId: taking a membership over is for this node's sessions.
+    for body in [
+        json!({"roomId": room, "sender": "ANN"}),
+        json!({"roomId": room, "sender": "ann", "clientId": "same-browser"}),
+    ] {
+        let e = b.handle_app(&app(5, "/chat.join", body), T0);
+        assert_eq!(only_error(&e, 5), "nickname_taken");
+    }
+    assert_eq!(members(&b, &room), ["ann"]);
+}
+
+#[test]
+fn a_late_presence_does_not_undo_a_newer_join() {
+    let (mut a, mut b, room) = two_nodes();
+    let stale = presence_of(&a);
+    let e = join(&mut a, 1, &room, "ann");
+    deliver(&mut b, &e, T0);
+    deliver(&mut b, &stale, T0);
+    assert_eq!(
+        members(&b, &room),
+        ["ann"],
+        "the presence is older than the JOIN"
+    );
+    // And a late JOIN does not undo a newer presence.
+    let join_msg = e.clone();
+    let leave = a.handle_app(&app(1, "/chat.leave", json!({"roomId": room})), T0);
+    let mut c = node_chat(3);
+    deliver(&mut c, &two_nodes_room_event(&b, &room), T0);
+    deliver(&mut c, &presence_of(&a), T0);
+    deliver(&mut c, &join_msg, T0);
+    assert!(members(&c, &room).is_empty(), "{:?}", members(&c, &room));
+    deliver(&mut c, &leave, T0);
+    assert!(members(&c, &room).is_empty());
+}
+
+/// The `rooms` event of `chat` (every room it knows), as effects.
+fn two_nodes_room_event(chat: &Chat, room: &str) -> Vec<Effect> {
+    let r = chat.room(room).unwrap();
+    vec![Effect::Publish {
+        destination: CLUSTER_TOPIC.into(),
+        body: serde_json::to_string(&ClusterEvent::Rooms {
+            node: 9,
+            rooms: vec![RoomInfo {
+                id: r.id().into(),
+                name: r.name().into(),
+                created: r.created(),
+            }],
+        })
+        .unwrap(),
+    }]
+}
+
+#[test]
+fn dead_nodes_are_dropped_and_the_lowest_live_node_says_so() {
+    let mut nodes: Vec<Chat> = (1..=3).map(node_chat).collect();
+    let (room, e) = nodes[0].create_room("General", T0).unwrap();
+    let room = room.id;
+    for n in &mut nodes[1..] {
+        deliver(n, &e, T0);
+    }
+    // ann on node 3, bob on node 2.
+    let e = join(&mut nodes[2], 1, &room, "ann");
+    let f = join(&mut nodes[1], 1, &room, "bob");
+    for i in 0..3 {
+        let everyone: Vec<Effect> = (0..3)
+            .filter(|&j| j != i)
+            .flat_map(|j| presence_of(&nodes[j]))
+            .chain(e.iter().cloned())
+            .chain(f.iter().cloned())
+            .collect();
+        let node = &mut nodes[i];
+        deliver(node, &everyone, T0);
+        assert_eq!(node.live_nodes(), [1, 2, 3]);
+    }
+    assert_eq!(members(&nodes[0], &room), ["ann", "bob"]);
+    // Nodes 1 and 2 keep beating; node 3 falls silent.
+    let later = T0 + NODE_TIMEOUT_MS;
+    let beats: Vec<Vec<Effect>> = nodes.iter().map(presence_of).collect();
+    deliver(&mut nodes[0], &beats[1], later);
+    deliver(&mut nodes[1], &beats[0], later);
+    assert!(nodes[0].expire_nodes(later).is_empty(), "not yet");
+    let dead_at = later + 1;
+    let from_1 = nodes[0].expire_nodes(dead_at);
+    let from_2 = nodes[1].expire_nodes(dead_at);
+    assert_eq!(nodes[0].live_nodes(), [1, 2]);
+    assert_eq!(nodes[1].live_nodes(), [1, 2]);
+    // Node 1 is the lowest live node: it posts "ann left" (and keeps it).
+    let left = published(&from_1);
+    assert_eq!(left.len(), 1, "{from_1:?}");
+    assert_eq!(left[0].0, room_topic(&room));
+    assert_eq!(left[0].1.kind, MessageType::Leave);
+    assert_eq!(left[0].1.message, "ann left");
+    assert_eq!(node_of(left[0].1.id), 1);
+    assert_eq!(persisted(&from_1).len(), 1);
+    assert!(from_2.is_empty(), "node 2 is not the lowest: {from_2:?}");
+    for n in &nodes[..2] {
+        assert_eq!(members(n, &room), ["bob"]);
+    }
+    // Node 2 files node 1's LEAVE like any message.
+    deliver(&mut nodes[1], &from_1, dead_at);
+    assert_eq!(
+        nodes[1]
+            .room(&room)
+            .unwrap()
+            .history()
+            .back()
+            .unwrap()
+            .message,
+        "ann left"
+    );
+    // A late JOIN from the dead node does not bring its member back; a presence does.
+    deliver(&mut nodes[0], &e, dead_at);
+    assert_eq!(members(&nodes[0], &room), ["bob"]);
+    deliver(&mut nodes[0], &beats[2], dead_at + 1);
+    assert_eq!(members(&nodes[0], &room), ["ann", "bob"]);
+    assert_eq!(nodes[0].live_nodes(), [1, 2, 3]);
+    // Node 1 dies too: node 2, now the lowest, speaks.
+    let much_later = dead_at + 2 * NODE_TIMEOUT_MS;
+    let from_2 = nodes[1].expire_nodes(much_later);
+    assert_eq!(nodes[1].live_nodes(), [2]);
+    assert!(published(&from_2).is_empty(), "node 1 had no members");
+    // A nickname someone alive still holds is not said to have left.
+    let mut solo = node_chat(5);
+    deliver(&mut solo, &nodes[0].create_room("Solo", T0).unwrap().1, T0);
+    let solo_room = solo.rooms().last().unwrap().id().to_owned();
+    let ann_remote = ChatMessage {
+        id: cluster_id(1, 6),
+        ..remote(0, &solo_room, MessageType::Join, "ann")
+    };
+    solo.handle_remote_message(ann_remote, T0);
+    join(&mut solo, 1, &solo_room, "bob");
+    let ann_on_7 = ChatMessage {
+        id: cluster_id(2, 7),
+        ..remote(0, &solo_room, MessageType::Join, "ANN")
+    };
+    solo.handle_remote_message(ann_on_7, T0);
+    let e = solo.expire_nodes(T0 + 1);
+    assert!(e.is_empty());
+    let mut beat7 = presence_of(&solo);
+    if let Effect::Publish { body, .. } = &mut beat7[0] {
+        *body = serde_json::to_string(&ClusterEvent::Presence {
+            node: 7,
+            last: cluster_id(2, 7),
+            members: [(solo_room.clone(), vec!["ANN".to_owned()])].into(),
+            rooms: RoomDigest::default(),
+        })
+        .unwrap();
+    }
+    deliver(&mut solo, &beat7, T0 + NODE_TIMEOUT_MS + 1);
+    let e = solo.expire_nodes(T0 + NODE_TIMEOUT_MS + 1);
+    assert!(
+        published(&e).is_empty(),
+        "ANN on node 7 still holds it: {e:?}"
+    );
+}
+
+#[test]
+fn bye_drops_a_node_at_once() {
+    let (mut a, mut b, room) = two_nodes();
+    deliver(&mut b, &presence_of(&a), T0);
+    deliver(&mut a, &presence_of(&b), T0);
+    deliver(&mut b, &join(&mut a, 1, &room, "ann"), T0);
+    deliver(&mut b, &join(&mut a, 2, &room, "zed"), T0);
+    assert_eq!(members(&b, &room), ["ann", "zed"]);
+    // ann's session closes first (its own LEAVE, still on the way), then node 1 says bye
+    // with what it still has: zed.
+    let leave = a.session_closed(1, T0);
+    let bye: Vec<Effect> = a.bye().into_iter().collect();
+    assert_eq!(
+        cluster_events(&bye),
+        [ClusterEvent::Bye {
+            node: 1,
+            last: published(&leave)[0].1.id,
+            members: [(room.clone(), vec!["zed".to_owned()])].into(),
+        }]
+    );
+    let e = deliver(&mut b, &bye, T0);
+    assert_eq!(b.live_nodes(), [2]);
+    assert!(members(&b, &room).is_empty());
+    // Node 2, the only live node, says zed left; ann's LEAVE is node 1's own, arriving late.
+    let said: Vec<String> = published(&e).into_iter().map(|(_, m)| m.message).collect();
+    assert_eq!(said, ["zed left"]);
+    deliver(&mut b, &leave, T0);
+    let history: Vec<String> = b
+        .room(&room)
+        .unwrap()
+        .history()
+        .iter()
+        .map(|m| m.message.clone())
+        .collect();
+    assert_eq!(
+        history,
+        ["ann joined", "zed joined", "ann left", "zed left"]
+    );
+}
+
+#[test]
+fn rooms_from_other_nodes_are_added_and_a_late_node_learns_them() {
+    let mut a = node_chat(1);
+    let mut b = Chat::default();
+    b.enable_cluster(ClusterConfig {
+        persist_remote: true,
+        ..ClusterConfig::new(2)
+    });
+    let (r1, e1) = a.create_room("One", T0).unwrap();
+    assert_eq!(
+        cluster_events(&e1),
+        [ClusterEvent::Room {
+            node: 1,
+            id: r1.id.clone(),
+            name: "One".into(),
+            created: T0,
+        }]
+    );
+    let (r2, _lost) = a.create_room("Two", T0).unwrap();
+    // A message for a room not known yet waits for it.
+    let early = join(&mut a, 1, &r2.id, "ann");
+    assert!(deliver(&mut b, &early, T0).is_empty());
+    let got = deliver(&mut b, &e1, T0);
+    assert_eq!(
+        got,
+        [Effect::Persist(PersistOp::CreateRoom {
+            id: r1.id.clone(),
+            name: "One".into(),
+            created: T0,
+        })],
+        "a store of its own keeps other nodes' rooms"
+    );
+    // Node 2 missed "Two": the digests differ, so node 1 sends every room it knows.
+    let answer = deliver(&mut a, &presence_of(&b), T0);
+    let events = cluster_events(&answer);
+    assert!(
+        matches!(&events[..], [ClusterEvent::Rooms { node: 1, rooms }] if rooms.len() == 2),
+        "{events:?}"
+    );
+    assert!(
+        deliver(&mut a, &presence_of(&b), T0 + 1).is_empty(),
+        "not again so soon"
+    );
+    let got = deliver(&mut b, &answer, T0);
+    assert_eq!(persisted(&got).len(), 2, "room Two and ann's JOIN: {got:?}");
+    assert_eq!(b.rooms().len(), 2);
+    assert_eq!(members(&b, &r2.id), ["ann"], "the early JOIN was kept");
+    // Same rooms, same digest: nothing more to send either way.
+    assert!(cluster_events(&deliver(&mut b, &presence_of(&a), T0)).is_empty());
+    assert!(cluster_events(&deliver(&mut a, &presence_of(&b), T0 + NODE_TIMEOUT_MS)).is_empty());
+    // Rooms with ids this node would never make are ignored.
+    for id in ["", "UPPER-1", "a/b", "x y", &"x".repeat(65)] {
+        let bad = ClusterEvent::Room {
+            node: 3,
+            id: id.into(),
+            name: "Bad".into(),
+            created: T0,
+        };
+        assert!(b.handle_cluster_event(bad, T0).is_empty());
+    }
+    assert_eq!(b.rooms().len(), 2);
+}
+
+#[test]
+fn merge_loaded_adds_the_rooms_and_messages_missing() {
+    let (mut a, mut b, room) = two_nodes();
+    let seen = join(&mut a, 1, &room, "ann");
+    deliver(&mut b, &seen, T0);
+    let missed = talk(&mut a, 1, &room, "while the broker was away");
+    let (other, _) = a.create_room("Other", T0).unwrap();
+    let state = LoadedState {
+        rooms: a
+            .rooms()
+            .map(|r| LoadedRoom {
+                id: r.id().into(),
+                name: r.name().into(),
+                created: r.created(),
+                history: r.history().iter().cloned().collect(),
+            })
+            .collect(),
+    };
+    assert_eq!(b.merge_loaded(state.clone()), (1, 1));
+    assert!(b.room(&other.id).is_some());
+    let last = b.room(&room).unwrap().history().back().unwrap().clone();
+    assert_eq!(last, published(&missed)[0].1);
+    assert_eq!(b.merge_loaded(state), (0, 0), "nothing twice");
+    let e = join(&mut b, 1, &room, "bob");
+    assert!(published(&e)[0].1.id > last.id);
+}
+
+#[test]
+fn single_node_mode_is_unchanged() {
+    let (mut chat, room) = chat_with_room("General");
+    assert_eq!(chat.node(), None);
+    assert!(chat.presence().is_none() && chat.bye().is_none());
+    let e = join(&mut chat, 1, &room, "ann");
+    assert_eq!(published(&e)[0].1.id, 1);
+    let (r, e) = chat.create_room("Second", T0).unwrap();
+    assert_eq!(r.id, "second-2");
+    assert!(cluster_events(&e).is_empty(), "no announcement alone");
+    assert!(chat
+        .handle_remote_message(
+            remote(cluster_id(5, 2), &room, MessageType::Join, "bob"),
+            T0
+        )
+        .is_empty());
+    assert_eq!(members(&chat, &room), ["ann"]);
+    let presence = ClusterEvent::Presence {
+        node: 2,
+        last: 0,
+        members: [(room.clone(), vec!["bob".to_owned()])].into(),
+        rooms: RoomDigest::default(),
+    };
+    assert!(chat.handle_cluster_event(presence, T0).is_empty());
+    assert!(chat.expire_nodes(T0 + 1_000_000).is_empty());
+    assert_eq!(members(&chat, &room), ["ann"]);
+    assert!(chat.live_nodes().is_empty());
+}
+
+#[test]
+fn cluster_events_read_as_documented() {
+    let event: ClusterEvent = serde_json::from_str(
+        r#"{"type":"presence","node":3,"last":196611,"members":{"general-65539":["ann"]},"rooms":{"count":1,"hash":42}}"#,
+    )
+    .unwrap();
+    assert_eq!(event.node(), 3);
+    let bye: ClusterEvent = serde_json::from_str(r#"{"type":"bye","node":4}"#).unwrap();
+    assert_eq!(
+        bye,
+        ClusterEvent::Bye {
+            node: 4,
+            last: 0,
+            members: MemberLists::new()
+        }
+    );
+    assert_eq!(
+        serde_json::to_string(&ClusterEvent::Room {
+            node: 1,
+            id: "general-65537".into(),
+            name: "General".into(),
+            created: T0
+        })
+        .unwrap(),
+        format!(
+            r#"{{"type":"room","node":1,"id":"general-65537","name":"General","created":{T0}}}"#
+        )
+    );
+    assert_eq!(cluster_id(3, 3), 196_611);
+    assert_eq!(node_of(196_611), 3);
+}
