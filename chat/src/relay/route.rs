@@ -24,12 +24,14 @@ use crate::stomp::{Command, Frame};
 const MAX_HELD: usize = 4096;
 
 /// Headers of an upstream MESSAGE that are not handed on (the node writes its own).
-const UPSTREAM_ONLY: [&str; 6] = [
+const UPSTREAM_ONLY: [&str; 7] = [
     "subscription",
     "message-id",
     "destination",
     "ack",
     "content-length",
+    // RabbitMQ hands a SEND's `receipt` (the relay's) on to its MESSAGEs.
+    "receipt",
     USER_DESTINATION_HEADER,
 ];
 
@@ -78,7 +80,14 @@ struct SessionState {
 }
 
 pub(super) struct Router {
+    /// The pool (the first `pool`), then consumer connections of sessions (see
+    /// [`Router::consumer_conn`]).
     pub conns: Vec<Upstream>,
+    pub pool: usize,
+    /// A session's consumer connection: its queue subscriptions that acknowledge live there.
+    consumers: HashMap<SessionId, usize>,
+    /// Retired consumer connections' slots, for reuse.
+    free: Vec<usize>,
     pub config: RelayConfig,
     shared: Arc<Shared>,
     downstream: Arc<dyn Downstream>,
@@ -256,6 +265,9 @@ impl Router {
         };
         Router {
             conns: (0..pool).map(|_| Upstream::new(now)).collect(),
+            pool,
+            consumers: HashMap::new(),
+            free: Vec::new(),
             config,
             shared,
             downstream,
@@ -273,7 +285,7 @@ impl Router {
     }
 
     fn conn_of(&self, session: SessionId) -> usize {
-        (session % self.conns.len() as u64) as usize
+        (session % self.pool as u64) as usize
     }
 
     fn fresh_id(&mut self, kind: char) -> String {
@@ -423,10 +435,8 @@ impl Router {
                 receipt,
                 transaction,
             } => {
-                let conn = session.map_or_else(
-                    || spread(&destination, self.conns.len()),
-                    |s| self.conn_of(s),
-                );
+                let conn =
+                    session.map_or_else(|| spread(&destination, self.pool), |s| self.conn_of(s));
                 let tx = transaction.map(|t| self.transaction_id(session.unwrap_or(0), &t));
                 self.forward_send(
                     conn,
@@ -448,8 +458,8 @@ impl Router {
                 receipt,
             } => {
                 let upstream = self.user_topics.user_destination(&user);
-                let conn = session
-                    .map_or_else(|| spread(&upstream, self.conns.len()), |s| self.conn_of(s));
+                let conn =
+                    session.map_or_else(|| spread(&upstream, self.pool), |s| self.conn_of(s));
                 self.forward_send(
                     conn,
                     session,
@@ -499,7 +509,11 @@ impl Router {
                     if q.waiting {
                         self.release(session);
                     }
-                    if self.conns[q.conn].is_up() {
+                    let last_on_it = !self.queues.values().any(|o| o.conn == q.conn);
+                    if q.conn >= self.pool && last_on_it {
+                        // Closing the consumer connection gives back what it holds.
+                        self.retire(session, q.conn);
+                    } else if self.conns[q.conn].is_up() {
                         self.conns[q.conn].frame(
                             Command::Unsubscribe,
                             [("id", q.upstream_id.as_str())],
@@ -596,6 +610,13 @@ impl Router {
             }
         }
         let id = self.transaction_id(session, &tx);
+        // ACKs in the transaction go to the session's consumer connection: it has the
+        // transaction too (not atomic across the two connections).
+        if let Some(&consumer) = self.consumers.get(&session) {
+            if self.conns[consumer].is_up() {
+                self.conns[consumer].frame(command, [("transaction", id.as_str())], b"");
+            }
+        }
         let r = self.conns[conn].receipt(Waiter::Transaction { session, receipt });
         self.conns[conn].frame(
             command,
@@ -627,7 +648,7 @@ impl Router {
     ) {
         if !self.table(user).contains_key(&key) {
             let upstream_id = self.fresh_id(if user { 'u' } else { 't' });
-            let conn = spread(&destination, self.conns.len());
+            let conn = spread(&destination, self.pool);
             let route = if user {
                 Route::User(key.clone())
             } else {
@@ -710,7 +731,10 @@ impl Router {
         receipt: Option<String>,
     ) {
         let upstream_id = self.fresh_id('q');
-        let conn = self.conn_of(session);
+        let conn = match ack {
+            AckMode::Auto => self.conn_of(session),
+            _ => self.consumer_conn(session),
+        };
         self.routes
             .insert(upstream_id.clone(), Route::Queue(session, id.clone()));
         if self.conns[conn].is_up() {
@@ -846,6 +870,58 @@ impl Router {
                 self.conns[conn].frame(Command::Abort, [("transaction", id.as_str())], b"");
             }
         }
+        if let Some(&consumer) = self.consumers.get(&session) {
+            self.retire(session, consumer);
+        }
+    }
+
+    /// The session's consumer connection, made on first use. A subscription that
+    /// acknowledges is not put on the shared pool: RabbitMQ forgets a subscription's
+    /// unacknowledged messages at UNSUBSCRIBE (they stay stuck until the connection closes,
+    /// and a NACK before it races with their redelivery to the same subscription), so they
+    /// live on a connection that is closed when the session needs it no more.
+    fn consumer_conn(&mut self, session: SessionId) -> usize {
+        if let Some(&c) = self.consumers.get(&session) {
+            return c;
+        }
+        let now = Instant::now();
+        let c = match self.free.pop() {
+            Some(c) => {
+                self.conns[c] = Upstream::new(now);
+                c
+            }
+            None => {
+                self.conns.push(Upstream::new(now));
+                self.conns.len() - 1
+            }
+        };
+        self.consumers.insert(session, c);
+        c
+    }
+
+    /// Marks a session's consumer connection to be closed (the loop closes it).
+    fn retire(&mut self, session: SessionId, conn: usize) {
+        self.consumers.remove(&session);
+        let stale: Vec<(SessionId, String)> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.conn == conn)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(q) = self.queues.remove(&key) {
+                self.routes.remove(&q.upstream_id);
+            }
+        }
+        self.conns[conn].retire = true;
+    }
+
+    /// The loop closed a retired connection: its slot is free.
+    pub fn retired(&mut self, conn: usize) {
+        self.conns[conn].retire = false;
+        self.conns[conn].phase = super::upstream::Phase::Retired;
+        self.conns[conn].waiters.clear();
+        self.free.push(conn);
     }
 }
 
@@ -896,6 +972,8 @@ impl Router {
             .headers
             .iter()
             .filter(|h| !UPSTREAM_ONLY.contains(&&*h.name))
+            // RabbitMQ marks every message; only a redelivery is news.
+            .filter(|h| !(h.name == "redelivered" && h.value == "false"))
             .map(|h| (h.name.to_string(), h.value.to_string()))
             .collect();
         let body = Bytes::copy_from_slice(frame.body);
@@ -1131,7 +1209,7 @@ impl Router {
             );
         }
         // Open transactions lived on the connection.
-        let pool = self.conns.len() as u64;
+        let pool = self.pool as u64;
         let in_tx: Vec<SessionId> = self
             .sessions
             .iter()
@@ -1179,9 +1257,9 @@ impl Router {
     }
 
     fn update_availability(&mut self) {
-        let up = self.conns.iter().filter(|c| c.is_up()).count();
+        let up = self.conns[..self.pool].iter().filter(|c| c.is_up()).count();
         self.shared.connected.store(up, Ordering::Relaxed);
-        let available = up == self.conns.len();
+        let available = up == self.pool;
         if available != self.available {
             self.available = available;
             self.shared.available.store(available, Ordering::Release);

@@ -122,6 +122,25 @@ impl Loop {
             }
             self.router.deliver();
             self.flush_all();
+            self.close_retired();
+        }
+    }
+
+    /// Closes consumer connections no session needs any more (DISCONNECT if it is up).
+    fn close_retired(&mut self) {
+        for conn in self.router.pool..self.router.conns.len() {
+            if !self.router.conns[conn].retire {
+                continue;
+            }
+            if self.router.conns[conn].is_up() {
+                self.router.conns[conn].frame(Command::Disconnect, [] as [(&str, &str); 0], b"");
+                let _ = self.router.conns[conn].flush(Instant::now());
+            }
+            if let Some(mut stream) = self.router.conns[conn].stream.take() {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+            debug!(conn, "relay: consumer connection closed");
+            self.router.retired(conn);
         }
     }
 

@@ -26,6 +26,8 @@ pub(super) enum Phase {
         since: Instant,
     },
     Up,
+    /// A session's consumer connection that is no longer needed: closed, its slot free.
+    Retired,
 }
 
 /// What a RECEIPT from upstream settles.
@@ -62,6 +64,9 @@ pub(super) struct Upstream {
     pub expect_every: Option<Duration>,
     next_receipt: u64,
     pub waiters: HashMap<u64, Waiter>,
+    /// To be closed (a consumer connection whose session needs it no more): closing it is
+    /// what gives its unacknowledged messages back to their queues.
+    pub retire: bool,
 }
 
 /// The receipt ids the relay asks for: `r{n}`.
@@ -85,6 +90,7 @@ impl Upstream {
             expect_every: None,
             next_receipt: 0,
             waiters: HashMap::new(),
+            retire: false,
         }
     }
 
@@ -230,6 +236,7 @@ impl Upstream {
     /// attempt or timeout due).
     pub fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
         match self.phase {
+            Phase::Retired => None,
             Phase::Down { retry_at } => Some(retry_at),
             Phase::Connecting { since } | Phase::Handshaking { since } => {
                 Some(since + connect_timeout)
