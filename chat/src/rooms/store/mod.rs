@@ -400,6 +400,12 @@ impl Store {
         &self.config
     }
 
+    /// Several nodes may share this database (PostgreSQL), so each writes only its own rooms
+    /// and messages; SQLite is one node's.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.config, StoreConfig::Postgres(_))
+    }
+
     /// The SQLite database file (`None` for PostgreSQL).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
