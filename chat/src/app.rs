@@ -1,20 +1,39 @@
 //! The chat rooms as the STOMP server's application: `/app/chat.*` messages, LEAVE on
-//! disconnect, the HTTP pages and API, persistence off the event loop.
+//! disconnect, the HTTP pages and API, persistence off the event loop. In cluster mode (see
+//! [`crate::cluster`]) also what other nodes say, and a reload of the store when the external
+//! broker comes back after an outage.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use sockeye::handshake::Request;
 use sockeye::server::HttpResponse;
+use tracing::{info, warn};
 
 use crate::broker::{AppMessage, BrokerEvent};
 use crate::http;
 use crate::rooms::{json_headers, Chat, Effect, Store};
 use crate::server::{Application, Messaging};
 
+/// How long a reload of the store may wait for the database.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The external broker's availability, as last reported (relay mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relay {
+    Unknown,
+    Up,
+    Down,
+}
+
 /// The chat application.
 pub struct ChatApp {
-    chat: Mutex<Chat>,
-    store: Option<Store>,
+    chat: Arc<Mutex<Chat>>,
+    store: Option<Arc<Store>>,
+    relay: Mutex<Relay>,
+    /// Reloads of the store in progress (cluster mode), each on a thread of its own.
+    reloads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for ChatApp {
@@ -25,17 +44,36 @@ impl std::fmt::Debug for ChatApp {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl ChatApp {
     /// `store`: where rooms and history are written (`None`: memory only).
     pub fn new(chat: Chat, store: Option<Store>) -> Self {
         ChatApp {
-            chat: Mutex::new(chat),
-            store,
+            chat: Arc::new(Mutex::new(chat)),
+            store: store.map(Arc::new),
+            relay: Mutex::new(Relay::Unknown),
+            reloads: Mutex::new(Vec::new()),
         }
     }
 
     fn chat(&self) -> MutexGuard<'_, Chat> {
-        self.chat.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.chat)
+    }
+
+    /// Reads the chat (locked while `f` runs).
+    pub fn with_chat<R>(&self, f: impl FnOnce(&Chat) -> R) -> R {
+        f(&self.chat())
+    }
+
+    /// Runs `f` on the chat (with the time) and carries out the effects it returns, all with
+    /// the chat locked.
+    pub fn run(&self, messaging: &Messaging, f: impl FnOnce(&mut Chat, u64) -> Vec<Effect>) {
+        let mut chat = self.chat();
+        let effects = f(&mut chat, messaging.now_ms());
+        self.apply(effects, messaging);
     }
 
     /// Carries out the domain's effects. Called with the chat locked, so that messages are
@@ -62,21 +100,72 @@ impl ChatApp {
 
     /// Writes what is queued for the database (at shutdown).
     pub fn flush(&self) -> bool {
-        self.store.as_ref().is_none_or(Store::flush)
+        self.store.as_deref().is_none_or(Store::flush)
+    }
+
+    /// Waits for the reloads of the store in progress (at shutdown).
+    pub fn join_reloads(&self) {
+        let reloads = std::mem::take(&mut *lock(&self.reloads));
+        for reload in reloads {
+            let _ = reload.join();
+        }
+    }
+
+    /// Relay mode: the external broker came or went. Coming back after an outage, a node in
+    /// cluster mode gives the others a fresh node timeout (nobody could be heard) and reads
+    /// the store again for what it missed (a shared store has the other nodes' writes).
+    fn relay_changed(&self, available: bool, now_ms: u64) {
+        let now = if available { Relay::Up } else { Relay::Down };
+        let before = std::mem::replace(&mut *lock(&self.relay), now);
+        if !available || before != Relay::Down {
+            return;
+        }
+        let mut chat = self.chat();
+        if chat.node().is_none() {
+            return;
+        }
+        chat.cluster_resumed(now_ms);
+        drop(chat);
+        self.reload();
+    }
+
+    /// Reads the store again on a thread of its own (never an event loop's) and merges what
+    /// the chat did not have.
+    fn reload(&self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let chat = Arc::clone(&self.chat);
+        let spawned = std::thread::Builder::new()
+            .name("chat-reload".into())
+            .spawn(move || match store.load_timeout(RELOAD_TIMEOUT) {
+                Ok(state) => {
+                    let (rooms, messages) = lock(&chat).merge_loaded(state);
+                    info!(rooms, messages, "cluster: merged what the store had");
+                }
+                Err(e) => warn!(error = %e, "cluster: cannot reload the store"),
+            });
+        match spawned {
+            Ok(handle) => {
+                let mut reloads = lock(&self.reloads);
+                reloads.retain(|r| !r.is_finished());
+                reloads.push(handle);
+            }
+            Err(e) => warn!(error = %e, "cluster: cannot start a reload of the store"),
+        }
     }
 }
 
 impl Application for ChatApp {
     fn on_app_message(&self, message: &AppMessage, messaging: &Messaging) {
-        let mut chat = self.chat();
-        let effects = chat.handle_app(message, messaging.now_ms());
-        self.apply(effects, messaging);
+        self.run(messaging, |chat, now| chat.handle_app(message, now));
     }
 
     fn on_event(&self, event: &BrokerEvent, messaging: &Messaging) {
-        let mut chat = self.chat();
-        let effects = chat.handle_event(event, messaging.now_ms());
-        self.apply(effects, messaging);
+        if let BrokerEvent::Relay { available } = event {
+            self.relay_changed(*available, messaging.now_ms());
+        }
+        self.run(messaging, |chat, now| chat.handle_event(event, now));
     }
 
     fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {

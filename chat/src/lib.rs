@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod cluster;
 pub mod http;
 pub mod link;
 pub mod relay;

@@ -15,8 +15,11 @@ use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::broker::{Authenticator, ConnectRequest};
+use sockeye_chat::cluster::{random_node_id, Cluster};
 use sockeye_chat::relay::RelayConfig;
-use sockeye_chat::rooms::{redact_url, Chat, ChatConfig, Store, StoreConfig, StoreOptions};
+use sockeye_chat::rooms::{
+    redact_url, Chat, ChatConfig, ClusterConfig, Store, StoreConfig, StoreOptions,
+};
 use sockeye_chat::server::{
     heartbeat, Hub, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
 };
@@ -292,7 +295,15 @@ fn run(args: Args) -> Result<(), String> {
     // The STOMP heart-beat is the liveness check here; WebSocket pings stay on as a backstop.
     config.ping_interval = Some(Duration::from_secs(30));
 
-    let (chat, store) = match store_config {
+    let relay = match args.relay.or(file.relay) {
+        Some(url) => Some(RelayConfig::from_url(&url).map_err(|e| format!("--relay: {e}"))?),
+        None => None,
+    };
+    let node_id = args.node_id.or(file.node_id);
+    if node_id == Some(0) {
+        return Err("--node-id wants a number from 1 to 65535".into());
+    }
+    let (mut chat, store) = match store_config {
         None => (Chat::new(ChatConfig::default()), None),
         Some(config) => {
             let (store, loaded) = Store::open_with(&config, StoreOptions::default())
@@ -301,21 +312,43 @@ fn run(args: Args) -> Result<(), String> {
             (Chat::restore(ChatConfig::default(), loaded), Some(store))
         }
     };
+    if relay.is_some() {
+        // Cluster mode: the nodes of one relay agree on rooms, members and history.
+        let node = node_id.unwrap_or_else(|| {
+            let node = random_node_id();
+            info!(node, "no --node-id: node {node}, chosen at random");
+            node
+        });
+        chat.enable_cluster(ClusterConfig {
+            // A store of its own (SQLite) keeps the other nodes' rooms and messages too; a
+            // shared one (PostgreSQL) has them from the nodes that made them.
+            persist_remote: store.as_ref().is_some_and(|s| !s.is_shared()),
+            ..ClusterConfig::new(node)
+        });
+    } else if node_id.is_some() {
+        info!("--node-id has no effect without --relay");
+    }
     let app = Arc::new(ChatApp::new(chat, store));
     let mut stomp = StompConfig::default();
     stomp.limits.max_body = max_message;
     stomp.broker.heart_beat = heart_beat;
     stomp.broker.authenticator = Some(authenticator(users));
     stomp.slow_consumer = slow_consumer;
-    if let Some(url) = args.relay.or(file.relay) {
-        let relay = RelayConfig::from_url(&url).map_err(|e| format!("--relay: {e}"))?;
+    if let Some(relay) = relay {
         info!(url = %relay.display_url(), pool = relay.pool, "relay mode: destinations live in the external broker");
         stomp.relay = Some(relay);
     }
-    // Wired into the chat application by the cluster work (see chat/src/app.rs).
-    let _node_id = args.node_id.or(file.node_id);
+    let clustered = stomp.relay.is_some();
     let hub = Hub::new(stomp, Box::new(app.clone()))
         .map_err(|e| format!("cannot start the relay: {e}"))?;
+    let cluster = if clustered {
+        Some(
+            Cluster::start(app.clone(), &hub)
+                .map_err(|e| format!("cannot start the cluster: {e}"))?,
+        )
+    } else {
+        None
+    };
 
     let mut server =
         Server::bind(listen, config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -350,6 +383,10 @@ fn run(args: Args) -> Result<(), String> {
         println!("sockeye-chat: STOMP over TCP at {addr}");
     }
     let result = running.join();
+    // The sessions have left (their LEAVEs published): say bye, then stop the relay.
+    if let Some(cluster) = cluster {
+        cluster.stop();
+    }
     hub.stop();
     let _ = beats.join();
     app.flush();

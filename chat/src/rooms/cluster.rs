@@ -270,6 +270,20 @@ impl ClusterState {
     }
 }
 
+/// A room's message as a node published it to `destination` (a room's topic): parsed, and
+/// checked against the topic.
+pub fn parse_room_message(destination: &str, body: &[u8]) -> Result<ChatMessage, ChatError> {
+    let msg: ChatMessage =
+        serde_json::from_slice(body).map_err(|e| ChatError::InvalidBody(e.to_string()))?;
+    if destination != room_topic(&msg.room_id) {
+        return Err(ChatError::InvalidBody(format!(
+            "roomId {:?} does not match {destination}",
+            msg.room_id
+        )));
+    }
+    Ok(msg)
+}
+
 /// The number at the end of a room id (`general-65537` → 65537).
 fn room_number(id: &str) -> Option<u64> {
     id.rsplit('-').next().and_then(|n| n.parse().ok())
@@ -470,22 +484,15 @@ impl Chat {
         effects
     }
 
-    /// A message another node published to `destination` (a room's topic): parsed, checked
-    /// against the topic, then [`Chat::handle_remote_message`].
+    /// A message another node published to `destination` (a room's topic):
+    /// [`parse_room_message`], then [`Chat::handle_remote_message`].
     pub fn handle_room_message(
         &mut self,
         destination: &str,
         body: &[u8],
         now_ms: u64,
     ) -> Result<Vec<Effect>, ChatError> {
-        let msg: ChatMessage =
-            serde_json::from_slice(body).map_err(|e| ChatError::InvalidBody(e.to_string()))?;
-        if destination != room_topic(&msg.room_id) {
-            return Err(ChatError::InvalidBody(format!(
-                "roomId {:?} does not match {destination}",
-                msg.room_id
-            )));
-        }
+        let msg = parse_room_message(destination, body)?;
         Ok(self.handle_remote_message(msg, now_ms))
     }
 

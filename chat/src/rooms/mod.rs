@@ -39,8 +39,9 @@ mod store;
 mod validate;
 
 pub use cluster::{
-    cluster_id, node_of, ClusterConfig, ClusterEvent, MemberLists, NodeId, RoomDigest, RoomInfo,
-    CLUSTER_TOPIC, NODE_BITS, NODE_TIMEOUT_MS, PRESENCE_INTERVAL_MS, ROOMS_PATTERN,
+    cluster_id, node_of, parse_room_message, ClusterConfig, ClusterEvent, MemberLists, NodeId,
+    RoomDigest, RoomInfo, CLUSTER_TOPIC, NODE_BITS, NODE_TIMEOUT_MS, PRESENCE_INTERVAL_MS,
+    ROOMS_PATTERN,
 };
 pub use model::{
     ChatMessage, ClientMessage, CreateRoom, ErrorBody, MessageType, RoomDetail, RoomSummary,
