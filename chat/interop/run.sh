@@ -6,6 +6,10 @@
 # Installs the clients (setup.sh), builds the release binary, starts one server on free
 # loopback ports, runs both suites against it, stops it. Exits non-zero on any failure.
 # Unattended (CI=true, no stdin). Reports and the server log go to chat/interop/.out/.
+#
+# With RELAY=rabbitmq the server runs in relay mode (--relay) against a private RabbitMQ
+# (scripts/rabbitmq.sh, stopped again at the end if this script started it): the same
+# suites then check the relay with real clients.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -34,7 +38,24 @@ stop_server() {
     fi
     server_pid=""
 }
-trap stop_server EXIT
+relay_args=()
+rabbit_started=""
+if [ "${RELAY:-}" = rabbitmq ]; then
+    if ! bash "$root/scripts/rabbitmq.sh" pid >/dev/null 2>&1; then rabbit_started=yes; fi
+    eval "$(bash "$root/scripts/rabbitmq.sh" start)"
+    relay_args=(--relay "stomp://guest:guest@127.0.0.1:$RABBIT_STOMP_PORT/")
+    echo "run.sh: relay mode, RabbitMQ STOMP on port $RABBIT_STOMP_PORT"
+elif [ -n "${RELAY:-}" ]; then
+    echo "run.sh: RELAY=$RELAY: only RELAY=rabbitmq is known" >&2
+    exit 2
+fi
+cleanup() {
+    stop_server
+    if [ -n "$rabbit_started" ] && [ -z "${RABBIT_KEEP:-}" ]; then
+        bash "$root/scripts/rabbitmq.sh" stop || true
+    fi
+}
+trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() {
@@ -57,7 +78,7 @@ for attempt in 1 2 3; do
     stomp_port="$(free_port)"
     [ "$http_port" != "$stomp_port" ] || continue
     "$bin" --listen "127.0.0.1:$http_port" --stomp-listen "127.0.0.1:$stomp_port" \
-        --data-dir off --heart-beat 1000,1000 >"$out/server.log" 2>&1 </dev/null &
+        --data-dir off --heart-beat 1000,1000 "${relay_args[@]}" >"$out/server.log" 2>&1 </dev/null &
     server_pid=$!
     for _ in $(seq 100); do # at most 10 s
         kill -0 "$server_pid" 2>/dev/null || break
@@ -82,6 +103,7 @@ export SOCKEYE_STOMP_HOST=127.0.0.1
 export SOCKEYE_STOMP_PORT="$stomp_port"
 export SOCKEYE_CHAT_BIN="$bin"
 export SOCKEYE_HEART_BEAT=1000,1000
+export SOCKEYE_RELAY="${RELAY:-}"
 
 node_rc=0
 echo

@@ -14,7 +14,8 @@
 //! * a queue subscription is its own upstream subscription (competing consumers and ACK/NACK
 //!   keep the external broker's semantics): its messages come back through
 //!   [`Broker::deliver_queue`], an ACK or NACK of one is forwarded with the upstream ack id,
-//!   and what is unacknowledged when it goes is given back upstream (NACK, requeued);
+//!   and what is unacknowledged when it goes returns to its queue when the relay closes the
+//!   session's consumer connection;
 //! * `/user/...` subscriptions of a named user join the user's upstream topic; messages for a
 //!   user travel there and come back through [`Broker::deliver_user`];
 //! * transactions are forwarded too (BEGIN, COMMIT, ABORT, and the SENDs and ACKs in them), as
@@ -295,8 +296,7 @@ impl Broker {
         out.push(Action::Relay(op));
     }
 
-    /// A relayed subscription goes: what it holds unacknowledged goes back upstream, then
-    /// the relay hears of it.
+    /// A relayed subscription goes: the relay hears of it.
     pub(super) fn relay_unsubscribe(&mut self, sub: &super::Subscription, out: &mut Vec<Action>) {
         if sub.is_user {
             if let Some(user) = &sub.user {
@@ -313,22 +313,10 @@ impl Broker {
             }));
             return;
         }
-        // One by one: upstream, a subscription is always acknowledged message by message (a
-        // cumulative ACK on a shared connection would settle other sessions' messages too).
-        let give_back: Vec<&str> = sub
-            .pending
-            .iter()
-            .filter_map(|p| p.upstream.as_deref())
-            .collect();
-        for ack in give_back {
-            out.push(Action::Relay(RelayOp::Ack {
-                session: sub.session,
-                id: sub.id.clone(),
-                ack: ack.to_owned(),
-                nack: true,
-                transaction: None,
-            }));
-        }
+        // What it holds unacknowledged goes back to the queue when the relay closes the
+        // session's consumer connection (see `crate::relay`): a NACK here would race with
+        // the broker's redelivery to this very subscription, and give the messages back out
+        // of order.
         out.push(Action::Relay(RelayOp::UnsubscribeQueue {
             session: sub.session,
             id: sub.id.clone(),

@@ -7,10 +7,15 @@
 //!
 //! * local subscribers of one topic share one upstream subscription per node, and a message
 //!   from upstream is fanned out by the node's own broker (one upstream delivery per node);
-//! * a queue subscription is an upstream subscription of its own, on its session's
-//!   connection, so competing consumers, ACK and NACK keep the external broker's semantics
-//!   (ack ids are mapped, and carry the connection's generation so that an ACK never reaches a
-//!   connection that did not deliver the message);
+//! * a queue subscription is an upstream subscription of its own, so competing consumers,
+//!   ACK and NACK keep the external broker's semantics (ack ids are mapped, and carry the
+//!   connection's generation so that an ACK never reaches a connection that did not deliver
+//!   the message). One that acknowledges lives on a consumer connection of its session,
+//!   closed when the session's last such subscription goes: that is what returns its
+//!   unacknowledged messages to the queue, in order (RabbitMQ forgets a subscription's
+//!   deliveries at UNSUBSCRIBE, and a NACK first races with their redelivery to the same
+//!   subscription). A session's other acknowledging subscriptions keep what a withdrawn one
+//!   left unacknowledged until then;
 //! * a session's SENDs, ACKs and transactions all go over one connection (its session id picks
 //!   it), so they keep their order; the application's own publishes go over the connection of
 //!   their destination, the same as the destination's subscription, so a message published
