@@ -14,6 +14,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use sockeye::server::{RunningServer, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::cluster::Cluster;
 use sockeye_chat::relay::{Dialect, RelayConfig};
-use sockeye_chat::rooms::{node_of, Chat, ChatConfig, ChatMessage, ClusterConfig, NodeId};
+use sockeye_chat::rooms::{node_of, Chat, ChatConfig, ChatMessage, ClusterConfig, NodeId, Store};
 use sockeye_chat::server::{heartbeat, Hub, NoApplication, StompConfig, StompHandler, StompServer};
 
 fn any() -> SocketAddr {
@@ -89,13 +90,31 @@ struct Node {
 
 impl Node {
     fn start(name: &'static str, upstream: SocketAddr, node: NodeId, timing: Timing) -> Node {
-        let mut chat = Chat::new(ChatConfig::default());
+        Node::start_with(name, upstream, node, timing, None)
+    }
+
+    /// With the SQLite store in `data` (loaded first, as at startup).
+    fn start_with(
+        name: &'static str,
+        upstream: SocketAddr,
+        node: NodeId,
+        timing: Timing,
+        data: Option<&Path>,
+    ) -> Node {
+        let (mut chat, store) = match data {
+            None => (Chat::new(ChatConfig::default()), None),
+            Some(dir) => {
+                let (store, loaded) = Store::open(dir).expect("the store opens");
+                (Chat::restore(ChatConfig::default(), loaded), Some(store))
+            }
+        };
         chat.enable_cluster(ClusterConfig {
             presence_interval_ms: timing.0,
             node_timeout_ms: timing.1,
+            persist_remote: store.is_some(),
             ..ClusterConfig::new(node)
         });
-        let app = Arc::new(ChatApp::new(chat, None));
+        let app = Arc::new(ChatApp::new(chat, store));
         let relay = RelayConfig {
             pool: 2,
             dialect: Dialect::Sockeye,
@@ -152,6 +171,7 @@ impl Node {
             if let Some(beats) = self.beats.take() {
                 let _ = beats.join();
             }
+            assert!(self.app.flush(), "the store wrote everything");
         });
     }
 
@@ -161,6 +181,28 @@ impl Node {
             cluster.halt();
         }
         self.hub.stop();
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "sockeye-cluster-{name}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -528,6 +570,56 @@ fn the_broker_going_away_for_longer_than_the_timeout_drops_nobody() {
     assert_eq!(
         (got.sender.as_str(), got.message.as_str()),
         ("bob", "still here")
+    );
+    a.shutdown();
+    b.shutdown();
+    stop_upstream(upstream);
+}
+
+#[test]
+fn after_an_outage_a_node_reloads_what_the_store_got_meanwhile() {
+    // One SQLite file for both nodes: what A writes while the broker is away, B can read.
+    let data = TempDir::new("reload");
+    let upstream = upstream_at(any());
+    let up = upstream.tcp_addr().unwrap();
+    let a = Node::start_with("node A", up, 7, FAST_TIMING, Some(&data.0));
+    let b = Node::start_with("node B", up, 8, FAST_TIMING, Some(&data.0));
+    let room = create_room(&a, "General");
+    eventually(TIMEOUT, "B lists the room", || {
+        room_ids(&b) == [room.clone()]
+    });
+    let mut ann = client(&a, "ann on A", &room);
+    join(&mut ann, &room, "ann");
+
+    stop_upstream(upstream);
+    eventually(TIMEOUT, "A sees the broker gone", || {
+        !a.hub.relay().is_some_and(|r| r.is_available())
+    });
+    // What ann says now reaches A's store, not B.
+    talk(&mut ann, &room, "said while the broker was away");
+    eventually(TIMEOUT, "A has ann's TALK", || {
+        a.app.with_chat(|chat| {
+            chat.room(&room)
+                .is_some_and(|r| r.history().iter().any(|m| m.message.starts_with("said")))
+        })
+    });
+    assert!(a.app.flush(), "A wrote it");
+    let history_of = |node: &Node| -> Vec<String> {
+        let (_, detail) = http(node.http, "GET", &format!("/api/rooms/{room}"), None);
+        detail["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(history_of(&b), ["ann joined"]);
+
+    let upstream = upstream_at(up);
+    eventually(
+        TIMEOUT,
+        "B reloads the store once the broker is back",
+        || history_of(&b) == ["ann joined", "said while the broker was away"],
     );
     a.shutdown();
     b.shutdown();
