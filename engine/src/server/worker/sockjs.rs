@@ -557,15 +557,7 @@ impl<D> Loop<D> {
             if s.state.tx.is_close_sent() {
                 break;
             }
-            let mut session = Session {
-                state: &mut s.state,
-                out: Out {
-                    cork: &mut self.cork,
-                    wire: Wire::SockJs(&mut s.out),
-                    env: &self.env,
-                    tag,
-                },
-            };
+            let mut session = sock_parts(s, &mut self.cork, &self.env, tag);
             handler.on_message(&mut session, Message::Text(text));
         }
         self.sock_settle(handler, tag);
@@ -659,15 +651,7 @@ impl<D> Loop<D> {
         let Some(s) = self.sockjs.get_mut(tag) else {
             return;
         };
-        let mut session = Session {
-            state: &mut s.state,
-            out: Out {
-                cork: &mut self.cork,
-                wire: Wire::SockJs(&mut s.out),
-                env: &self.env,
-                tag,
-            },
-        };
+        let mut session = sock_parts(s, &mut self.cork, &self.env, tag);
         handler.on_open(&mut session);
     }
 
@@ -921,15 +905,7 @@ impl<D> Loop<D> {
             }
             s.state.backlog.settle_drain();
             s.congested = false;
-            let mut session = Session {
-                state: &mut s.state,
-                out: Out {
-                    cork: &mut self.cork,
-                    wire: Wire::SockJs(&mut s.out),
-                    env: &self.env,
-                    tag,
-                },
-            };
+            let mut session = sock_parts(s, &mut self.cork, &self.env, tag);
             handler.on_drain(&mut session);
         }
     }
@@ -951,15 +927,7 @@ impl<D> Loop<D> {
             return;
         }
         let closing = s.state.tx.is_close_sent();
-        let mut session = Session {
-            state: &mut s.state,
-            out: Out {
-                cork: &mut self.cork,
-                wire: Wire::SockJs(&mut s.out),
-                env: &self.env,
-                tag,
-            },
-        };
+        let mut session = sock_parts(s, &mut self.cork, &self.env, tag);
         if dropped > 0 {
             handler.on_overflow(&mut session, dropped);
             if !closing && session.state.tx.is_close_sent() {
@@ -970,15 +938,7 @@ impl<D> Loop<D> {
         if congested && !session.state.tx.is_close_sent() {
             s.congested = true;
             s.state.backlog.owe_drain();
-            let mut session = Session {
-                state: &mut s.state,
-                out: Out {
-                    cork: &mut self.cork,
-                    wire: Wire::SockJs(&mut s.out),
-                    env: &self.env,
-                    tag,
-                },
-            };
+            let mut session = sock_parts(s, &mut self.cork, &self.env, tag);
             handler.on_backpressure(&mut session);
         }
     }
@@ -1007,15 +967,7 @@ impl<D> Loop<D> {
             s.out.messages = Messages::default();
         }
         let receiver = s.receiver;
-        let mut session = Session {
-            state: &mut s.state,
-            out: Out {
-                cork: &mut self.cork,
-                wire: Wire::SockJs(&mut s.out),
-                env: &self.env,
-                tag,
-            },
-        };
+        let mut session = sock_parts(s, &mut self.cork, &self.env, tag);
         if let Some(error) = &error {
             handler.on_error(&mut session, error);
         }
@@ -1153,15 +1105,7 @@ impl<D> Loop<D> {
             .sessions
             .get_mut(tag.key & !SOCKJS_KEY)
             .filter(|s| s.gen == tag.gen && s.closed.is_none())?;
-        Some(Session {
-            state: &mut s.state,
-            out: Out {
-                cork: &mut self.cork,
-                wire: Wire::SockJs(&mut s.out),
-                env: &self.env,
-                tag,
-            },
-        })
+        Some(sock_parts(s, &mut self.cork, &self.env, tag))
     }
 
     /// Graceful shutdown: every SockJS session is closed with 1001.
@@ -1247,6 +1191,24 @@ impl<D> Loop<D> {
 }
 
 /// Appends `bytes` as one chunk (chunked encoding) or as they are.
+/// The handler's view of a SockJS session (borrowing the loop's cork and environment).
+fn sock_parts<'a, D>(
+    s: &'a mut SockSession<D>,
+    cork: &'a mut Cork,
+    env: &'a crate::server::session::Env,
+    tag: Tag,
+) -> Session<'a, D> {
+    Session {
+        state: &mut s.state,
+        out: Out {
+            cork,
+            wire: Wire::SockJs(&mut s.out),
+            env,
+            tag,
+        },
+    }
+}
+
 fn push_chunk(cork: &mut Cork, chunked: bool, bytes: &[u8]) {
     let mut out = Vec::with_capacity(bytes.len() + 12);
     push_chunk_vec(&mut out, chunked, bytes);
