@@ -89,10 +89,13 @@ impl Policy {
 
 pub struct Settings {
     pub transport: Transport,
-    /// The URL (WebSocket) or address (TCP), as given.
+    /// The publisher's URL (WebSocket) or address (TCP), as given.
     pub target_text: String,
     pub addr: SocketAddr,
     pub url: String,
+    /// Where the subscribers go (`--subscribe-urls` / `--subscribe-addrs`; by default the
+    /// publisher's server): subscriber `i` to the `i % n`th, as given (a URL or an address).
+    pub sub_targets: Vec<(String, SocketAddr)>,
     pub subs: usize,
     pub size: usize,
     pub rate: f64,
@@ -106,7 +109,8 @@ pub struct Settings {
     pub stall: usize,
     pub secs: f64,
     pub warmup: f64,
-    pub pid: Option<u32>,
+    /// The server's processes (`--server-pid A,B,...`): their CPU time is summed.
+    pub pids: Vec<u32>,
     pub destination: String,
     pub login: String,
     pub passcode: String,
@@ -125,17 +129,36 @@ fn settings(args: &[String]) -> Result<Settings, String> {
     let addr_text: String = o.get("addr", "127.0.0.1:61613".to_string())?;
     let (target_text, addr) = match transport {
         Transport::Ws => (url.clone(), loopback_target(&url)?.addr),
-        Transport::Tcp => {
-            let addr: SocketAddr = addr_text
-                .parse()
-                .map_err(|_| format!("--addr wants IP:PORT, got {addr_text:?}"))?;
-            if !addr.ip().is_loopback() {
-                return Err(format!(
-                    "{addr}: only loopback targets (127.0.0.0/8, [::1]) are allowed"
-                ));
-            }
-            (addr_text, addr)
+        Transport::Tcp => (addr_text.clone(), loopback_addr(&addr_text)?),
+    };
+    let sub_urls: Option<String> = o.opt("subscribe-urls")?;
+    let sub_addrs: Option<String> = o.opt("subscribe-addrs")?;
+    let sub_targets = match (&transport, sub_urls, sub_addrs) {
+        (_, None, None) => vec![(target_text.clone(), addr)],
+        (Transport::Ws, Some(list), None) => split_list("subscribe-urls", &list)?
+            .into_iter()
+            .map(|u| Ok((u.to_string(), loopback_target(u)?.addr)))
+            .collect::<Result<_, String>>()?,
+        (Transport::Tcp, None, Some(list)) => split_list("subscribe-addrs", &list)?
+            .into_iter()
+            .map(|a| Ok((a.to_string(), loopback_addr(a)?)))
+            .collect::<Result<_, String>>()?,
+        _ => {
+            return Err(
+                "--subscribe-urls is for --transport ws, --subscribe-addrs for --transport tcp"
+                    .into(),
+            )
         }
+    };
+    let pids = match o.opt::<String>("server-pid")? {
+        None => Vec::new(),
+        Some(list) => split_list("server-pid", &list)?
+            .into_iter()
+            .map(|p| {
+                p.parse::<u32>()
+                    .map_err(|_| format!("--server-pid wants PID[,PID...], got {list:?}"))
+            })
+            .collect::<Result<_, String>>()?,
     };
     let window: Option<u64> = o.opt("window")?;
     let s = Settings {
@@ -143,6 +166,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         target_text,
         addr,
         url,
+        sub_targets,
         subs: bounded("subs", o.get("subs", 100)?, 1, MAX_CONNS)?,
         size: bounded("size", o.get("size", 100)?, STAMP, 1 << 20)?,
         rate: bounded("rate", o.get("rate", 0.0)?, 0.0, 1e6)?,
@@ -164,7 +188,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         },
         secs: bounded("seconds", o.get("seconds", 10.0)?, 0.1, MAX_SECS)?,
         warmup: bounded("warmup", o.get("warmup", 1.0)?, 0.0, MAX_SECS)?,
-        pid: o.opt("server-pid")?,
+        pids,
         destination: o.get("destination", "/topic/bench".to_string())?,
         login: o.get("login", "guest".to_string())?,
         passcode: o.get("passcode", "guest".to_string())?,
@@ -174,6 +198,13 @@ fn settings(args: &[String]) -> Result<Settings, String> {
     o.finish()?;
     if s.stall > 0 && (s.flood.is_none() || s.transport != Transport::Tcp) {
         return Err("--stall is for a flood (--flood R) over TCP (--transport tcp)".into());
+    }
+    if s.sub_targets.len() > s.subs {
+        return Err(format!(
+            "{} servers to subscribe at, for {} subscribers",
+            s.sub_targets.len(),
+            s.subs
+        ));
     }
     if s.stall > s.subs {
         return Err(format!("--stall {} of {} subscribers", s.stall, s.subs));
@@ -213,6 +244,30 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         ));
     }
     Ok(s)
+}
+
+/// A TCP address, loopback only.
+fn loopback_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("wanted IP:PORT, got {text:?}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr}: only loopback targets (127.0.0.0/8, [::1]) are allowed"
+        ));
+    }
+    Ok(addr)
+}
+
+/// A comma-separated list, without empty items (at most 64).
+fn split_list<'a>(name: &str, list: &'a str) -> Result<Vec<&'a str>, String> {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) || items.len() > 64 {
+        return Err(format!(
+            "--{name} wants a comma-separated list (1 to 64 items), got {list:?}"
+        ));
+    }
+    Ok(items)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,15 +345,30 @@ enum Stage {
 struct Window {
     start: Option<Instant>,
     end: Option<Instant>,
+    /// The sum over the server's processes (`None` unless every one could be read).
     server_cpu: [Option<Duration>; 2],
+    /// Each of the server's processes.
+    server_cpu_each: Vec<[Option<Duration>; 2]>,
     own_cpu: [Duration; 2],
     deliveries: u64,
     published: u64,
     latency: Histogram,
 }
 
+/// Figures of the subscribers of one server (`--subscribe-urls`, `--subscribe-addrs`).
+#[derive(Default)]
+struct PerTarget {
+    subscribed: u64,
+    /// Deliveries and their latencies over the measured window.
+    deliveries: u64,
+    latency: Histogram,
+    /// Lost over the whole run (gaps, tails, subscribers gone).
+    lost: u64,
+}
+
 pub struct Bench {
     s: Settings,
+    by_target: Vec<PerTarget>,
     /// The zero of the timestamps carried in message bodies.
     base: Instant,
     stage: Stage,
@@ -396,6 +466,9 @@ impl Bench {
         let now = Instant::now();
         Ok(Bench {
             counts: vec![0; s.window as usize],
+            by_target: (0..s.sub_targets.len())
+                .map(|_| PerTarget::default())
+                .collect(),
             s,
             base: now,
             stage: Stage::Opening,
@@ -516,7 +589,7 @@ impl Bench {
             self.abort("the publisher's connection closed".into(), Instant::now());
         } else if peer.phase == Phase::Ready {
             self.leave(peer);
-            self.lost += self.published.saturating_sub(peer.next_seq);
+            self.lose(peer, self.published.saturating_sub(peer.next_seq));
             self.advance();
             if self.live == 0 {
                 self.abort("every subscriber is gone".into(), Instant::now());
@@ -616,6 +689,7 @@ impl Bench {
                 peer.phase = Phase::Ready;
                 peer.next_seq = self.published;
                 self.subscribed += 1;
+                self.by_target[peer.index % self.s.sub_targets.len()].subscribed += 1;
                 self.live += 1;
                 self.sum_next += peer.next_seq;
             }
@@ -665,7 +739,7 @@ impl Bench {
                 self.complain(format_args!("{who}: ERROR {message:?} {body:?}"));
                 if peer.phase == Phase::Ready && !peer.is_publisher() {
                     self.leave(peer);
-                    self.lost += self.published.saturating_sub(peer.next_seq);
+                    self.lose(peer, self.published.saturating_sub(peer.next_seq));
                     self.advance();
                 }
                 if peer.is_publisher() {
@@ -711,7 +785,7 @@ impl Bench {
             if self.s.policy == Policy::Drop {
                 self.dropped += seq - expected;
             } else {
-                self.lost += seq - expected;
+                self.lose(peer, seq - expected);
             }
         }
         self.sum_next += seq + 1 - expected;
@@ -727,8 +801,18 @@ impl Bench {
         if self.stage == Stage::Measure {
             self.window.deliveries += 1;
             let now_ns = (now - self.base).as_nanos() as u64;
-            self.window.latency.record(now_ns.saturating_sub(sent));
+            let latency = now_ns.saturating_sub(sent);
+            self.window.latency.record(latency);
+            let t = &mut self.by_target[peer.index % self.s.sub_targets.len()];
+            t.deliveries += 1;
+            t.latency.record(latency);
         }
+    }
+
+    /// Messages subscriber `peer` will never have, counted lost (for it and its server).
+    fn lose(&mut self, peer: &Peer, n: u64) {
+        self.lost += n;
+        self.by_target[peer.index % self.s.sub_targets.len()].lost += n;
     }
 
     /// Whether subscribers told to stall (`--stall`) read nothing now.
@@ -789,7 +873,21 @@ impl Bench {
     }
 
     fn sample(&mut self, i: usize, now: Instant) {
-        self.window.server_cpu[i] = self.s.pid.and_then(|pid| sys::cpu_time(pid).ok());
+        let each: Vec<Option<Duration>> = self
+            .s
+            .pids
+            .iter()
+            .map(|&pid| sys::cpu_time(pid).ok())
+            .collect();
+        self.window.server_cpu[i] = if each.is_empty() {
+            None
+        } else {
+            each.iter().copied().sum()
+        };
+        self.window.server_cpu_each.resize(each.len(), [None; 2]);
+        for (slot, cpu) in self.window.server_cpu_each.iter_mut().zip(each) {
+            slot[i] = cpu;
+        }
         self.window.own_cpu[i] = sys::own_cpu_time();
         if i == 0 {
             self.window.start = Some(now);
@@ -875,6 +973,8 @@ impl Bench {
                 self.enter(Stage::Closing, now);
                 let published = self.published;
                 let (mut missing, mut connected, mut unclosed) = (0, 0, 0);
+                let targets = self.s.sub_targets.len();
+                let mut missing_at = vec![0; targets];
                 d.close_all(&mut |p: &Peer| {
                     if p.is_publisher() {
                         return;
@@ -882,7 +982,9 @@ impl Bench {
                     match p.phase {
                         Phase::Ready => {
                             connected += 1;
-                            missing += published.saturating_sub(p.next_seq);
+                            let n = published.saturating_sub(p.next_seq);
+                            missing += n;
+                            missing_at[p.index % targets] += n;
                         }
                         Phase::Slow => unclosed += 1,
                         _ => {}
@@ -892,6 +994,9 @@ impl Bench {
                     self.dropped += missing;
                 } else {
                     self.lost += missing;
+                    for (t, n) in self.by_target.iter_mut().zip(missing_at) {
+                        t.lost += n;
+                    }
                 }
                 self.connected_at_end = connected;
                 self.slow_unclosed = unclosed;
@@ -1075,11 +1180,64 @@ fn report(b: &Bench) -> bool {
             b.dropped
         );
     }
+    // Each server process's share of a core over the window.
+    let each_pct: Vec<Option<f64>> = w
+        .server_cpu_each
+        .iter()
+        .map(|cpu| match (cpu, secs) {
+            ([Some(a), Some(b)], Some(t)) if t > 0.0 => {
+                Some(b.saturating_sub(*a).as_secs_f64() / t * 100.0)
+            }
+            _ => None,
+        })
+        .collect();
     match (cpu_per_delivery, server_pct) {
         (Some(c), Some(p)) => {
-            println!("  server: {c:.3} µs CPU per delivery ({p:.0}% of a core)")
+            let each = if s.pids.len() > 1 {
+                let parts: Vec<String> = s
+                    .pids
+                    .iter()
+                    .zip(&each_pct)
+                    .map(|(pid, pct)| format!("pid {pid} {:.0}%", pct.unwrap_or(f64::NAN)))
+                    .collect();
+                format!(": {}", parts.join(", "))
+            } else {
+                String::new()
+            };
+            println!("  server: {c:.3} µs CPU per delivery ({p:.0}% of a core{each})")
         }
         _ => println!("  server: CPU not measured (give --server-pid)"),
+    }
+    // Per server subscribed at, when there are several.
+    let mut targets_json = Vec::new();
+    for ((text, _), t) in s.sub_targets.iter().zip(&b.by_target) {
+        let dps = secs.filter(|&t| t > 0.0).map(|x| t.deliveries as f64 / x);
+        let (t50, t99) = (
+            t.latency.quantile(0.5) as f64 / 1000.0,
+            t.latency.quantile(0.99) as f64 / 1000.0,
+        );
+        if s.sub_targets.len() > 1 {
+            println!(
+                "  subscribers at {text}: {} subscribed, {:.0} deliveries/s, latency p50 {:.2} \
+                 ms, p99 {:.2} ms, lost {}",
+                t.subscribed,
+                dps.unwrap_or(0.0),
+                t50 / 1000.0,
+                t99 / 1000.0,
+                t.lost
+            );
+        }
+        targets_json.push(format!(
+            "{{\"target\":{},\"subscribed\":{},\"deliveries\":{},\"deliveries_per_sec\":{},\
+             \"p50_us\":{},\"p99_us\":{},\"lost\":{}}}",
+            json_str(text),
+            t.subscribed,
+            t.deliveries,
+            json_num(dps),
+            json_num(Some(t50)),
+            json_num(Some(t99)),
+            t.lost
+        ));
     }
     println!("  load generator: {:.0}% of a core", own_pct.unwrap_or(0.0));
     println!(
@@ -1116,7 +1274,8 @@ fn report(b: &Bench) -> bool {
          \"pace\":\"{}\",\"receipt_window\":{},\"policy\":\"{}\",\"published_total\":{},\
          \"receipts\":{},\"unreceipted\":{},\"connected\":{},\"slow_disconnected\":{},\
          \"slow_unclosed\":{},\"missed_by_slow\":{},\"dropped\":{},\"slow_error\":{},\
-         \"closed_early\":{},\"stalled\":{}}}",
+         \"closed_early\":{},\"stalled\":{},\"subscribed_at\":[{}],\"server_pids\":[{}],\
+         \"server_cpu_pct_each\":[{}]}}",
         json_str(&s.target_text),
         json_str(&s.destination),
         s.subs,
@@ -1155,6 +1314,17 @@ fn report(b: &Bench) -> bool {
         b.slow_note.as_deref().map_or("null".into(), json_str),
         b.closed_early,
         s.stall,
+        targets_json.join(","),
+        s.pids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        each_pct
+            .iter()
+            .map(|&p| json_num(p))
+            .collect::<Vec<_>>()
+            .join(","),
     );
     errors == 0
 }
@@ -1605,9 +1775,123 @@ mod tests {
                 "--subs",
                 "2",
             ],
+            &["--subscribe-urls", "ws://10.0.0.1:80/ws"],
+            &[
+                "--subscribe-urls",
+                "ws://127.0.0.1:1/ws,,ws://127.0.0.1:2/ws",
+            ],
+            &["--subscribe-addrs", "127.0.0.1:1"],
+            &[
+                "--transport",
+                "tcp",
+                "--subscribe-urls",
+                "ws://127.0.0.1:1/ws",
+            ],
+            &["--transport", "tcp", "--subscribe-addrs", "10.0.0.1:61613"],
+            &[
+                "--subs",
+                "1",
+                "--subscribe-urls",
+                "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+            ],
+            &["--server-pid", "1,x"],
+            &["--server-pid", ""],
         ] {
             assert!(settings(&args(bad)).is_err(), "{bad:?}");
         }
+        let s = settings(&args(&[
+            "--transport",
+            "tcp",
+            "--addr",
+            "127.0.0.1:7",
+            "--subscribe-addrs",
+            "127.0.0.1:8, 127.0.0.2:9",
+            "--server-pid",
+            "10,11,12",
+        ]))
+        .unwrap();
+        assert_eq!(s.addr, "127.0.0.1:7".parse().unwrap());
+        let subs: Vec<&str> = s.sub_targets.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(subs, ["127.0.0.1:8", "127.0.0.2:9"]);
+        assert_eq!(s.pids, [10, 11, 12]);
+        let s = settings(&args(&["--url", "ws://127.0.0.1:5/ws"])).unwrap();
+        assert_eq!(s.sub_targets.len(), 1);
+        assert_eq!(s.sub_targets[0].0, "ws://127.0.0.1:5/ws");
+    }
+
+    #[test]
+    fn subscribers_spread_over_servers_are_counted_per_server() {
+        let t0 = Instant::now();
+        let list = [FLOOD, &["--subscribe-addrs", "127.0.0.1:8,127.0.0.1:9"]].concat();
+        let (mut b, mut peers) = ready(&list, 5, t0);
+        let mut publisher = peers.pop().unwrap();
+        let subscribed: Vec<u64> = b.by_target.iter().map(|t| t.subscribed).collect();
+        assert_eq!(
+            subscribed,
+            [3, 2],
+            "subscribers 0, 2, 4 at the first, 1, 3 at the other"
+        );
+        let mut out = Vec::new();
+        let mut net = NoNet::default();
+        assert!(b.step(t0, &mut net));
+        assert!(b.step(t0, &mut net));
+        assert_eq!((b.stage, b.published), (Stage::Measure, 3));
+        let sent = bodies(&net.sent);
+        // Everyone has every message but subscriber 3 (at the second server), which misses
+        // the middle one; the second server's deliveries come 2 ms later.
+        let t1 = t0 + Duration::from_millis(1);
+        let t2 = t0 + Duration::from_millis(3);
+        for (i, p) in peers.iter_mut().enumerate() {
+            for (n, body) in sent.iter().enumerate() {
+                if i == 3 && n == 1 {
+                    continue;
+                }
+                b.data(
+                    p,
+                    &message(body),
+                    if i % 2 == 0 { t1 } else { t2 },
+                    &mut out,
+                );
+            }
+        }
+        for seq in 0..3 {
+            b.data(&mut publisher, &receipt(seq), t1, &mut out);
+        }
+        assert_eq!(b.lost, 1);
+        let lost: Vec<u64> = b.by_target.iter().map(|t| t.lost).collect();
+        assert_eq!(lost, [0, 1]);
+        let deliveries: Vec<u64> = b.by_target.iter().map(|t| t.deliveries).collect();
+        assert_eq!(deliveries, [9, 5]);
+        assert_eq!(b.window.deliveries, 14);
+        // The second server's latencies are in the whole run's too: its p99 is the run's.
+        let p99 = |h: &Histogram| h.quantile(0.99) as f64 / 1e6;
+        assert!((p99(&b.by_target[0].latency) - 1.0).abs() < 0.1);
+        assert!((p99(&b.by_target[1].latency) - 3.0).abs() < 0.1);
+        assert!((p99(&b.window.latency) - 3.0).abs() < 0.1);
+        // A tail missing at the end is lost at its own server.
+        net.sent.clear();
+        assert!(b.step(t1, &mut net));
+        let more = bodies(&net.sent);
+        assert_eq!(more.len(), 3);
+        for (i, p) in peers.iter_mut().enumerate() {
+            if i != 0 {
+                for body in &more {
+                    b.data(p, &message(body), t1, &mut out);
+                }
+            }
+        }
+        for seq in 3..6 {
+            b.data(&mut publisher, &receipt(seq), t1, &mut out);
+        }
+        let t3 = t0 + Duration::from_secs(1);
+        assert!(b.step(t3, &mut net));
+        assert_eq!(b.stage, Stage::Drain);
+        net.peers = std::mem::take(&mut peers);
+        assert!(b.step(t3 + DRAIN, &mut net));
+        assert_eq!(b.stage, Stage::Closing);
+        let lost: Vec<u64> = b.by_target.iter().map(|t| t.lost).collect();
+        assert_eq!(lost, [3, 1]);
+        assert_eq!(b.lost, 4);
     }
 
     /// Both transports against Sockeye's own broker, in this process.
@@ -1665,6 +1949,42 @@ mod tests {
                 Some(_) => assert_eq!(b.receipted, b.published, "{run}"),
                 None => assert_eq!((b.receipted, b.connected_at_end), (0, 5), "{run}"),
             }
+        }
+        // Subscribers spread over two servers (here the same one, twice), the CPU of two
+        // processes (this one, twice).
+        let pids = format!("{pid},{pid}");
+        let two_urls = format!("{url},{url}");
+        let two_addrs = format!("{addr},{addr}");
+        for (transport, flag, target, list_flag, list) in [
+            ("ws", "--url", &url, "--subscribe-urls", &two_urls),
+            ("tcp", "--addr", &addr, "--subscribe-addrs", &two_addrs),
+        ] {
+            let list = [
+                "--transport",
+                transport,
+                flag,
+                target,
+                list_flag,
+                list,
+                "--subs",
+                "5",
+                "--seconds",
+                "0.3",
+                "--warmup",
+                "0.1",
+                "--server-pid",
+                &pids,
+            ];
+            let b = execute(settings(&args(&list)).unwrap()).unwrap();
+            assert_eq!(b.errors(), 0, "{transport}");
+            let subscribed: Vec<u64> = b.by_target.iter().map(|t| t.subscribed).collect();
+            assert_eq!(subscribed, [3, 2], "{transport}");
+            let at: u64 = b.by_target.iter().map(|t| t.deliveries).sum();
+            assert_eq!(at, b.window.deliveries, "{transport}");
+            assert!(b.by_target.iter().all(|t| t.deliveries > 0), "{transport}");
+            assert_eq!(b.window.server_cpu_each.len(), 2);
+            let [a, z] = b.window.server_cpu;
+            assert!(a.is_some() && z >= a, "{transport}");
         }
         server.shutdown().unwrap();
     }

@@ -4,7 +4,7 @@
 //! ```text
 //! loadgen echo  --url ws://127.0.0.1:9001/ --conns 100 --size 16 --depth 1 --secs 5 [--binary] [--pid PID]
 //! loadgen conns --url ws://127.0.0.1:9001/ --conns 15000 --procs 2 --sources 16 [--pid PID]
-//! loadgen fanout --transport ws|tcp --subs 1000 --size 100 [--window 4 | --flood 1000] [--server-pid PID]
+//! loadgen fanout --transport ws|tcp --subs 1000 --size 100 [--window 4 | --flood 1000] [--server-pid PID,...]
 //! loadgen sockjs --url http://127.0.0.1:8081/echo --sessions 100 --size 100 --window 8 [--pid PID]
 //! ```
 //!
@@ -34,9 +34,10 @@ usage:
                 [--rate 5000] [--hold 3] [--settle 1] [--pid SERVER_PID]
   loadgen fanout [--transport ws|tcp] [--url ws://127.0.0.1:8080/ws | --addr 127.0.0.1:61613]
                 [--subs 100] [--size 100] [--rate 0] [--window 4] [--seconds 10] [--warmup 1]
-                [--server-pid PID] [--destination /topic/bench] [--login guest] [--passcode guest]
-                [--vhost /] [--conn-rate 2000] [--flood R] [--slow-consumer disconnect|throttle|drop]
-                [--stall 0]
+                [--server-pid PID[,PID...]] [--destination /topic/bench] [--login guest]
+                [--passcode guest] [--vhost /] [--conn-rate 2000] [--flood R]
+                [--slow-consumer disconnect|throttle|drop] [--stall 0]
+                [--subscribe-urls URL,URL... | --subscribe-addrs IP:PORT,...]
   loadgen sockjs [--url http://127.0.0.1:8081/echo] [--sessions 100] [--size 100] [--window 8]
                 [--batch 1] [--secs 5] [--warmup 1] [--pid SERVER_PID] [--rate 1000]
 Only loopback targets (127.0.0.0/8, [::1]). The last line printed is `RESULT {json}`.";

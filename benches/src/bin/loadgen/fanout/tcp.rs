@@ -29,7 +29,10 @@ struct Conn {
 
 struct Loop {
     poll: Poll,
+    /// The publisher's server.
     addr: SocketAddr,
+    /// Subscriber `i` connects to the `i % n`th.
+    sub_addrs: Vec<SocketAddr>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     open: usize,
@@ -151,7 +154,12 @@ impl Loop {
 
 impl Driver for Loop {
     fn connect(&mut self, peer: Peer) -> Result<(), String> {
-        let mut stream = TcpStream::connect(self.addr).map_err(|e| e.to_string())?;
+        let addr = if peer.is_publisher() {
+            self.addr
+        } else {
+            self.sub_addrs[peer.index % self.sub_addrs.len()]
+        };
+        let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         let key = match self.free.pop() {
             Some(k) => k,
             None => {
@@ -215,6 +223,7 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
     let mut lp = Loop {
         poll,
         addr: bench.s.addr,
+        sub_addrs: bench.s.sub_targets.iter().map(|&(_, a)| a).collect(),
         conns: Vec::new(),
         free: Vec::new(),
         open: 0,

@@ -87,17 +87,22 @@ impl ClientHandler for Side<'_> {
 
 struct Loop<'a> {
     lp: &'a mut EventLoop<Peer>,
+    /// The publisher's server.
     target: &'a Target,
+    /// Subscriber `i` connects to the `i % n`th.
+    subs: &'a [Target],
     publisher: &'a mut Option<ClientId>,
 }
 
 impl Driver for Loop<'_> {
     fn connect(&mut self, peer: Peer) -> Result<(), String> {
         let publisher = peer.is_publisher();
-        let id = self
-            .lp
-            .connect(self.target, peer)
-            .map_err(|e| e.to_string())?;
+        let target = if publisher {
+            self.target
+        } else {
+            &self.subs[peer.index % self.subs.len()]
+        };
+        let id = self.lp.connect(target, peer).map_err(|e| e.to_string())?;
         if publisher {
             *self.publisher = Some(id);
         }
@@ -125,6 +130,12 @@ impl Driver for Loop<'_> {
 
 pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
     let target = Target::from_url(&bench.s.url).map_err(|e| format!("{}: {e}", bench.s.url))?;
+    let subs = bench
+        .s
+        .sub_targets
+        .iter()
+        .map(|(url, _)| Target::from_url(url).map_err(|e| format!("{url}: {e}")))
+        .collect::<Result<Vec<_>, String>>()?;
     let config = LoopConfig {
         client: ClientConfig {
             protocols: vec!["v12.stomp".into()],
@@ -147,6 +158,7 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
         let mut driver = Loop {
             lp: &mut lp,
             target: &target,
+            subs: &subs,
             publisher: &mut publisher,
         };
         if !side.bench.step(now, &mut driver) {
