@@ -18,7 +18,8 @@ use sockeye_chat::broker::{Authenticator, ConnectRequest};
 use sockeye_chat::cluster::{random_node_id, Cluster};
 use sockeye_chat::relay::RelayConfig;
 use sockeye_chat::rooms::{
-    redact_url, Chat, ChatConfig, ClusterConfig, Store, StoreConfig, StoreOptions,
+    redact_url, Chat, ChatConfig, ClusterConfig, Store, StoreConfig, StoreOptions, CLUSTER_TOPIC,
+    ROOMS_PATTERN,
 };
 use sockeye_chat::server::{
     heartbeat, Hub, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
@@ -333,6 +334,9 @@ fn run(args: Args) -> Result<(), String> {
     stomp.limits.max_body = max_message;
     stomp.broker.heart_beat = heart_beat;
     stomp.broker.authenticator = Some(authenticator(users));
+    // Room messages and cluster events are the application's words: clients publish through
+    // /app/chat.*, never to these directly (other nodes store what arrives there).
+    stomp.broker.app_only = vec![ROOMS_PATTERN.into(), CLUSTER_TOPIC.into()];
     stomp.slow_consumer = slow_consumer;
     if let Some(relay) = relay {
         info!(url = %relay.display_url(), pool = relay.pool, "relay mode: destinations live in the external broker");

@@ -121,6 +121,24 @@ scenario!(the_external_broker_going_away_and_coming_back);
 scenario!(a_broker_that_refuses_the_relay_leaves_it_unavailable_and_sends_refused);
 
 #[test]
+fn what_a_node_publishes_just_before_it_stops_still_goes_out() {
+    let up = SockeyeUpstream::new();
+    let (a, b) = scenarios::two_nodes(&up);
+    let mut sub = b.client("subscriber on B", None);
+    sub.subscribe("s", "/topic/last.words");
+    let messaging = a.server.hub().messaging();
+    for n in 0..2000 {
+        messaging.publish("/topic/last.words", Vec::new(), format!("m{n}"));
+    }
+    a.stop(); // the relay stops with the server
+    for n in 0..2000 {
+        let f = sub.expect("MESSAGE", &format!("message {n} of the stopping node"));
+        assert_eq!(f.text(), format!("m{n}"));
+    }
+    b.stop();
+}
+
+#[test]
 fn a_broker_that_falls_silent_is_left_and_called_again() {
     // A broker that answers CONNECT promising heart-beats every 100 ms, then says nothing.
     let listener = TcpListener::bind(any()).unwrap();

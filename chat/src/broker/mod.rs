@@ -184,6 +184,10 @@ pub struct BrokerConfig {
     /// Relay mode: topics, queues and users' destinations live in an external broker (see
     /// [`relayed`]). `None` (the default): this broker is the broker.
     pub relay: Option<RelayMode>,
+    /// Destination patterns only the application publishes to (a client's SEND there gets an
+    /// ERROR): what other code trusts as the application's own words, such as the chat's
+    /// room topics and its cluster topic. Default none.
+    pub app_only: Vec<String>,
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -209,6 +213,7 @@ impl Default for BrokerConfig {
             server_name: format!("sockeye/{}", env!("CARGO_PKG_VERSION")),
             authenticator: None,
             relay: None,
+            app_only: Vec::new(),
         }
     }
 }
@@ -580,6 +585,16 @@ impl Broker {
             .ok_or_else(|| refuse(format!("unknown destination {destination}")))?;
         if destination::is_pattern(destination) {
             return Err(refuse(format!("cannot send to a pattern: {destination}")));
+        }
+        if self
+            .config
+            .app_only
+            .iter()
+            .any(|p| destination::matches(p, destination))
+        {
+            return Err(refuse(format!(
+                "{destination} is the application's (clients cannot send to it)"
+            )));
         }
         let headers: Vec<(String, String)> = frame
             .headers

@@ -512,3 +512,38 @@ fn a_closing_session_does_not_keep_its_own_unacked_messages() {
     assert!(got[0].ends_with("\n\nm1\0"));
     assert_eq!(header(&got[0], "redelivered"), Some("true"));
 }
+
+#[test]
+fn application_only_destinations_refuse_clients_sends_but_not_the_application() {
+    let mut h = Harness::with(BrokerConfig {
+        app_only: vec!["/topic/rooms.*".into(), "/topic/sockeye.cluster".into()],
+        ..BrokerConfig::default()
+    });
+    h.connect(1);
+    h.connect(2);
+    h.send(2, "SUBSCRIBE\nid:s\ndestination:/topic/rooms.general-1\n\n");
+    let actions = h.send(
+        1,
+        "SEND\ndestination:/topic/rooms.general-1\nreceipt:r\n\nforged",
+    );
+    let error = &frames_to(&actions, 1)[0];
+    assert!(error.starts_with("ERROR\n"), "{error}");
+    assert_eq!(
+        header(error, "message"),
+        Some("/topic/rooms.general-1 is the application's (clients cannot send to it)")
+    );
+    assert!(closed(&actions, 1));
+    assert!(frames_to(&actions, 2).is_empty(), "nothing delivered");
+    // Other topics are open; the application publishes where clients may not.
+    h.connect(3);
+    let actions = h.send(3, "SEND\ndestination:/topic/rooms-news\n\nfine");
+    assert!(frames_to(&actions, 3).is_empty());
+    let mut out = Vec::new();
+    h.broker.publish(
+        "/topic/rooms.general-1",
+        Vec::new(),
+        Bytes::from_static(b"{}"),
+        &mut out,
+    );
+    assert_eq!(frames_to(&out, 2).len(), 1);
+}

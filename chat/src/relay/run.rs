@@ -406,8 +406,44 @@ impl Loop {
         }
     }
 
-    /// Stopping: DISCONNECT on every connection that is up, written if the socket takes it.
+    /// Stopping: what the node handed over before the stop goes out first (the operations
+    /// queued, then what is buffered, until the broker has confirmed the SENDs or 2 s have
+    /// passed), then DISCONNECT on every connection that is up.
     fn goodbye(&mut self) {
+        while let Ok(op) = self.ops.try_recv() {
+            self.router.op(op);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut events = Events::with_capacity(64);
+        loop {
+            self.flush_all();
+            let settled = self.router.conns.iter().all(|c| {
+                !c.is_up()
+                    || (c.buffered() == 0
+                        && !c
+                            .waiters
+                            .values()
+                            .any(|w| matches!(w, super::upstream::Waiter::Send { .. })))
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if settled || left.is_zero() {
+                break;
+            }
+            let _ = self
+                .poll
+                .poll(&mut events, Some(left.min(Duration::from_millis(20))));
+            let mut readable: Vec<usize> = events
+                .iter()
+                .map(|e| e.token().0)
+                .filter(|&c| c < self.router.conns.len())
+                .collect();
+            readable.sort_unstable();
+            readable.dedup();
+            for conn in readable {
+                self.read(conn);
+            }
+            self.router.deliver();
+        }
         for conn in 0..self.router.conns.len() {
             if self.router.conns[conn].is_up() {
                 self.router.conns[conn].frame(Command::Disconnect, [] as [(&str, &str); 0], b"");
