@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::broker::{AppMessage, BrokerEvent};
 use crate::http;
-use crate::rooms::{json_headers, Chat, Effect, Store};
+use crate::rooms::{json_headers, Chat, Effect, ErrorBody, Store, ERRORS_DESTINATION};
 use crate::server::{Application, Messaging};
 
 /// How long a reload of the store may wait for the database.
@@ -158,6 +158,18 @@ impl ChatApp {
 
 impl Application for ChatApp {
     fn on_app_message(&self, message: &AppMessage, messaging: &Messaging) {
+        if *lock(&self.relay) == Relay::Down && message.destination.starts_with("/chat.") {
+            // Nothing could reach the room: the sender is told at once, and nothing is kept
+            // that nobody received.
+            let body = ErrorBody {
+                error: "the chat cannot reach its message broker: try again in a moment".into(),
+                code: Some("unavailable".into()),
+                room_id: None,
+            };
+            let body = serde_json::to_string(&body).unwrap_or_default();
+            messaging.publish_to_session(message.session, ERRORS_DESTINATION, json_headers(), body);
+            return;
+        }
         self.run(messaging, |chat, now| chat.handle_app(message, now));
     }
 
