@@ -242,7 +242,7 @@ struct Shared {
 
 /// The handle of a running relay.
 pub struct Relay {
-    ops: Mutex<mpsc::Sender<RelayOp>>,
+    ops: mpsc::Sender<RelayOp>,
     waker: Arc<mio::Waker>,
     gate: Arc<Gate>,
     shared: Arc<Shared>,
@@ -276,7 +276,7 @@ impl Relay {
             shared.clone(),
         )?;
         Ok(Relay {
-            ops: Mutex::new(tx),
+            ops: tx,
             waker,
             gate,
             shared,
@@ -288,13 +288,10 @@ impl Relay {
     /// Hands operations to the relay thread (in order) and wakes it.
     pub fn submit(&self, ops: impl IntoIterator<Item = RelayOp>) {
         let mut any = false;
-        {
-            let tx = self.ops.lock().unwrap_or_else(|e| e.into_inner());
-            for op in ops {
-                any = true;
-                if tx.send(op).is_err() {
-                    return;
-                }
+        for op in ops {
+            any = true;
+            if self.ops.send(op).is_err() {
+                return;
             }
         }
         if any {
