@@ -18,6 +18,8 @@
 
 use crate::close::{self, CloseFrame};
 use crate::config::Limits;
+use crate::deflate::codec::TRAILER;
+use crate::deflate::{Compressor, DeflateConfig, InflateError, Inflater, Params, Pool};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{apply_mask, FrameHeader, OpCode};
 use crate::utf8::Utf8Validator;
@@ -107,7 +109,20 @@ struct InMessage {
     frame: Option<InFrame>,
     /// Every fragment arrived: lent out as an event until the next `read`.
     complete: bool,
+    /// RSV1 on its first frame: `buf` holds the inflated bytes (RFC 7692).
+    compressed: bool,
 }
+
+/// The receiving side of permessage-deflate: how the peer compresses, and the inflater while
+/// one is held (between messages only with context takeover).
+#[derive(Debug)]
+struct RxDeflate {
+    peer: Params,
+    inflater: Option<Inflater>,
+}
+
+/// RSV1 in [`FrameHeader::rsv`]: "per-message compressed" under permessage-deflate.
+const RSV1: u8 = 0b100;
 
 /// What a step of the read loop found, for the part that must be built after the loop.
 enum Found<'a> {
@@ -125,6 +140,8 @@ pub struct Receiver {
     /// The message being assembled, boxed so that an idle connection carries one pointer.
     /// Once `complete` it is the message lent out by the previous `read`, freed by the next.
     msg: Option<Box<InMessage>>,
+    /// permessage-deflate, once negotiated.
+    deflate: Option<Box<RxDeflate>>,
 }
 
 /// Makes room for `extra` more bytes, doubling as a `Vec` would but never past `max` (the
@@ -136,6 +153,53 @@ fn grow(buf: &mut Vec<u8>, extra: usize, max: usize) {
         let target = (buf.capacity() * 2).min(max).max(need);
         buf.reserve_exact(target - buf.len());
     }
+}
+
+/// Inflates a piece of a compressed message's payload into its buffer (the trailer too at its
+/// `end`), validating text as it is made, and gives a pooled inflater back at the end.
+fn inflate(
+    d: &mut RxDeflate,
+    msg: &mut InMessage,
+    chunk: &[u8],
+    end: bool,
+    max: usize,
+    pool: &mut Pool,
+) -> Result<(), ProtocolError> {
+    let peer = d.peer;
+    let inflater = d
+        .inflater
+        .get_or_insert_with(|| match peer.no_context_takeover {
+            true => pool.take_inflater(),
+            // A window of 8 from a zlib-style compressor may really be 9: 9 inflates both.
+            false => Inflater::new(peer.max_window_bits.max(9)),
+        });
+    let before = msg.buf.len();
+    let mut result = inflater.inflate(chunk, &mut msg.buf, max);
+    if end && result.is_ok() {
+        result = inflater.inflate(&TRAILER, &mut msg.buf, max);
+    }
+    match result {
+        Ok(()) => {}
+        Err(InflateError::TooBig) => {
+            msg.buf = Vec::new();
+            return Err(ProtocolError::MessageTooLarge {
+                len: max as u64 + 1,
+                max,
+            });
+        }
+        Err(InflateError::Data) => return Err(ProtocolError::BadCompressedData),
+    }
+    if msg.text && msg.utf8.feed(&msg.buf[before..]).is_err() {
+        return Err(ProtocolError::InvalidUtf8);
+    }
+    if end && (peer.no_context_takeover || inflater.ended()) {
+        if let Some(inflater) = d.inflater.take() {
+            if peer.no_context_takeover {
+                pool.give_inflater(inflater);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits the first `n` bytes off `rest`, advancing it.
@@ -152,6 +216,32 @@ impl Receiver {
             limits,
             state: RxState::Open,
             msg: None,
+            deflate: None,
+        }
+    }
+
+    /// Accepts messages compressed as `peer` agreed to compress them (permessage-deflate):
+    /// RSV1 on a data message's first frame.
+    pub fn enable_deflate(&mut self, peer: Params) {
+        self.deflate = Some(Box::new(RxDeflate {
+            peer,
+            inflater: None,
+        }));
+    }
+
+    /// Whether permessage-deflate is on.
+    pub fn deflates(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Bytes held for decompression between messages (an inflater of its own, with context
+    /// takeover): the estimate in [`crate::deflate`]'s table.
+    pub fn inflate_memory(&self) -> usize {
+        match self.deflate.as_deref() {
+            Some(RxDeflate {
+                inflater: Some(i), ..
+            }) => (1 << i.window_bits()) + (7 << 10),
+            _ => 0,
         }
     }
 
@@ -171,11 +261,24 @@ impl Receiver {
     }
 
     /// Consumes a prefix of `input` and returns at most one event. See the module docs.
+    /// Compressed messages inflate with a throwaway [`Pool`]; drivers that keep one use
+    /// [`Receiver::read_with`].
     pub fn read<'a, S: Sink>(
         &'a mut self,
         input: &'a mut [u8],
         tx: &mut Sender,
         out: &mut S,
+    ) -> Result<Read<'a>, Failure> {
+        self.read_with(input, tx, out, &mut Pool::default())
+    }
+
+    /// [`Receiver::read`], borrowing inflaters from (and giving them back to) `pool`.
+    pub fn read_with<'a, S: Sink>(
+        &'a mut self,
+        input: &'a mut [u8],
+        tx: &mut Sender,
+        out: &mut S,
+        pool: &mut Pool,
     ) -> Result<Read<'a>, Failure> {
         if self.msg.as_ref().is_some_and(|m| m.complete) {
             self.msg = None;
@@ -190,7 +293,7 @@ impl Receiver {
                 });
             }
             RxState::Draining { skip } => self.drain(&mut rest, &mut consumed, skip),
-            RxState::Open => match self.advance(&mut rest, &mut consumed, tx, out) {
+            RxState::Open => match self.advance(&mut rest, &mut consumed, tx, out, pool) {
                 Ok(found) => found,
                 Err((error, skip)) => {
                     self.fail(error, skip, tx, out);
@@ -230,6 +333,10 @@ impl Receiver {
         out: &mut impl Sink,
     ) {
         self.msg = None;
+        if let Some(d) = self.deflate.as_deref_mut() {
+            // Mid-message, or past bad data: nothing of it is worth keeping.
+            d.inflater = None;
+        }
         self.state = match skip {
             Some(skip) => RxState::Draining { skip },
             None => RxState::Closed,
@@ -245,9 +352,10 @@ impl Receiver {
         consumed: &mut usize,
         tx: &mut Sender,
         out: &mut impl Sink,
+        pool: &mut Pool,
     ) -> Result<Found<'a>, (ProtocolError, Option<u64>)> {
         loop {
-            if let Some(found) = self.continue_frame(rest, consumed)? {
+            if let Some(found) = self.continue_frame(rest, consumed, pool)? {
                 return Ok(found);
             }
             if self.msg.as_ref().is_some_and(|m| m.frame.is_some()) {
@@ -290,7 +398,8 @@ impl Receiver {
             })?;
             let len = h.payload_len as usize; // fits: checked against max_frame_size
             let text = h.opcode == OpCode::Text;
-            if self.msg.is_none() && h.fin && rest.len() - hlen >= len {
+            let compressed = h.rsv & RSV1 != 0;
+            if self.msg.is_none() && h.fin && !compressed && rest.len() - hlen >= len {
                 // The whole message is in the caller's buffer: unmask in place, lend it out.
                 let frame = take(rest, hlen + len);
                 *consumed += hlen + len;
@@ -317,15 +426,19 @@ impl Receiver {
                     utf8: Utf8Validator::new(),
                     frame: None,
                     complete: false,
+                    compressed,
                 })
             });
             msg.fragments += 1;
-            // Reserve only what has arrived: a header alone must not claim the whole length.
-            grow(
-                &mut msg.buf,
-                len.min(rest.len()),
-                self.limits.max_message_size,
-            );
+            if !msg.compressed {
+                // Reserve only what has arrived: a header alone must not claim the whole
+                // length. (Inflated bytes make their own room as they come.)
+                grow(
+                    &mut msg.buf,
+                    len.min(rest.len()),
+                    self.limits.max_message_size,
+                );
+            }
             msg.frame = Some(InFrame {
                 fin: h.fin,
                 mask: h.mask,
@@ -341,6 +454,7 @@ impl Receiver {
         &mut self,
         rest: &mut &'a mut [u8],
         consumed: &mut usize,
+        pool: &mut Pool,
     ) -> Result<Option<Found<'a>>, (ProtocolError, Option<u64>)> {
         let Some(msg) = self.msg.as_mut() else {
             return Ok(None);
@@ -355,15 +469,26 @@ impl Receiver {
             frame.mask_pos = apply_mask(chunk, key, frame.mask_pos);
         }
         frame.remaining -= n as u64;
-        if msg.text && msg.utf8.feed(chunk).is_err() {
-            return Err((ProtocolError::InvalidUtf8, Some(frame.remaining)));
+        let remaining = frame.remaining;
+        let fin = frame.fin;
+        let max = self.limits.max_message_size;
+        if msg.compressed {
+            let d = self
+                .deflate
+                .as_deref_mut()
+                .expect("compressed messages only pass the header check with deflate on");
+            let end = remaining == 0 && fin;
+            inflate(d, msg, chunk, end, max, pool).map_err(|e| (e, Some(remaining)))?;
+        } else {
+            if msg.text && msg.utf8.feed(chunk).is_err() {
+                return Err((ProtocolError::InvalidUtf8, Some(remaining)));
+            }
+            grow(&mut msg.buf, n, max);
+            msg.buf.extend_from_slice(chunk);
         }
-        grow(&mut msg.buf, n, self.limits.max_message_size);
-        msg.buf.extend_from_slice(chunk);
-        if frame.remaining > 0 {
+        if remaining > 0 {
             return Ok(None);
         }
-        let fin = frame.fin;
         msg.frame = None;
         if !fin {
             return Ok(None);
@@ -377,7 +502,16 @@ impl Receiver {
 
     /// Rules every frame header must meet (§5.2, §5.5, §5.1).
     fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
-        if h.rsv != 0 {
+        // RFC 7692 §6: with permessage-deflate, RSV1 marks a compressed data message on its
+        // first frame; never on control frames (§6.1).
+        let allowed = match (self.deflate.is_some(), h.opcode) {
+            (true, OpCode::Text | OpCode::Binary) => RSV1,
+            _ => 0,
+        };
+        if h.rsv & !allowed != 0 {
+            if h.opcode == OpCode::Continuation && h.rsv == RSV1 && self.deflate.is_some() {
+                return Err(ProtocolError::CompressedContinuation);
+            }
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
         if let OpCode::Reserved(op) = h.opcode {
@@ -419,9 +553,14 @@ impl Receiver {
             .msg
             .as_ref()
             .map_or((0, 0), |m| (m.buf.len(), m.fragments));
+        let compressed = match &self.msg {
+            Some(m) => m.compressed,
+            None => h.rsv & RSV1 != 0,
+        };
         let total = so_far as u64 + h.payload_len;
         let max = self.limits.max_message_size;
-        if total > max as u64 {
+        // A compressed message is held to the limit by what it inflates to, as it inflates.
+        if total > max as u64 && !compressed {
             return Err(ProtocolError::MessageTooLarge { len: total, max });
         }
         if fragments >= self.limits.max_fragments {
@@ -459,6 +598,9 @@ impl Receiver {
                     tx.close_sent = true;
                 }
                 self.msg = None;
+                if let Some(d) = self.deflate.as_deref_mut() {
+                    d.inflater = None;
+                }
                 self.state = RxState::Closed;
                 Ok(Event::Close(frame))
             }
@@ -556,6 +698,19 @@ pub struct Sender {
     fragmenting: bool,
     /// Boxed: servers never mask, and an idle server connection should not carry the pool.
     keys: Option<Box<MaskKeys>>,
+    /// permessage-deflate, once negotiated.
+    deflate: Option<Box<TxDeflate>>,
+}
+
+/// The sending side of permessage-deflate.
+#[derive(Debug)]
+struct TxDeflate {
+    own: Params,
+    level: u8,
+    mem_level: u8,
+    min_size: usize,
+    /// Ours alone, with context takeover (made with the first compressed message).
+    compressor: Option<Compressor>,
 }
 
 /// Kinds of data message.
@@ -573,6 +728,7 @@ impl Sender {
             close_sent: false,
             fragmenting: false,
             keys: None,
+            deflate: None,
         }
     }
 
@@ -583,6 +739,63 @@ impl Sender {
             close_sent: false,
             fragmenting: false,
             keys: Some(Box::new(keys)),
+            deflate: None,
+        }
+    }
+
+    /// Compresses whole messages of at least `config.min_size` bytes as `own` says
+    /// (permessage-deflate): with context takeover in a compressor of this connection's own
+    /// (`config`'s level and memory level), otherwise in the [`Pool`]'s shared one.
+    pub fn enable_deflate(&mut self, own: Params, config: &DeflateConfig) {
+        self.deflate = Some(Box::new(TxDeflate {
+            own,
+            level: config.level,
+            mem_level: config.mem_level,
+            min_size: config.min_size,
+            compressor: None,
+        }));
+    }
+
+    /// How this side compresses, when permessage-deflate is on.
+    pub fn deflate_params(&self) -> Option<Params> {
+        self.deflate.as_ref().map(|d| d.own)
+    }
+
+    /// Whether a whole message of `len` bytes goes out compressed.
+    pub fn compresses(&self, len: usize) -> bool {
+        self.deflate.as_ref().is_some_and(|d| len >= d.min_size)
+    }
+
+    /// Bytes held for compression between messages (a compressor of its own, with context
+    /// takeover): the estimate in [`crate::deflate`]'s table.
+    pub fn deflate_memory(&self) -> usize {
+        match self.deflate.as_deref() {
+            Some(TxDeflate {
+                compressor: Some(c),
+                mem_level,
+                ..
+            }) => (1 << (c.window_bits() + 2)) + (1 << (mem_level + 9)) + (6 << 10),
+            _ => 0,
+        }
+    }
+
+    /// Appends the compressed form of the message made of `parts` (the payload of a frame
+    /// with RSV1) to `out`.
+    pub fn compress(&mut self, parts: &[&[u8]], pool: &mut Pool, out: &mut Vec<u8>) {
+        let Some(d) = self.deflate.as_deref_mut() else {
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+            return;
+        };
+        let window = d.own.max_window_bits;
+        if d.own.no_context_takeover {
+            pool.compress(window, parts, out);
+        } else {
+            let (level, mem_level) = (d.level, d.mem_level);
+            d.compressor
+                .get_or_insert_with(|| Compressor::new(level, window, mem_level))
+                .compress(parts, out);
         }
     }
 
@@ -607,10 +820,29 @@ impl Sender {
         fin: bool,
         len: usize,
     ) -> ([u8; 14], usize, Option<[u8; 4]>) {
+        self.header_rsv(opcode, fin, len, 0)
+    }
+
+    /// The header of a whole compressed message (RSV1 set) of `len` payload bytes.
+    pub fn compressed_header(
+        &mut self,
+        opcode: OpCode,
+        len: usize,
+    ) -> ([u8; 14], usize, Option<[u8; 4]>) {
+        self.header_rsv(opcode, true, len, RSV1)
+    }
+
+    fn header_rsv(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        len: usize,
+        rsv: u8,
+    ) -> ([u8; 14], usize, Option<[u8; 4]>) {
         let mask = self.mask();
         let (bytes, n) = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: len as u64,
@@ -639,19 +871,40 @@ impl Sender {
         Ok(())
     }
 
-    /// Sends a whole message as one frame.
+    /// Sends a whole message as one frame (compressed when permessage-deflate is on and it
+    /// is long enough; a throwaway [`Pool`] serves a compressor without context takeover,
+    /// drivers that keep one use [`Sender::send_with`]).
     pub fn send(
         &mut self,
         kind: DataKind,
         payload: &[u8],
         out: &mut impl Sink,
     ) -> Result<(), SendError> {
+        self.send_with(kind, payload, out, &mut Pool::default())
+    }
+
+    /// [`Sender::send`] with the driver's pool.
+    pub fn send_with(
+        &mut self,
+        kind: DataKind,
+        payload: &[u8],
+        out: &mut impl Sink,
+        pool: &mut Pool,
+    ) -> Result<(), SendError> {
         self.check_data()?;
         let opcode = match kind {
             DataKind::Text => OpCode::Text,
             DataKind::Binary => OpCode::Binary,
         };
-        self.frame(opcode, true, payload, out);
+        if !self.compresses(payload.len()) {
+            self.frame(opcode, true, payload, out);
+            return Ok(());
+        }
+        let mut buf = pool.take_buf();
+        self.compress(&[payload], pool, &mut buf);
+        let (head, n, mask) = self.compressed_header(opcode, buf.len());
+        out.frame(&head[..n], &buf, mask);
+        pool.give_buf(buf);
         Ok(())
     }
 

@@ -40,6 +40,11 @@ pub enum ProtocolError {
     MessageTooLarge { len: u64, max: usize },
     /// More fragments in one message than the configured maximum.
     TooManyFragments { max: usize },
+    /// A compressed message (permessage-deflate, RFC 7692) that is not valid DEFLATE data.
+    BadCompressedData,
+    /// RSV1 on a continuation frame: only a message's first frame says it is compressed
+    /// (RFC 7692 §6.1).
+    CompressedContinuation,
 }
 
 impl ProtocolError {
@@ -89,6 +94,8 @@ impl fmt::Display for ProtocolError {
             ProtocolError::TooManyFragments { max } => {
                 write!(f, "message has more than {max} fragments")
             }
+            ProtocolError::BadCompressedData => f.write_str("invalid compressed data"),
+            ProtocolError::CompressedContinuation => f.write_str("RSV1 on a continuation frame"),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use sockeye::connection::MaskKeys;
+use sockeye::deflate::{DeflateConfig, Negotiated, Pool};
 use sockeye::frame::OpCode;
 use sockeye::{
     Connection, DataKind, Event, Limits, ProtocolError, Read, Receiver, Role, SendError, Sender,
@@ -277,6 +278,8 @@ struct Setup {
     limits: Limits,
     /// Send our close (code, reason) before any input arrives.
     close_first: Option<(u16, &'static str)>,
+    /// permessage-deflate as agreed (RFC 7692).
+    deflate: Option<Negotiated>,
 }
 
 impl Setup {
@@ -285,6 +288,7 @@ impl Setup {
             role: Role::Server,
             limits: Limits::default(),
             close_first: None,
+            deflate: None,
         }
     }
 
@@ -310,6 +314,14 @@ impl Setup {
             Role::Server => Connection::server(self.limits.clone()),
             Role::Client => Connection::client(self.limits.clone(), MaskKeys::new(fill_keys)),
         };
+        if let Some(n) = self.deflate {
+            let (own, peer) = match self.role {
+                Role::Server => (n.server(), n.client()),
+                Role::Client => (n.client(), n.server()),
+            };
+            conn.rx.enable_deflate(peer);
+            conn.tx.enable_deflate(own, &DeflateConfig::default());
+        }
         if let Some((code, reason)) = self.close_first {
             conn.tx.close(code, reason, out).expect("close");
         }
@@ -1765,6 +1777,19 @@ fn run_vector(path: &Path) {
                     }
                 }
             }
+            "deflate" => {
+                let takeover = match value {
+                    "on" => false,
+                    "takeover" => true,
+                    other => panic!("{name}: unknown deflate setting {other}"),
+                };
+                setup.deflate = Some(Negotiated {
+                    server_no_context_takeover: !takeover,
+                    client_no_context_takeover: !takeover,
+                    server_max_window_bits: None,
+                    client_max_window_bits: None,
+                });
+            }
             "input" => input.extend(hex(value)),
             "event" => events.push(value.to_owned()),
             "out" => out.push(value.to_owned()),
@@ -1850,4 +1875,147 @@ fn reassembly_never_holds_more_than_the_message_limit() {
         peak <= 512,
         "receiver held {peak} bytes for a 500-byte message (limit 512)"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// permessage-deflate between two connections
+// ---------------------------------------------------------------------------------------------
+
+/// A client and a server that agreed on `n`, each sending a run of messages the other
+/// inflates (with and without context takeover), with one pool per side as a driver keeps.
+fn deflate_pair(n: Negotiated, config: &DeflateConfig) {
+    let mut client = Connection::client(Limits::default(), MaskKeys::new(fill_keys));
+    let mut server = Connection::server(Limits::default());
+    client.rx.enable_deflate(n.server());
+    client.tx.enable_deflate(n.client(), config);
+    server.rx.enable_deflate(n.client());
+    server.tx.enable_deflate(n.server(), config);
+    let (mut client_pool, mut server_pool) = (Pool::default(), Pool::default());
+    let messages: Vec<String> = (0..40)
+        .map(|i| {
+            let word = ["alpha", "beta", "gamma", "δέλτα"][i % 4];
+            format!("{{\"n\":{i},\"text\":\"{}\"}}", word.repeat(i * 37 % 300))
+        })
+        .collect();
+    let mut wire = Vec::new();
+    for m in &messages {
+        client
+            .tx
+            .send_with(DataKind::Text, m.as_bytes(), &mut wire, &mut client_pool)
+            .unwrap();
+    }
+    let plain: usize = messages.iter().map(|m| m.len()).sum();
+    assert!(wire.len() < plain / 2, "{} bytes for {plain}", wire.len());
+    let mut got = Vec::new();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < wire.len() {
+        let read = server
+            .rx
+            .read_with(&mut wire[pos..], &mut server.tx, &mut out, &mut server_pool)
+            .expect("valid compressed stream");
+        pos += read.consumed;
+        match read.event {
+            Some(Event::Text(t)) => got.push(t.to_owned()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, messages);
+    // And back: the server compresses, the client inflates.
+    let mut wire = Vec::new();
+    for m in &messages {
+        server
+            .tx
+            .send_with(DataKind::Binary, m.as_bytes(), &mut wire, &mut server_pool)
+            .unwrap();
+    }
+    let mut pos = 0;
+    let mut back = Vec::new();
+    while pos < wire.len() {
+        let read = client
+            .rx
+            .read_with(&mut wire[pos..], &mut client.tx, &mut out, &mut client_pool)
+            .expect("valid compressed stream");
+        pos += read.consumed;
+        match read.event {
+            Some(Event::Binary(b)) => back.push(String::from_utf8(b.to_vec()).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(back, messages);
+    assert!(out.is_empty(), "nothing to answer");
+    // Without takeover nothing stays with the connection between messages.
+    if n.server_no_context_takeover {
+        assert_eq!(server.tx.deflate_memory(), 0);
+        assert_eq!(client.rx.inflate_memory(), 0);
+    } else {
+        assert!(server.tx.deflate_memory() > 100_000);
+    }
+    if n.client_no_context_takeover {
+        assert_eq!(server.rx.inflate_memory(), 0);
+    } else {
+        assert!(server.rx.inflate_memory() > 30_000);
+    }
+}
+
+#[test]
+fn deflate_round_trips_with_and_without_context_takeover() {
+    for (server_nct, client_nct, server_bits, client_bits) in [
+        (true, true, None, None),
+        (false, false, None, None),
+        (true, false, Some(9), None),
+        (false, true, Some(10), Some(9)),
+    ] {
+        let n = Negotiated {
+            server_no_context_takeover: server_nct,
+            client_no_context_takeover: client_nct,
+            server_max_window_bits: server_bits,
+            client_max_window_bits: client_bits,
+        };
+        deflate_pair(n, &DeflateConfig::default());
+    }
+}
+
+/// A small frame that inflates to far more than the limit fails with 1009 while the receiver
+/// holds no more than the limit.
+#[test]
+fn a_deflate_bomb_is_refused_within_the_limit() {
+    let zeros = vec![0u8; 64 << 20];
+    let mut client = Connection::client(Limits::default(), MaskKeys::new(fill_keys));
+    let on = Negotiated {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        server_max_window_bits: None,
+        client_max_window_bits: None,
+    };
+    client
+        .tx
+        .enable_deflate(on.client(), &DeflateConfig::default());
+    let mut wire = Vec::new();
+    client.tx.send(DataKind::Binary, &zeros, &mut wire).unwrap();
+    assert!(wire.len() < 100_000, "{} bytes on the wire", wire.len());
+    let limit = 1 << 20;
+    let mut server = Connection::server(limits(16 << 20, limit, 16));
+    server.rx.enable_deflate(on.client());
+    let mut out = Vec::new();
+    let mut peak = 0;
+    let mut failure = None;
+    for chunk in wire.chunks_mut(4096) {
+        match server.rx.read(chunk, &mut server.tx, &mut out) {
+            Ok(_) => peak = peak.max(server.rx.buffered()),
+            Err(f) => {
+                failure = Some(f.error);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(failure, Some(ProtocolError::MessageTooLarge { .. })),
+        "{failure:?}"
+    );
+    assert!(
+        peak <= limit,
+        "held {peak} bytes against a limit of {limit}"
+    );
+    assert_eq!(server.rx.buffered(), 0);
 }
