@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sockeye::client::{Client, ClientConfig, ClientError, OwnedEvent};
+use sockeye::deflate::DeflateConfig;
 
 const AGENT: &str = "sockeye";
 
@@ -14,6 +15,13 @@ fn config() -> ClientConfig {
     config.limits.max_frame_size = 16 << 20;
     config.limits.max_message_size = 16 << 20;
     config.limits.max_fragments = 1 << 20;
+    // Offer permessage-deflate (cases 12.* and 13.*): each message we send compressed alone
+    // (the hint the suite's servers look for), and the server free to keep its context, so
+    // that our inflater with context takeover is what these cases exercise.
+    config.deflate = Some(DeflateConfig {
+        server_no_context_takeover: false,
+        ..DeflateConfig::default()
+    });
     config
 }
 

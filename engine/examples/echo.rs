@@ -1,7 +1,10 @@
 //! Echo server: every text or binary message comes back unchanged.
 //!
-//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001 [MAX_BACKPRESSURE]`
+//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001 [MAX_BACKPRESSURE] [DEFLATE]`
 //!
+//! permessage-deflate is on (DEFLATE `on`, the default: no context takeover either way, so
+//! the sessions share the worker's compressor); `takeover` lets both sides keep their context
+//! (a compressor and an inflater per session), `off` turns it off.
 //! Limits are raised to what the Autobahn testsuite sends (16 MiB messages, 4 MiB in 64-byte
 //! fragments), and the send queue cap (`max_backpressure`, the second argument, in bytes) to
 //! hold a few of them: 64 MiB by default. One worker: the testsuite opens
@@ -10,6 +13,7 @@
 
 use std::net::SocketAddr;
 
+use sockeye::deflate::DeflateConfig;
 use sockeye::handshake::Request;
 use sockeye::server::{
     shutdown_on_signals, Handler, Message, Rejection, Server, ServerConfig, Session, Upgrading,
@@ -54,10 +58,22 @@ fn main() -> std::io::Result<()> {
         })?,
         None => 64 << 20,
     };
+    let deflate = match std::env::args().nth(3).as_deref() {
+        None | Some("on") => Some(DeflateConfig::default()),
+        Some("takeover") => Some(DeflateConfig::with_context_takeover()),
+        Some("off") => None,
+        Some(other) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad DEFLATE {other:?}: on, takeover or off"),
+            ))
+        }
+    };
     let mut config = ServerConfig {
         workers: 1,
         max_backpressure,
         ping_interval: None,
+        deflate,
         ..ServerConfig::default()
     };
     config.limits.max_frame_size = 16 << 20;

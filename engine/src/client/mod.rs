@@ -10,9 +10,10 @@ use std::time::Duration;
 use crate::close::CloseFrame;
 use crate::config::Limits;
 use crate::connection::{Connection, DataKind, Event, Failure, MaskKeys, Read};
+use crate::deflate::{DeflateConfig, Negotiated, Pool};
 use crate::error::{ProtocolError, SendError};
 use crate::handshake::client::{
-    make_key, parse_response, write_request, RequestParts, ResponseError,
+    make_key, parse_response_with, write_request, RequestParts, ResponseError,
 };
 use crate::Status;
 
@@ -47,6 +48,10 @@ pub struct ClientConfig {
     /// [`ClientError::Timeout`]. Default `None`; tests set it, so that a missing message fails
     /// the test instead of hanging it.
     pub io_timeout: Option<Duration>,
+    /// permessage-deflate to offer (RFC 7692), `None` for none. The default
+    /// [`DeflateConfig`] offers `client_no_context_takeover` (a promise: each message we send
+    /// is compressed alone) and asks for `server_no_context_takeover`. Default `None`.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +64,7 @@ impl Default for ClientConfig {
             handshake_timeout: Duration::from_secs(10),
             max_head_size: 8 << 10,
             io_timeout: None,
+            deflate: None,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Client {
     end: usize,
     out: Vec<u8>,
     protocol: Option<String>,
+    deflate: Option<Negotiated>,
+    pool: Pool,
 }
 
 impl fmt::Debug for Client {
@@ -199,6 +207,7 @@ impl Client {
             origin: config.origin.as_deref(),
             protocols: &config.protocols,
             headers: &config.headers,
+            deflate: config.deflate.as_ref(),
         };
         let mut request = Vec::new();
         write_request(&mut request, &parts, &key);
@@ -214,7 +223,9 @@ impl Client {
                 return Err(ClientError::Dropped);
             }
             end += n;
-            match parse_response(&buf[..end], &key, &config.protocols, config.max_head_size) {
+            let deflate = config.deflate.as_ref();
+            let max_head = config.max_head_size;
+            match parse_response_with(&buf[..end], &key, &config.protocols, deflate, max_head) {
                 Ok(Status::Complete(accepted, head_len)) => break (accepted, head_len),
                 Ok(Status::Partial) => {}
                 Err(e) => return Err(ClientError::Handshake(e)),
@@ -224,15 +235,31 @@ impl Client {
             .set_read_timeout(config.io_timeout)
             .and_then(|()| stream.set_write_timeout(config.io_timeout))
             .map_err(ClientError::Io)?;
+        let mut conn = Connection::client(config.limits.clone(), MaskKeys::new(os_random));
+        let pool = match (&config.deflate, accepted.deflate) {
+            (Some(settings), Some(n)) => {
+                conn.rx.enable_deflate(n.server());
+                conn.tx.enable_deflate(n.client(), settings);
+                Pool::new(settings.level, settings.mem_level)
+            }
+            _ => Pool::default(),
+        };
         Ok(Client {
             stream,
-            conn: Connection::client(config.limits.clone(), MaskKeys::new(os_random)),
+            conn,
             buf,
             start: head_len,
             end,
             out: Vec::new(),
             protocol: accepted.protocol,
+            deflate: accepted.deflate,
+            pool,
         })
+    }
+
+    /// permessage-deflate as the server agreed to it (`None`: not in use).
+    pub fn deflate(&self) -> Option<Negotiated> {
+        self.deflate
     }
 
     /// The sub-protocol the server chose.
@@ -255,14 +282,17 @@ impl Client {
     }
 
     pub fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
-        self.conn
-            .tx
-            .send(DataKind::Text, text.as_bytes(), &mut self.out)?;
-        self.flush()
+        self.send(DataKind::Text, text.as_bytes())
     }
 
     pub fn send_binary(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.conn.tx.send(DataKind::Binary, bytes, &mut self.out)?;
+        self.send(DataKind::Binary, bytes)
+    }
+
+    fn send(&mut self, kind: DataKind, payload: &[u8]) -> Result<(), ClientError> {
+        self.conn
+            .tx
+            .send_with(kind, payload, &mut self.out, &mut self.pool)?;
         self.flush()
     }
 
@@ -308,10 +338,13 @@ impl Client {
                 end,
                 out,
                 stream,
+                pool,
                 ..
             } = self;
             let before = *start;
-            let result = conn.rx.read(&mut buf[*start..*end], &mut conn.tx, out);
+            let result = conn
+                .rx
+                .read_with(&mut buf[*start..*end], &mut conn.tx, out, pool);
             let (consumed, event, failure) = match result {
                 Ok(Read { consumed, event }) => (consumed, event, None),
                 Err(Failure { error, consumed }) => (consumed, None, Some(error)),

@@ -70,6 +70,11 @@ impl Pool {
         self.stats
     }
 
+    /// The counts since the last call.
+    pub fn take_stats(&mut self) -> PoolStats {
+        std::mem::take(&mut self.stats)
+    }
+
     /// An inflater for one message (window 15, which inflates any window).
     pub fn take_inflater(&mut self) -> Inflater {
         self.inflaters.pop().unwrap_or_else(|| Inflater::new(15))

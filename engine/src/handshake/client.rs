@@ -7,6 +7,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
 use super::{accept_key, list_has, write_header};
+use crate::deflate::negotiate::{self, AnswerError};
+use crate::deflate::{DeflateConfig, Negotiated};
 use crate::Status;
 
 /// Why the server's answer does not open a WebSocket.
@@ -26,6 +28,8 @@ pub enum ResponseError {
     UnofferedProtocol(String),
     /// The server enabled an extension we did not ask for.
     UnrequestedExtension(String),
+    /// The server's answer to our permessage-deflate offer cannot be used.
+    BadDeflateAnswer(AnswerError),
 }
 
 impl fmt::Display for ResponseError {
@@ -44,6 +48,9 @@ impl fmt::Display for ResponseError {
             }
             ResponseError::UnrequestedExtension(e) => {
                 write!(f, "server enabled extension {e:?} we did not ask for")
+            }
+            ResponseError::BadDeflateAnswer(e) => {
+                write!(f, "unusable permessage-deflate answer: {e:?}")
             }
         }
     }
@@ -69,6 +76,8 @@ pub struct RequestParts<'a> {
     pub origin: Option<&'a str>,
     pub protocols: &'a [String],
     pub headers: &'a [(String, String)],
+    /// permessage-deflate to offer (RFC 7692).
+    pub deflate: Option<&'a DeflateConfig>,
 }
 
 /// Writes the opening request for `key`.
@@ -86,6 +95,9 @@ pub fn write_request(out: &mut Vec<u8>, parts: &RequestParts<'_>, key: &[u8; 24]
     if !parts.protocols.is_empty() {
         write_header(out, "Sec-WebSocket-Protocol", &parts.protocols.join(", "));
     }
+    if let Some(config) = parts.deflate {
+        write_header(out, "Sec-WebSocket-Extensions", &negotiate::offer(config));
+    }
     for (name, value) in parts.headers {
         write_header(out, name, value);
     }
@@ -96,6 +108,8 @@ pub fn write_request(out: &mut Vec<u8>, parts: &RequestParts<'_>, key: &[u8; 24]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
     pub protocol: Option<String>,
+    /// permessage-deflate as the server agreed to it.
+    pub deflate: Option<Negotiated>,
 }
 
 /// Parses and judges the server's answer. `Complete(accepted, head_len)`: bytes after the head
@@ -104,6 +118,17 @@ pub fn parse_response(
     buf: &[u8],
     key: &[u8; 24],
     offered: &[String],
+    max_head: usize,
+) -> Result<Status<Accepted>, ResponseError> {
+    parse_response_with(buf, key, offered, None, max_head)
+}
+
+/// [`parse_response`] after an offer of permessage-deflate made for `deflate`.
+pub fn parse_response_with(
+    buf: &[u8],
+    key: &[u8; 24],
+    offered: &[String],
+    deflate: Option<&DeflateConfig>,
     max_head: usize,
 ) -> Result<Status<Accepted>, ResponseError> {
     let mut headers = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
@@ -136,11 +161,18 @@ pub fn parse_response(
     if accepts.next() != Some(&expected[..]) || accepts.next().is_some() {
         return Err(ResponseError::BadAccept);
     }
-    if let Some(ext) = named("sec-websocket-extensions").find(|v| !v.is_empty()) {
-        return Err(ResponseError::UnrequestedExtension(
-            String::from_utf8_lossy(ext).into_owned(),
-        ));
-    }
+    let deflate = match deflate {
+        Some(config) => negotiate::check_answer(named("sec-websocket-extensions"), config)
+            .map_err(ResponseError::BadDeflateAnswer)?,
+        None => {
+            if let Some(ext) = named("sec-websocket-extensions").find(|v| !v.is_empty()) {
+                return Err(ResponseError::UnrequestedExtension(
+                    String::from_utf8_lossy(ext).into_owned(),
+                ));
+            }
+            None
+        }
+    };
     let protocol = match named("sec-websocket-protocol").next() {
         None => None,
         Some(p) => {
@@ -151,5 +183,5 @@ pub fn parse_response(
             Some(p)
         }
     };
-    Ok(Status::Complete(Accepted { protocol }, n))
+    Ok(Status::Complete(Accepted { protocol, deflate }, n))
 }

@@ -270,6 +270,7 @@ fn client_request_is_accepted_by_the_server_side() {
         origin: Some("http://x"),
         protocols: &protocols,
         headers: &[],
+        deflate: None,
     };
     let mut out = Vec::new();
     client::write_request(&mut out, &parts, &KEY);
@@ -290,7 +291,8 @@ fn client_checks_the_response() {
         parse_response(ok.as_bytes(), &KEY, &offered, 8192),
         Ok(Status::Complete(
             Accepted {
-                protocol: Some("v12.stomp".into())
+                protocol: Some("v12.stomp".into()),
+                deflate: None,
             },
             ok.len()
         ))

@@ -51,6 +51,12 @@ pub struct Upgrading {
     /// (`/websocket` under the prefix is a plain WebSocket, with no transport). `None` for a
     /// WebSocket outside SockJS.
     pub sockjs: Option<(String, Option<crate::sockjs::Transport>)>,
+    /// permessage-deflate as it will be answered, when [`ServerConfig::deflate`] is set and
+    /// the client offered something the server can honour (see [`crate::deflate`]); the hook
+    /// may set it to `None` to leave this session uncompressed.
+    ///
+    /// [`ServerConfig::deflate`]: super::ServerConfig::deflate
+    pub deflate: Option<crate::deflate::Negotiated>,
 }
 
 /// A refusal from the upgrade hook.

@@ -122,6 +122,21 @@ pub struct ServerConfig {
     /// SockJS protocol, and its sessions reach the handler like WebSocket ones (with
     /// [`Upgrading::sockjs`] set). Default none.
     pub sockjs: Vec<crate::sockjs::Service>,
+    /// permessage-deflate (RFC 7692), `None` for off. With it, WebSocket sessions whose client
+    /// offers the extension compress the messages they send (those of at least
+    /// [`DeflateConfig::min_size`] bytes) and inflate what they receive, within
+    /// `limits.max_message_size`. The memory each session holds depends on context takeover:
+    /// without it (the default [`DeflateConfig`]) a worker's sessions share one compressor per
+    /// window size and borrow an inflater per message, so an idle session holds nothing
+    /// more; with it each session has a compressor (about 262 KiB at window 15 and memory
+    /// level 8) and an inflater (about 39 KiB) of its own, made when first needed. See
+    /// [`crate::deflate`] for the table. A payload shared by many sessions without context
+    /// takeover ([`Outgoing::Shared`], [`broadcast`], handles' `send_shared` / `send_parts`)
+    /// is compressed once per worker and loop turn, not once per recipient. Default `None`.
+    ///
+    /// [`DeflateConfig::min_size`]: crate::deflate::DeflateConfig::min_size
+    /// [`DeflateConfig`]: crate::deflate::DeflateConfig
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +158,7 @@ impl Default for ServerConfig {
             idle_timeout: None,
             max_inbox_bytes: 64 << 20,
             sockjs: Vec::new(),
+            deflate: None,
         }
     }
 }
@@ -173,6 +189,12 @@ pub struct ServerStats {
     pub handed_over: u64,
     /// SockJS sessions over HTTP alive now (closed ones included until they are forgotten).
     pub sockjs_sessions: usize,
+    /// Messages compressed by the workers' shared compressors (sessions without context
+    /// takeover), counted at the end of each loop turn.
+    pub deflate_compressed: u64,
+    /// Sends of a shared payload that reused the form compressed for an earlier recipient
+    /// (compress once for many), counted at the end of each loop turn.
+    pub deflate_reused: u64,
 }
 
 /// The atomics behind [`ServerStats`].
@@ -188,6 +210,8 @@ pub(crate) struct Counters {
     pub gate_pauses: AtomicU64,
     pub handed_over: AtomicU64,
     pub sockjs_sessions: AtomicUsize,
+    pub deflate_compressed: AtomicU64,
+    pub deflate_reused: AtomicU64,
 }
 
 impl Counters {
@@ -214,6 +238,8 @@ impl Counters {
             gate_pauses: self.gate_pauses.load(Ordering::Relaxed),
             handed_over: self.handed_over.load(Ordering::Relaxed),
             sockjs_sessions: self.sockjs_sessions.load(Ordering::Relaxed),
+            deflate_compressed: self.deflate_compressed.load(Ordering::Relaxed),
+            deflate_reused: self.deflate_reused.load(Ordering::Relaxed),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! against [`ServerConfig::max_backpressure`](super::ServerConfig::max_backpressure) before
 //! anything is copied, so a peer that stops reading costs at most the cap.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +17,8 @@ use super::gate::Flow;
 use super::inbox::{Inbox, SessionHandle};
 use super::{Counters, Overflow, ServerConfig, Shared};
 use crate::connection::{DataKind, Sender};
+use crate::deflate::codec::{stored_blocks, MAX_STORED};
+use crate::deflate::Pool;
 use crate::driver::out::{queue_frame, Backlog, Cork, Payload};
 pub use crate::driver::SendStatus;
 use crate::driver::{Message, Tag};
@@ -63,6 +65,8 @@ pub(crate) struct Env {
     pub config: Arc<ServerConfig>,
     pub inbox: Arc<Inbox>,
     pub shared: Arc<Shared>,
+    /// permessage-deflate's shared compressors, lent inflaters and compress-once cache.
+    pub deflate: RefCell<Pool>,
 }
 
 impl Env {
@@ -270,6 +274,9 @@ impl<D> Session<'_, D> {
         self.state.tx.check_data()?;
         match self.state.kind {
             Kind::Stream => self.send_encoded(&[], payload, cap),
+            Kind::WebSocket if self.state.tx.compresses(payload.len()) => {
+                self.send_deflated(opcode, payload, cap)
+            }
             Kind::WebSocket => {
                 let (head, n, mask) = self.state.tx.header(opcode, true, payload.len());
                 debug_assert!(mask.is_none(), "server frames are not masked");
@@ -355,6 +362,11 @@ impl<D> Session<'_, D> {
             false => usize::MAX,
         };
         match self.state.kind {
+            Kind::WebSocket if self.state.tx.compresses(payload.len()) => {
+                let opcode = OpCode::from_u8(head.first().copied().unwrap_or(0));
+                self.state.tx.check_data()?;
+                self.send_deflated(opcode, payload, cap)
+            }
             Kind::WebSocket => self.send_encoded(head, payload, cap),
             Kind::Stream => self.send_encoded(&[], payload, cap),
             Kind::SockJsWebSocket | Kind::SockJs => {
@@ -367,6 +379,59 @@ impl<D> Session<'_, D> {
                 self.send_sockjs(&text, cap)
             }
         }
+    }
+
+    /// Sends a whole message compressed (permessage-deflate). Without context takeover a
+    /// shared payload is compressed once per worker and turn for all its recipients (the
+    /// pool's cache); a copied prefix before it (a STOMP MESSAGE's own head) goes in front as
+    /// stored blocks, so nothing is compressed per recipient.
+    fn send_deflated(
+        &mut self,
+        opcode: OpCode,
+        payload: Payload<'_>,
+        cap: usize,
+    ) -> Result<SendStatus, SendError> {
+        let env = self.out.env;
+        let Some(own) = self.state.tx.deflate_params() else {
+            unreachable!("only sessions with deflate compress")
+        };
+        if own.no_context_takeover {
+            let shared = match &payload {
+                Payload::Shared(body) => Some((&[][..], body)),
+                Payload::Parts(prefix, body) if prefix.len() <= MAX_STORED => Some((*prefix, body)),
+                _ => None,
+            };
+            if let Some((prefix, body)) = shared {
+                let packed = env
+                    .deflate
+                    .borrow_mut()
+                    .compress_shared(body, own.max_window_bits);
+                if prefix.is_empty() {
+                    let (head, n, _) = self.state.tx.compressed_header(opcode, packed.len());
+                    return self.send_encoded(&head[..n], Payload::Shared(packed), cap);
+                }
+                let mut stored = Vec::with_capacity(prefix.len() + 5);
+                stored_blocks(prefix, &mut stored);
+                let len = stored.len() + packed.len();
+                let (head, n, _) = self.state.tx.compressed_header(opcode, len);
+                return self.send_encoded(&head[..n], Payload::Parts(&stored, packed), cap);
+            }
+        }
+        let mut buf = {
+            let mut pool = env.deflate.borrow_mut();
+            let mut buf = pool.take_buf();
+            match &payload {
+                Payload::Copied(p) => self.state.tx.compress(&[p], &mut pool, &mut buf),
+                Payload::Shared(p) => self.state.tx.compress(&[p], &mut pool, &mut buf),
+                Payload::Parts(a, b) => self.state.tx.compress(&[a, b], &mut pool, &mut buf),
+            }
+            buf
+        };
+        let (head, n, _) = self.state.tx.compressed_header(opcode, buf.len());
+        let status = self.send_encoded(&head[..n], Payload::Copied(&buf), cap);
+        buf.clear();
+        env.deflate.borrow_mut().give_buf(buf);
+        status
     }
 
     /// Sends a frame whose header is already encoded (a broadcast encodes it once for all).

@@ -130,6 +130,7 @@ fn server(bytes: &[u8], config: &HandshakeConfig) {
     let accepted = client::parse_response(&out, key, &offered, 8192);
     let expected = Accepted {
         protocol: protocol.map(String::from),
+        deflate: None,
     };
     assert_eq!(accepted, Ok(Status::Complete(expected, out.len())));
 }

@@ -8,6 +8,7 @@ use super::state::Open;
 use super::{ClientHandler, ClientId};
 use crate::close::code;
 use crate::connection::{Connection, DataKind, Event, Failure, Read, Sender};
+use crate::deflate::Pool;
 use crate::driver::out::CORK_LIMIT;
 use crate::driver::{Backlog, Cork, Message, SendStatus};
 use crate::error::SendError;
@@ -45,6 +46,8 @@ pub struct ClientConn<'a, D> {
     pub(super) data: &'a mut D,
     pub(super) protocol: Option<&'a str>,
     pub(super) env: Env,
+    /// The loop's permessage-deflate pool.
+    pub(super) pool: &'a mut Pool,
 }
 
 impl<D> fmt::Debug for ClientConn<'_, D> {
@@ -99,7 +102,8 @@ impl<D> ClientConn<'_, D> {
         if waiting > 0 && waiting + payload.len() > self.env.max_backpressure {
             return Ok(self.out.backlog.refused());
         }
-        self.tx.send(kind, payload, &mut self.out.cork)?;
+        self.tx
+            .send_with(kind, payload, &mut self.out.cork, self.pool)?;
         if self.out.cork.len() >= CORK_LIMIT {
             // A burst goes out as it is made rather than piling up until the end of the turn.
             self.out
@@ -157,6 +161,7 @@ pub(super) fn dispatch<H: ClientHandler>(
     data: &mut H::Data,
     buf: &mut [u8],
     env: Env,
+    pool: &mut Pool,
 ) {
     let Open {
         conn: Connection { rx, tx },
@@ -168,7 +173,7 @@ pub(super) fn dispatch<H: ClientHandler>(
     } = open;
     let mut pos = 0;
     loop {
-        match rx.read(&mut buf[pos..], tx, &mut out.cork) {
+        match rx.read_with(&mut buf[pos..], tx, &mut out.cork, pool) {
             Ok(Read { consumed, event }) => {
                 pos += consumed;
                 let Some(event) = event else {
@@ -185,6 +190,7 @@ pub(super) fn dispatch<H: ClientHandler>(
                     data: &mut *data,
                     protocol: protocol.as_deref(),
                     env,
+                    pool: &mut *pool,
                 };
                 match event {
                     Event::Text(text) => handler.on_message(&mut conn, Message::Text(text)),

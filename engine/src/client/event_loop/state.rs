@@ -15,10 +15,11 @@ use super::{ClientHandler, ClientId, Control, LoopConfig, Target, READS_PER_TURN
 use crate::client::{io_error, os_random, ClientError};
 use crate::close::code;
 use crate::connection::{Connection, MaskKeys};
+use crate::deflate::Pool;
 use crate::driver::out::{flush_and_drain, Backlog, Drains};
 use crate::driver::Deadlines;
 use crate::error::ProtocolError;
-use crate::handshake::client::{make_key, parse_response, write_request, RequestParts};
+use crate::handshake::client::{make_key, parse_response_with, write_request, RequestParts};
 use crate::Status;
 
 /// Whether a read that leaves room in the buffer proves the socket drained (see the module
@@ -75,6 +76,7 @@ struct Draining<'a, H: ClientHandler> {
     out: &'a mut Output,
     data: &'a mut H::Data,
     env: Env,
+    pool: &'a mut Pool,
 }
 
 impl<H: ClientHandler> Drains for Draining<'_, H> {
@@ -99,6 +101,7 @@ impl<H: ClientHandler> Drains for Draining<'_, H> {
             data: self.data,
             protocol: self.open.protocol.as_deref(),
             env: self.env,
+            pool: self.pool,
         });
     }
 }
@@ -137,6 +140,8 @@ pub(super) struct Core<D> {
     pub(super) next_tick: Option<Instant>,
     pub(super) stopped: bool,
     pub(super) request: Vec<u8>,
+    /// permessage-deflate's shared compressors and lent inflaters.
+    pub(super) pool: Pool,
 }
 
 /// Was this `connect` error the normal "in progress" of a non-blocking socket?
@@ -165,6 +170,10 @@ impl<D> Core<D> {
             next_tick: config.tick.map(|t| now + t),
             stopped: false,
             request: Vec::new(),
+            pool: match &config.client.deflate {
+                Some(d) => Pool::new(d.level, d.mem_level),
+                None => Pool::default(),
+            },
             config,
         }
     }
@@ -216,6 +225,7 @@ impl<D> Core<D> {
             origin: client.origin.as_deref(),
             protocols: &client.protocols,
             headers: &client.headers,
+            deflate: client.deflate.as_ref(),
         };
         self.request.clear();
         write_request(&mut self.request, &parts, &ws_key);
@@ -273,6 +283,7 @@ impl<D> Core<D> {
             data,
             protocol: open.protocol.as_deref(),
             env,
+            pool: &mut self.pool,
         })
     }
 
@@ -302,6 +313,7 @@ impl<D> Core<D> {
                 data,
                 protocol: open.protocol.as_deref(),
                 env,
+                pool: &mut self.pool,
             });
         }
     }
@@ -427,14 +439,20 @@ impl<D> Core<D> {
             }
         }
         let protocols = &self.config.client.protocols;
-        let (accepted, n) = match parse_response(head, key, protocols, max_head) {
+        let deflate = self.config.client.deflate.as_ref();
+        let (accepted, n) = match parse_response_with(head, key, protocols, deflate, max_head) {
             Ok(Status::Complete(accepted, n)) => (accepted, n),
             Ok(Status::Partial) if eof => return Next::Fail(ClientError::Dropped),
             Ok(Status::Partial) => return Next::Keep,
             Err(e) => return Next::Fail(ClientError::Handshake(e)),
         };
         let stash = head[n..].to_vec();
-        let conn = Connection::client(self.config.client.limits.clone(), MaskKeys::new(os_random));
+        let mut conn =
+            Connection::client(self.config.client.limits.clone(), MaskKeys::new(os_random));
+        if let (Some(settings), Some(n)) = (deflate, accepted.deflate) {
+            conn.rx.enable_deflate(n.server());
+            conn.tx.enable_deflate(n.client(), settings);
+        }
         slot.phase = Phase::Open(Open {
             conn,
             stash: Vec::new(),
@@ -462,11 +480,22 @@ impl<D> Core<D> {
             data,
             protocol: open.protocol.as_deref(),
             env,
+            pool: &mut self.pool,
         });
         if !stash.is_empty() {
             // Frames that came with the head.
             let mut early = stash;
-            dispatch(handler, id, stream, open, out, data, &mut early, env);
+            dispatch(
+                handler,
+                id,
+                stream,
+                open,
+                out,
+                data,
+                &mut early,
+                env,
+                &mut self.pool,
+            );
         }
         match (eof, drained) {
             // The server hung up right after its answer (and whatever frames came with it).
@@ -509,7 +538,17 @@ impl<D> Core<D> {
                     open.stash.clear();
                     let data_len = carry + n;
                     let buf = &mut self.buf[..data_len];
-                    dispatch(handler, id, stream, open, out, data, buf, env);
+                    dispatch(
+                        handler,
+                        id,
+                        stream,
+                        open,
+                        out,
+                        data,
+                        buf,
+                        env,
+                        &mut self.pool,
+                    );
                     if SHORT_READ_DRAINS && !ready.hup && n < room {
                         return Next::Keep;
                     }
@@ -592,6 +631,7 @@ impl<D> Core<D> {
                         out,
                         data,
                         env,
+                        pool: &mut self.pool,
                     };
                     flush_and_drain(&mut conn).map(|again| {
                         if again {

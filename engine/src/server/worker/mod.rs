@@ -328,6 +328,10 @@ impl Worker {
                 config: self.config.clone(),
                 inbox: self.inbox.clone(),
                 shared: self.shared.clone(),
+                deflate: std::cell::RefCell::new(match &self.config.deflate {
+                    Some(d) => crate::deflate::Pool::new(d.level, d.mem_level),
+                    None => crate::deflate::Pool::default(),
+                }),
             },
             timers: Timers::new(&self.config),
             clock: Clock::new(now),
@@ -393,6 +397,7 @@ impl Worker {
             }
             lp.run_commands(handler);
             lp.expire(handler);
+            lp.end_turn();
         }
     }
 
@@ -499,6 +504,24 @@ impl Worker {
 impl<D> Loop<D> {
     fn counters(&self) -> &Counters {
         self.env.counters()
+    }
+
+    /// Lets go of what the turn's fan-outs compressed, and counts it.
+    fn end_turn(&mut self) {
+        let mut pool = self.env.deflate.borrow_mut();
+        pool.end_turn();
+        let stats = pool.take_stats();
+        let counters = self.env.counters();
+        if stats.compressed > 0 {
+            counters
+                .deflate_compressed
+                .fetch_add(stats.compressed, Ordering::Relaxed);
+        }
+        if stats.reused > 0 {
+            counters
+                .deflate_reused
+                .fetch_add(stats.reused, Ordering::Relaxed);
+        }
     }
 
     /// Counts a new connection against `max_connections` (over all workers); false if full.
@@ -756,6 +779,13 @@ impl<D> Loop<D> {
             headers: Vec::new(),
             peer: peer.0,
             sockjs,
+            deflate: match (&self.env.config.deflate, kind) {
+                (Some(config), Kind::WebSocket) => crate::deflate::negotiate::accept(
+                    req.headers_named("sec-websocket-extensions"),
+                    config,
+                ),
+                _ => None,
+            },
         };
         let data = match handler.on_upgrade(req, &mut upgrading) {
             Ok(data) => data,
@@ -771,11 +801,15 @@ impl<D> Loop<D> {
                 return self.respond(key, &out);
             }
         };
-        let extra: Vec<(&str, &str)> = upgrading
+        let extensions = upgrading.deflate.map(|n| n.header_value());
+        let mut extra: Vec<(&str, &str)> = upgrading
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
+        if let Some(value) = &extensions {
+            extra.push(("Sec-WebSocket-Extensions", value));
+        }
         handshake::write_accept(&mut out, up.key, upgrading.protocol.as_deref(), &extra);
         self.cork.extend(&out);
         self.next_id += 1;
@@ -802,6 +836,14 @@ impl<D> Loop<D> {
             congested: false,
         };
         self.conns[key].phase = Phase::Open(open);
+        if let (Some(n), Some(config), Phase::Open(open)) = (
+            upgrading.deflate,
+            &self.env.config.deflate,
+            &mut self.conns[key].phase,
+        ) {
+            open.rx.enable_deflate(n.client());
+            open.state.tx.enable_deflate(n.server(), config);
+        }
         debug!(%peer, "websocket open");
         let tag = Tag { key, gen };
         self.timers.pings.arm(self.now, tag);
@@ -1101,7 +1143,11 @@ impl<D> Loop<D> {
             let Open {
                 rx, state, stash, ..
             } = &mut *open;
-            match rx.read(&mut data[pos..], &mut state.tx, out.cork) {
+            let result = {
+                let mut pool = out.env.deflate.borrow_mut();
+                rx.read_with(&mut data[pos..], &mut state.tx, out.cork, &mut pool)
+            };
+            match result {
                 Ok(Read { consumed, event }) => {
                     pos += consumed;
                     let Some(event) = event else {

@@ -476,6 +476,7 @@ impl<D> Loop<D> {
             headers: Vec::new(),
             peer: self.conns[key].peer().0,
             sockjs: Some((prefix, Some(transport))),
+            deflate: None,
         };
         let data = handler.on_upgrade(req, &mut upgrading).map_err(|r| {
             info!(peer = %self.conns[key].peer(), status = r.status, reason = %r.reason, "SockJS session refused by the application");
