@@ -194,6 +194,28 @@ def roundtrip():
     write(t, "many-frames", b"\x00" + seed + sized([3]) + many)
 
 
+def inflate():
+    """Seeds of the inflate target: flags, piece sizes, then (op, u16 length, bytes) messages."""
+    t = "inflate"
+    import zlib
+
+    def deflate(data):
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    def msg(op, data):
+        return bytes([op]) + struct.pack("<H", len(data)) + data
+
+    json = b'{"roomId":"general-1","type":"TALK","message":"hello hello hello"}'
+    write(t, "valid-text", b"\x00" + sized([3, 0x81]) + msg(0x03, json) + msg(0x0F, json * 4))
+    write(t, "takeover", b"\x01" + sized([1]) + msg(0x03, json) + msg(0x03, json) + msg(0x13, b"plain"))
+    write(t, "rfc-hello-raw", b"\x00" + sized([]) + msg(0x02, bytes.fromhex("f248cdc9c90700")))
+    write(t, "stored-block-raw", b"\x00" + sized([2]) + msg(0x02, bytes.fromhex("000500faff48656c6c6f")))
+    write(t, "bomb-raw", b"\x02" + sized([0x90]) + msg(0x00, deflate(bytes(100000))))
+    write(t, "bad-data", b"\x00" + sized([]) + msg(0x00, b"\xff\xff\xff") + msg(0x01, b"after"))
+    write(t, "invalid-utf8-raw", b"\x00" + sized([1]) + msg(0x02, deflate(b"caf\xc3 ok")))
+
+
 if __name__ == "__main__":
     frame_header()
     connection("server")
@@ -202,3 +224,4 @@ if __name__ == "__main__":
     utf8()
     mask()
     roundtrip()
+    inflate()

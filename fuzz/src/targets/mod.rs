@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod frame_header;
 pub mod handshake;
+pub mod inflate;
 pub mod mask;
 pub mod roundtrip;
 pub mod stomp;
@@ -15,6 +16,7 @@ pub fn run(name: &str, data: &[u8]) {
         "connection_server" => connection::run(sockeye::Role::Server, data),
         "connection_client" => connection::run(sockeye::Role::Client, data),
         "handshake" => handshake::run(data),
+        "inflate" => inflate::run(data),
         "utf8_incremental" => utf8_incremental::run(data),
         "mask" => mask::run(data),
         "roundtrip" => roundtrip::run(data),
@@ -29,6 +31,7 @@ pub const NAMES: &[&str] = &[
     "connection_server",
     "frame_header",
     "handshake",
+    "inflate",
     "mask",
     "roundtrip",
     "stomp",
