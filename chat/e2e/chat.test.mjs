@@ -8,7 +8,7 @@
 // CHROMIUM (default /usr/bin/chromium).
 //
 // One scenario, in steps that run in order; after a failed step the rest are skipped.
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,130 +17,27 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
+import {
+  CHROMIUM, CHROMIUM_ARGS, WAIT, within, eventually, messages, talks, notices, members,
+  waitForState, stateLog, waitForTalk, send, join, shoot as shootInto, newContext as newBrowserContext,
+  newPage as newBrowserPage, stepper,
+} from './helpers.mjs';
 import { ChatServer, freePort } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(here, 'artifacts'));
 const BIN = process.env.SOCKEYE_CHAT_BIN || path.resolve(here, '../../target/release/sockeye-chat');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // E2E_NO_WEBSOCKET=1: the pages have no WebSocket at all (an init script takes it away), so the
 // chat must work over its SockJS fallback.
 const NO_WEBSOCKET = process.env.E2E_NO_WEBSOCKET === '1';
 const TRANSPORT = NO_WEBSOCKET ? 'over SockJS (HTTP)' : 'over WebSocket';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const WAIT = 10_000; // any one thing the page should show soon
 const RECONNECT_WAIT = 30_000; // backoff: 0.5, 1, 2, 4 s … (with jitter) after the server is back
 
 const ROOM_NAME = 'Tea & biscuits';
 const XSS = '<img src=x onerror=alert(1)>';
-const LABEL = { connecting: 'connecting…', connected: 'connected', reconnecting: 'reconnecting…' };
 
-// --- helpers ---
-
-/** `promise`, or a rejection naming `what` once `ms` have passed. */
-function within(promise, ms, what) {
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `fn` until it returns without throwing (and not `false`), at most `timeout` ms. */
-async function eventually(what, fn, timeout = WAIT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      // One attempt may not outlast the deadline either (a page call that never settles).
-      const left = Math.max(deadline - Date.now(), 100);
-      const value = await within(Promise.resolve().then(fn), left, `one check of whether ${what}`);
-      if (value !== false) return value;
-      last = new Error('not yet');
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) {
-      const err = new Error(`timed out after ${timeout} ms waiting until ${what}: ${last && last.message}`);
-      err.cause = last;
-      throw err;
-    }
-    await sleep(100);
-  }
-}
-
-/** What the page shows in the messages area. */
-function messages(page) {
-  return page.$$eval('#messages > li', (lis) => lis.map((li) => ({
-    id: Number(li.dataset.id),
-    type: (li.className.match(/\bmsg-(\w+)/) || [])[1],
-    sender: li.querySelector('.sender') ? li.querySelector('.sender').textContent : null,
-    text: li.querySelector('.text') ? li.querySelector('.text').textContent : null,
-    mine: li.classList.contains('mine'),
-  })));
-}
-
-const talks = async (page) => (await messages(page)).filter((m) => m.type === 'talk');
-const notices = async (page, text) => (await messages(page)).filter((m) => m.type !== 'talk' && m.text === text);
-
-async function members(page) {
-  return {
-    names: await page.$$eval('#member-list > li', (lis) => lis.map((li) => li.textContent)),
-    count: await page.textContent('#member-count'),
-  };
-}
-
-async function connState(page) {
-  return page.$eval('#conn-state', (e) => ({ text: e.textContent, className: e.className }));
-}
-
-async function waitForState(page, state, timeout = WAIT) {
-  return eventually(`the page shows "${LABEL[state]}"`, async () => {
-    const s = await connState(page);
-    assert.equal(s.text, LABEL[state]);
-    assert.equal(s.className, `conn conn-${state}`);
-  }, timeout);
-}
-
-/** Every text the connection indicator showed, in order (recorded in the page). */
-const stateLog = (page) => page.evaluate(() => window.__connStates.slice());
-
-async function waitForTalk(page, sender, text) {
-  return eventually(`${sender}'s ${JSON.stringify(text)} shows`, async () => {
-    const found = (await talks(page)).find((m) => m.sender === sender && m.text === text);
-    assert.ok(found, 'not shown yet');
-    return found;
-  });
-}
-
-async function send(page, text) {
-  await page.fill('#message', text);
-  await page.click('#send-form button[type=submit]');
-  await eventually('the composer is cleared', async () => assert.equal(await page.inputValue('#message'), ''));
-}
-
-async function join(page, nickname) {
-  await page.fill('#nickname', nickname);
-  await page.click('#join-form button[type=submit]');
-  await page.waitForSelector('#send-form:not([hidden])', { timeout: WAIT });
-  assert.equal(await page.textContent('#me'), nickname);
-  assert.equal(await page.isHidden('#join-form'), true);
-}
-
-async function shoot(page, name) {
-  const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file });
-  return file;
-}
+// The helpers (waits, what a page shows, the actions on it) are in helpers.mjs.
+const shoot = (page, name) => shootInto(ARTIFACTS, page, name);
 
 // --- the scenario ---
 
@@ -155,71 +52,10 @@ describe(`sockeye-chat in Chromium${NO_WEBSOCKET ? ', without WebSocket (SockJS)
   const pageErrors = [];
   let roomId;
   let roomPath;
-  let failed = false;
-
-  /** A step of the scenario: skipped once an earlier one failed. */
-  function step(name, fn) {
-    test(name, { timeout: 90_000 }, async (t) => {
-      if (failed) {
-        t.skip('an earlier step failed');
-        return;
-      }
-      try {
-        await fn(t);
-      } catch (e) {
-        failed = true;
-        for (const [who, page] of [['ann', pageA], ['bob', pageB]]) {
-          if (page && !page.isClosed()) {
-            await within(page.screenshot({ path: path.join(ARTIFACTS, `failed-${who}.png`) }), WAIT, 'a screenshot')
-              .catch(() => {});
-          }
-        }
-        throw e;
-      }
-    });
-  }
-
-  async function newContext() {
-    const ctx = await within(
-      browser.newContext({ viewport: { width: 1100, height: 640 }, locale: 'en-US' }),
-      WAIT,
-      'a new browser context',
-    );
-    ctx.setDefaultTimeout(WAIT);
-    if (NO_WEBSOCKET) {
-      await within(ctx.addInitScript(() => {
-        try {
-          delete window.WebSocket;
-        } catch (e) {
-          // not configurable: overwritten below
-        }
-        window.WebSocket = undefined;
-      }), WAIT, 'the init script that takes WebSocket away');
-    }
-    // Records every text the connection indicator shows (room pages only).
-    await within(ctx.addInitScript(() => {
-      window.__connStates = [];
-      const record = () => {
-        const el = document.getElementById('conn-state');
-        const text = el ? el.textContent : null;
-        if (text !== null && window.__connStates[window.__connStates.length - 1] !== text) {
-          window.__connStates.push(text);
-        }
-      };
-      new MutationObserver(record).observe(document, { subtree: true, childList: true, characterData: true });
-    }), WAIT, 'the init script to be added');
-    return ctx;
-  }
-
-  async function newPage(ctx, who) {
-    const page = await within(ctx.newPage(), WAIT, `a new page for ${who}`);
-    page.on('dialog', (d) => {
-      dialogs.push(`${who}: ${d.type()} ${d.message()}`);
-      d.dismiss().catch(() => {});
-    });
-    page.on('pageerror', (e) => pageErrors.push(`${who}: ${e.message}`));
-    return page;
-  }
+  // A step of the scenario: skipped once an earlier one failed.
+  const step = stepper({ artifacts: ARTIFACTS, pages: () => [['ann', pageA], ['bob', pageB]] });
+  const newContext = () => newBrowserContext(browser, { noWebSocket: NO_WEBSOCKET });
+  const newPage = (ctx, who) => newBrowserPage(ctx, who, { dialogs, pageErrors });
 
   before(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });

@@ -1,5 +1,6 @@
-// The sockeye-chat server under test: started on a fixed port with a data directory, stopped
-// with SIGTERM (as an operator would), started again on the same port and directory.
+// The sockeye-chat server under test: started on a fixed port with a data directory (or, as a
+// cluster node, with its --relay and --database among `args`), stopped with SIGTERM (as an
+// operator would), started again on the same port and directory.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -32,7 +33,11 @@ export class ChatServer {
    * @param {object} o
    * @param {string} o.bin      the sockeye-chat binary
    * @param {number} o.port     HTTP + WebSocket port (127.0.0.1)
-   * @param {string} o.dataDir  --data-dir
+   * @param {string} [o.dataDir] --data-dir (none: the server's default, or what `args` say)
+   * @param {string[]} [o.args] more arguments (e.g. --node-id, --relay, --database)
+   * @param {RegExp} [o.readyLog] after it answers HTTP, start also waits until this run's log
+   *   matches this (e.g. the relay's "external broker available")
+   * @param {string} [o.name]   what messages call it (default "the server")
    * @param {string} o.logFile  stdout and stderr of every run are appended here
    * @param {string} [o.pidFile] the running server's pid, for the runner's clean-up trap
    */
@@ -41,23 +46,34 @@ export class ChatServer {
     this.child = null;
     this.exited = null; // a promise of the exit, while running
     this.starts = 0;
+    this.name = this.name || 'the server';
+  }
+
+  /** The running server's pid (null when stopped). */
+  get pid() {
+    return this.child ? this.child.pid : null;
   }
 
   get url() {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Starts the server and waits (at most `timeoutMs`) until it answers GET /api/rooms. */
+  /**
+   * Starts the server and waits (at most `timeoutMs`) until it answers GET /api/rooms (and,
+   * with `readyLog`, until its log says so).
+   */
   async start(timeoutMs = 15_000) {
-    if (this.child) throw new Error('the server is already running');
+    if (this.child) throw new Error(`${this.name} is already running`);
     this.starts += 1;
     const log = fs.openSync(this.logFile, 'a');
     fs.writeSync(log, `\n===== e2e: start #${this.starts} at ${new Date().toISOString()} =====\n`);
+    const logStart = fs.fstatSync(log).size;
     const args = [
       '--listen', `127.0.0.1:${this.port}`,
       '--stomp-listen', 'off',
-      '--data-dir', this.dataDir,
+      ...(this.dataDir ? ['--data-dir', this.dataDir] : []),
       '--workers', '2',
+      ...(this.args || []),
     ];
     const child = spawn(this.bin, args, { stdio: ['ignore', log, log] });
     fs.closeSync(log);
@@ -70,19 +86,33 @@ export class ChatServer {
     for (;;) {
       if (exit) {
         this.child = null;
-        throw new Error(`the server exited at start (${JSON.stringify(exit)}): see ${this.logFile}`);
+        throw new Error(`${this.name} exited at start (${JSON.stringify(exit)}): see ${this.logFile}`);
       }
       try {
         const res = await fetch(this.url + '/api/rooms', { signal: AbortSignal.timeout(1000) });
-        if (res.status === 200) return;
+        if (res.status === 200 && (!this.readyLog || this.readyLog.test(this.logSince(logStart)))) return;
       } catch (e) {
         // not listening yet
       }
       if (Date.now() > deadline) {
         await this.stop();
-        throw new Error(`the server did not answer within ${timeoutMs} ms: see ${this.logFile}`);
+        const what = this.readyLog ? ` (and log ${this.readyLog})` : '';
+        throw new Error(`${this.name} did not answer${what} within ${timeoutMs} ms: see ${this.logFile}`);
       }
       await sleep(100);
+    }
+  }
+
+  /** What the log file holds from byte `offset` on. */
+  logSince(offset) {
+    const fd = fs.openSync(this.logFile, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const buf = Buffer.alloc(Math.max(size - offset, 0));
+      fs.readSync(fd, buf, 0, buf.length, offset);
+      return buf.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
     }
   }
 
@@ -99,7 +129,7 @@ export class ChatServer {
     cancel.abort();
     if (result === 'timeout') {
       child.kill('SIGKILL');
-      result = await within(this.exited, timeoutMs, `the server (pid ${child.pid}) to exit after SIGKILL`);
+      result = await within(this.exited, timeoutMs, `${this.name} (pid ${child.pid}) to exit after SIGKILL`);
       result.killed = true;
     }
     if (this.pidFile) fs.rmSync(this.pidFile, { force: true });
