@@ -3,13 +3,14 @@
 # of /topic/bench, (a) spread over two sockeye-chat nodes in relay mode (500 each, the
 # publisher on node A; both nodes `--relay` to one private RabbitMQ, so each holds one upstream
 # subscription of the topic and fans out locally), (b) all on RabbitMQ's Web-STOMP plugin
-# directly. The two modes take turns, REPS times (the order alternating), with a fresh RabbitMQ
-# (and fresh nodes) per run; prints a markdown table of the medians with the ratio and writes
-# it into benches/RELAY.md (between its result markers).
+# directly, and for reference (c) one sockeye-chat node with its own broker, no relay, all
+# 1,000 on it. The modes take turns, REPS times (the order reversed every other time), with a
+# fresh RabbitMQ (and fresh nodes) per run; prints a markdown table of the medians with the
+# ratio and writes it into benches/RELAY.md (between its result markers).
 #
-#   benches/scripts/relay.sh                                  # REPS=3, windows 4 and 64: about 8 minutes
+#   benches/scripts/relay.sh                                  # REPS=3, windows 4 and 64: about 10 minutes
 #   REPS=1 SECS=3 WINDOWS=4 MD= benches/scripts/relay.sh      # a quick look, nothing written
-#   MODES="relay rabbitmq single" benches/scripts/relay.sh    # also one node alone (embedded broker)
+#   MODES="relay rabbitmq" benches/scripts/relay.sh           # without the single node
 #
 # Pinning (2 cores): every server process (RabbitMQ and both nodes, or RabbitMQ alone) on CPU
 # $SERVER_CPU (default 0), the load generator on CPU $LOADGEN_CPU (default 1): the server side
@@ -19,13 +20,14 @@
 # in $WINDOWS (default "4 64": 4 is FANOUT.md's choice; RabbitMQ does the same at any window,
 # the relay more with more in flight, since a node then writes several messages per write).
 # Message size $SIZE (100 B), $SUBS subscribers (1000), $WARMUP s (2) then $SECS s (10)
-# measured. MODES (default "relay rabbitmq"; "single" adds one sockeye-chat with its own broker,
-# no relay, all subscribers on it). Nodes run `sockeye-chat --relay stomp://guest:guest@...
+# measured. MODES (default "relay rabbitmq single"). Nodes run `sockeye-chat --relay stomp://guest:guest@...
 # --data-dir off --stomp-listen off --workers 1` on ports $NODE_PORTS (18180 18181).
 #
-# Before the measured runs, one check run per mode (not measured: rabbitmqctl takes CPU) reads
-# from RabbitMQ mid-run how many consumers it holds and how many of them are subscriptions of
-# /topic/bench (queues bound to amq.topic with the key "bench"), and its STOMP connections.
+# Before the measured runs, one check run per mode (CHECK=0 to skip; its figures are not in the
+# table, since rabbitmqctl and perf take CPU) reads mid-run from RabbitMQ how many consumers it
+# holds, how many of them are subscriptions of /topic/bench (queues bound to amq.topic with the
+# key "bench") and its STOMP connections; and, for 3 s, each server thread's user and system
+# CPU (/proc) and the servers' write system calls and context switches (`perf stat`, if any).
 #
 # RabbitMQ: scripts/rabbitmq.sh (installs Debian's package if missing) with its own base
 # ($RABBIT_BASE, default /tmp/sockeye-rabbitmq-relay) and node name, ports picked free. As in
@@ -51,7 +53,7 @@ WARMUP=${WARMUP:-2}
 WINDOWS=${WINDOWS:-"4 64"}
 SUBS=${SUBS:-1000}
 SIZE=${SIZE:-100}
-MODES=${MODES:-"relay rabbitmq"}
+MODES=${MODES:-"relay rabbitmq single"}
 CHECK=${CHECK:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
@@ -157,7 +159,7 @@ start_nodes() {
         RUST_LOG=warn taskset -c "$SERVER_CPU" "$CHAT" \
             --relay "stomp://guest:guest@127.0.0.1:$RABBIT_STOMP_PORT/" --data-dir off \
             --listen "127.0.0.1:$port" --stomp-listen off --workers 1 \
-            > "$OUT/node-$port.log" 2>&1 &
+            > "$OUT/node-$port-$NODE_LOG.log" 2>&1 &
         NODE_PIDS+=("$!")
     done
     for port in "${ports[@]:0:$n}"; do wait_listening "$port"; done
@@ -188,6 +190,58 @@ rabbit_census() {
     echo "$(wc -l < "$dir/consumers") $bench $(wc -l < "$dir/stomp")"
 }
 
+# threads_cpu SECONDS LABEL=PID...: each thread's user and system CPU over the next SECONDS,
+# in % of one core, one JSON object per line (/proc/PID/task/TID/stat, fields 14 and 15).
+threads_cpu() {
+    python3 - "$@" <<'PY'
+import json, os, sys, time
+secs, procs = float(sys.argv[1]), [a.split("=", 1) for a in sys.argv[2:]]
+tick = os.sysconf("SC_CLK_TCK")
+def sample():
+    out = {}
+    for label, pid in procs:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[(label, tid)] = (name, int(fields[11]), int(fields[12]))
+    return out
+a = sample()
+time.sleep(secs)
+b = sample()
+threads = {}
+for key, (name, u, s) in b.items():
+    _, u0, s0 = a.get(key, (name, 0, 0))
+    t = threads.setdefault((key[0], name), [0, 0])
+    t[0] += u - u0
+    t[1] += s - s0
+for (label, name), (u, s) in sorted(threads.items()):
+    if u + s:
+        print(json.dumps({"process": label, "thread": name,
+                          "user_pct": round(u / tick / secs * 100, 1),
+                          "sys_pct": round(s / tick / secs * 100, 1)}))
+PY
+}
+
+# probe MODE PIDS LABELS...: what the servers do mid-run (a check run): threads' CPU, write
+# system calls and context switches (perf, when there is one), and RabbitMQ's census.
+probe() {
+    local mode=$1 pids=$2
+    shift 2
+    threads_cpu 3 "$@" > "$OUT/threads-$mode.jsonl" 2>/dev/null &
+    if command -v perf > /dev/null; then
+        perf stat -x, -e syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,context-switches \
+            -p "$pids" -o "$OUT/perf-$mode.csv" sleep 3 > /dev/null 2>&1 &
+    fi
+    if [ "$mode" != single ]; then
+        echo "$mode $(rabbit_census "$mode")" >> "$CENSUS"
+    fi
+    wait
+}
+
 RESULTS=$OUT/results.jsonl
 CENSUS=$OUT/census.txt
 : > "$RESULTS"
@@ -195,14 +249,16 @@ CENSUS=$OUT/census.txt
 
 # run MODE WINDOW REP SECS [check]
 run() {
-    local mode=$1 window=$2 rep=$3 secs=$4 check=${5:-} log pids target subs_at=()
+    local mode=$1 window=$2 rep=$3 secs=$4 check=${5:-} log pids target subs_at=() labels
     log=$OUT/$mode-w$window-$rep.txt
     [ -z "$check" ] || log=$OUT/check-$mode.txt
+    NODE_LOG=$mode-w$window-$rep
     [ "$mode" = single ] || start_rabbit
     case $mode in
         relay)
             start_nodes 2
             pids="$RABBIT_PID,${NODE_PIDS[0]},${NODE_PIDS[1]}"
+            labels=("RabbitMQ=$RABBIT_PID" "node A=${NODE_PIDS[0]}" "node B=${NODE_PIDS[1]}")
             target=ws://127.0.0.1:$PORT_A/ws
             subs_at=(--subscribe-urls "ws://127.0.0.1:$PORT_A/ws,ws://127.0.0.1:$PORT_B/ws")
             ;;
@@ -211,31 +267,36 @@ run() {
             ensure_free "$PORT_A"
             RUST_LOG=warn taskset -c "$SERVER_CPU" "$CHAT" --data-dir off \
                 --listen "127.0.0.1:$PORT_A" --stomp-listen off --workers 1 \
-                > "$OUT/node-$PORT_A.log" 2>&1 &
+                > "$OUT/node-$PORT_A-$NODE_LOG.log" 2>&1 &
             NODE_PIDS+=("$!")
             wait_listening "$PORT_A"
             pids=${NODE_PIDS[0]}
+            labels=("node=$pids")
             target=ws://127.0.0.1:$PORT_A/ws
             ;;
         rabbitmq)
             pids=$RABBIT_PID
+            labels=("RabbitMQ=$RABBIT_PID")
             target=$RABBIT_WEB_STOMP_URL
             ;;
     esac
     echo "== $mode window $window ${check:+check }run $rep" >&2
     local census_pid=
-    if [ -n "$check" ] && [ "$mode" != single ]; then
+    if [ -n "$check" ]; then
         # Early in the window: after the connections (SUBS / 2000 s), the warm-up and 1 s.
         (sleep "$(python3 -c "print($SUBS / 2000 + 1 + $WARMUP + 1)")"
-            echo "$mode $(rabbit_census "$mode")" >> "$CENSUS") &
+            probe "$mode" "$pids" "${labels[@]}") &
         census_pid=$!
     fi
     taskset -c "$LOADGEN_CPU" "$LOADGEN" fanout --transport ws --url "$target" "${subs_at[@]}" \
         --subs "$SUBS" --size "$SIZE" --window "$window" --seconds "$secs" \
         --warmup "$WARMUP" --server-pid "$pids" > "$log" 2>&1 || true
     [ -z "$census_pid" ] || wait "$census_pid" || true
-    sed -n '2,3p;5,7p' "$log" >&2
+    sed -n '2p' "$log" >&2
+    grep -E '^  (server|subscribers at|errors)' "$log" >&2 || true
+    local t0=$SECONDS
     stop_nodes
+    if [ $((SECONDS - t0)) -ge 3 ]; then echo "the nodes took $((SECONDS - t0)) s to stop" >&2; fi
     stop_rabbit
     [ -z "$check" ] || return 0
     local result
@@ -250,7 +311,7 @@ run() {
 
 if [ "$CHECK" = 1 ]; then
     for mode in $MODES; do
-        [ "$mode" = single ] || run "$mode" "${WINDOWS%% *}" 0 8 check
+        run "$mode" "${WINDOWS%% *}" 0 8 check
     done
 fi
 for rep in $(seq "$REPS"); do
@@ -270,11 +331,11 @@ RABBIT_VERSION=$(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || ec
 ERLANG_VERSION=$(dpkg-query -W -f '${Version}' erlang-base 2>/dev/null || echo "?")
 RUSTC_VERSION=$(rustc --version | cut -d' ' -f2)
 TABLE=$OUT/table.md
-python3 - "$RESULTS" "$CENSUS" "$SECS" "$SUBS" "$SIZE" > "$TABLE" <<'PY'
-import json, statistics, sys
+python3 - "$RESULTS" "$CENSUS" "$SECS" "$SUBS" "$SIZE" "$OUT" "$MODES" > "$TABLE" <<'PY'
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 census = [l.split() for l in open(sys.argv[2]) if l.strip()]
-secs, subs, size = sys.argv[3], int(sys.argv[4]), sys.argv[5]
+secs, subs, size, out, all_modes = sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7].split()
 NAMES = {"relay": "2 relay nodes + RabbitMQ", "rabbitmq": "RabbitMQ Web-STOMP direct",
          "single": "1 Sockeye node, own broker"}
 
@@ -294,7 +355,7 @@ for r in rows:
 windows = sorted({r["window"] for r in rows})
 modes = [m for m in ("relay", "rabbitmq", "single") if any(r["mode"] == m for r in rows)]
 
-print("| window | servers | deliveries/s | msg/s | p50 | p99 | p99 node A / node B | lost / out of order / errors | server CPU µs/delivery | RabbitMQ CPU | nodes' CPU | load generator CPU | runs |")
+print("| window | servers | deliveries/s | msg/s | p50 | p99 | p99 node A / node B | lost / out of order / errors | server CPU µs/delivery | RabbitMQ CPU | nodes' CPU | load generator CPU | deliveries/s of each run |")
 print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 verdicts = []
 for w in windows:
@@ -332,7 +393,8 @@ for w in windows:
         print(f"| {w} | {NAMES[mode]} | {fmt(s['dps'])} | {fmt(s['mps'])} | {fmt(s['p50'], ' ms', 1)} "
               f"| {fmt(s['p99'], ' ms', 1)} | {per_node} | {s['lost']} / {s['ooo']} / {s['errors']} "
               f"| {fmt(s['cpu'], '', 2)} | {fmt(rabbit, ' %')} | {fmt(nodes, ' %')} "
-              f"| {fmt(med([x['loadgen_cpu_pct'] for x in res]), ' %')} | {len(res)} |")
+              f"| {fmt(med([x['loadgen_cpu_pct'] for x in res]), ' %')} "
+              f"| {', '.join(fmt(x['deliveries_per_sec']) for x in res)} |")
     a, b = stats.get("relay"), stats.get("rabbitmq")
     if a and b and a["dps"] and b["dps"]:
         ratio = a["dps"] / b["dps"]
@@ -368,6 +430,50 @@ if census:
             print(f"- RabbitMQ direct: {consumers} consumers, {bench} of them subscriptions of "
                   f"/topic/bench (Web-STOMP connections are not listed as STOMP connections: "
                   f"{stomp})")
+
+# The check runs: each thread's CPU, write system calls and context switches, mid-run.
+def check_dps(mode):
+    try:
+        lines = [l for l in open(f"{out}/check-{mode}.txt") if l.startswith("RESULT ")]
+        return json.loads(lines[-1][7:])["deliveries_per_sec"] if lines else None
+    except OSError:
+        return None
+
+def perf_counts(mode):
+    counts = {}
+    try:
+        for line in open(f"{out}/perf-{mode}.csv"):
+            f = line.strip().split(",")
+            if len(f) > 2 and not line.startswith("#") and f[0].isdigit():
+                counts[f[2].split(":")[-1]] = int(f[0]) / 3
+    except OSError:
+        pass
+    return counts
+
+probes = []
+for mode in all_modes:
+    path = f"{out}/threads-{mode}.jsonl"
+    if not os.path.exists(path):
+        continue
+    threads = [json.loads(l) for l in open(path) if l.strip()]
+    dps = check_dps(mode)
+    perf = perf_counts(mode)
+    writes = perf.get("sys_enter_writev", 0) + perf.get("sys_enter_write", 0)
+    busy = [t for t in threads if t["user_pct"] + t["sys_pct"] >= 1]
+    parts = ", ".join(f"{t['process']} `{t['thread']}` {t['user_pct']:.0f} % user + "
+                      f"{t['sys_pct']:.0f} % system" for t in busy)
+    line = f"- {NAMES[mode]}: {fmt(dps)} deliveries/s; threads (≥ 1 % of a core): {parts}"
+    if writes and dps:
+        line += (f"; {fmt(writes)} write system calls/s (write + writev), "
+                 f"{dps / writes:.1f} deliveries per write, "
+                 f"{fmt(perf.get('context-switches'))} context switches/s")
+    probes.append(line)
+if probes:
+    print()
+    print("Where the time goes (the check runs, 3 s early in the window: each server thread's CPU "
+          "from /proc, system calls and context switches of the server processes from `perf stat`):")
+    print()
+    print("\n".join(probes))
 if verdicts:
     print()
     print("Target (relay ≥ 10× RabbitMQ direct's deliveries/s, nothing lost):")
