@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sockeye::client::{
     ClientConn, ClientError, ClientHandler, ClientId, Control, EventLoop, LoopConfig, Target,
 };
+use sockeye::deflate::DeflateConfig;
 use sockeye::server::Message;
 
 use crate::{bounded, json_num, json_str, loopback_target, source, sys, Opts, MAX_CONNS, MAX_SECS};
@@ -37,6 +38,11 @@ struct Settings {
     hold: f64,
     settle: f64,
     pid: Option<u32>,
+    /// permessage-deflate to offer: "on" (no context takeover) or "takeover".
+    deflate: Option<String>,
+    /// Bytes of one JSON-like message each connection sends (and waits to have echoed) once
+    /// open, so that compression contexts exist while the connections are held; 0 for none.
+    message: usize,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
@@ -52,9 +58,39 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         hold: bounded("hold", o.get("hold", 3.0)?, 0.0, MAX_SECS)?,
         settle: bounded("settle", o.get("settle", 1.0)?, 0.0, 60.0)?,
         pid: o.opt("pid")?,
+        deflate: deflate_mode(o.opt("deflate")?)?,
+        message: bounded("message", o.get("message", 0)?, 0, 1 << 20)?,
     };
     o.finish()?;
     Ok(s)
+}
+
+/// A JSON-like chat message of `len` bytes (empty for 0).
+fn json_message(len: usize) -> String {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    crate::echo::json_pattern(len, &mut move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    })
+}
+
+/// `--deflate`'s value, checked.
+fn deflate_mode(mode: Option<String>) -> Result<Option<String>, String> {
+    match mode.as_deref() {
+        None | Some("on") | Some("takeover") => Ok(mode),
+        Some(other) => Err(format!("--deflate must be on or takeover, not {other:?}")),
+    }
+}
+
+/// The client's deflate settings for a `--deflate` mode.
+fn deflate_config(mode: Option<&str>) -> Option<DeflateConfig> {
+    match mode {
+        Some("takeover") => Some(DeflateConfig::with_context_takeover()),
+        Some(_) => Some(DeflateConfig::default()),
+        None => None,
+    }
 }
 
 /// Refuses a share of connections this process's open-files limit cannot hold.
@@ -96,6 +132,8 @@ impl Worker {
                 .args(["--sources", &s.sources.to_string()])
                 .args(["--rate", &(s.rate / s.procs as f64).to_string()])
                 .args(["--max-secs", &bound.to_string()])
+                .args(["--message", &s.message.to_string()])
+                .args(s.deflate.iter().flat_map(|m| ["--deflate", m.as_str()]))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -240,6 +278,8 @@ pub fn worker(args: &[String]) -> Result<bool, String> {
     let sources = bounded("sources", o.get("sources", 1)?, 1, 4096)?;
     let rate = bounded("rate", o.get("rate", 5000.0)?, 1.0, 1e6)?;
     let max_secs = bounded("max-secs", o.get("max-secs", 60.0)?, 1.0, 2.0 * MAX_SECS)?;
+    let deflate = deflate_mode(o.opt("deflate")?)?;
+    let message = bounded("message", o.get("message", 0)?, 0, 1 << 20)?;
     o.finish()?;
     check_limit(count, 1, count)?;
     let close = Arc::new(AtomicBool::new(false));
@@ -250,12 +290,16 @@ pub fn worker(args: &[String]) -> Result<bool, String> {
         let _ = std::io::stdin().read_line(&mut line);
         flag.store(true, Ordering::SeqCst);
     });
-    let config = LoopConfig {
+    let mut config = LoopConfig {
         tick: Some(TICK),
         ..LoopConfig::default()
     };
+    config.client.deflate = deflate_config(deflate.as_deref());
     let mut lp = EventLoop::new(config).map_err(|e| format!("event loop: {e}"))?;
     let mut h = Holder {
+        deflate: deflate.is_some(),
+        message: json_message(message),
+        echoed: 0,
         target,
         first,
         count,
@@ -283,6 +327,12 @@ pub fn worker(args: &[String]) -> Result<bool, String> {
 }
 
 struct Holder {
+    /// Count a connection opened without permessage-deflate as failed.
+    deflate: bool,
+    /// Sent by each connection once open (empty: nothing).
+    message: String,
+    /// Connections whose message came back.
+    echoed: u64,
     target: Target,
     first: usize,
     count: usize,
@@ -319,10 +369,25 @@ impl ClientHandler for Holder {
 
     fn on_open(&mut self, conn: &mut ClientConn<'_, bool>) {
         *conn.data_mut() = true;
+        if self.deflate && !conn.deflates() {
+            self.failed += 1;
+            if self.failed <= 5 {
+                eprintln!("connection {} opened without permessage-deflate", conn.id());
+            }
+            let _ = conn.close(1000, "no deflate");
+            return;
+        }
         self.opened += 1;
+        if !self.message.is_empty() {
+            let _ = conn.send_text(&self.message);
+        }
     }
 
-    fn on_message(&mut self, _conn: &mut ClientConn<'_, bool>, _message: Message<'_>) {}
+    fn on_message(&mut self, _conn: &mut ClientConn<'_, bool>, message: Message<'_>) {
+        if message == Message::Text(&self.message) {
+            self.echoed += 1;
+        }
+    }
 
     fn on_error(&mut self, _id: ClientId, opened: &mut bool, error: &ClientError) {
         if !*opened {
@@ -364,7 +429,8 @@ impl ClientHandler for Holder {
                 }
             }
         }
-        if !self.reported_open && self.opened + self.failed >= self.count as u64 {
+        let echoed = self.message.is_empty() || self.echoed >= self.opened;
+        if !self.reported_open && self.opened + self.failed >= self.count as u64 && echoed {
             self.report_open();
         }
         if self.close.load(Ordering::SeqCst) {

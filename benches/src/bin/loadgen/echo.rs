@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use sockeye::client::{
     ClientConn, ClientError, ClientHandler, ClientId, Control, EventLoop, LoopConfig, Target,
 };
+use sockeye::deflate::DeflateConfig;
 use sockeye::server::{Message, SendStatus};
 
 use crate::figures::{Figures, Measured};
@@ -34,13 +35,17 @@ struct Settings {
     secs: f64,
     warmup: f64,
     binary: bool,
+    /// Offer permessage-deflate (and count connections where it was not agreed as errors).
+    deflate: bool,
+    /// JSON-like payloads (chat messages: compressible) instead of random letters.
+    json: bool,
     pid: Option<u32>,
     sources: usize,
     rate: f64,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
-    let mut o = Opts::parse(args, &["binary"])?;
+    let mut o = Opts::parse(args, &["binary", "deflate", "json"])?;
     let url: String = o.get("url", "ws://127.0.0.1:9001/".to_string())?;
     let s = Settings {
         target: loopback_target(&url)?,
@@ -51,6 +56,8 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         secs: bounded("secs", o.get("secs", 5.0)?, 0.1, MAX_SECS)?,
         warmup: bounded("warmup", o.get("warmup", 1.0)?, 0.0, MAX_SECS)?,
         binary: o.flag("binary"),
+        deflate: o.flag("deflate"),
+        json: o.flag("json"),
         pid: o.opt("pid")?,
         sources: bounded("sources", o.get("sources", 1)?, 1, 4096)?,
         rate: bounded("rate", o.get("rate", 5000.0)?, 1.0, 1e6)?,
@@ -121,10 +128,41 @@ struct Echo {
     send_errors: u64,
     conn_errors: u64,
     closed_early: u64,
+    /// Connections that opened without permessage-deflate although it was offered.
+    no_deflate: u64,
     printed: usize,
     /// One clock reading per connection per loop turn (the messages of one read arrive
     /// together): the connection, the turn's start, and the reading.
     clock: Option<(ClientId, Instant, Instant)>,
+}
+
+/// `len` bytes of chat messages as JSON, one after another: words drawn from a small
+/// vocabulary, about as compressible as real chat traffic (ASCII, so any slice is a `str`).
+pub fn json_pattern(len: usize, next: &mut impl FnMut() -> u64) -> String {
+    const WORDS: [&str; 16] = [
+        "hello", "the", "meeting", "is", "at", "noon", "see", "you", "there", "thanks", "ok",
+        "lunch", "today", "sounds", "good", "later",
+    ];
+    let mut out = String::with_capacity(len + 256);
+    let mut id = 1000u64;
+    while out.len() < len {
+        id += 1 + next() % 7;
+        let words: Vec<&str> = (0..3 + next() % 9)
+            .map(|_| WORDS[(next() % 16) as usize])
+            .collect();
+        out.push_str(&format!(
+            "{{\"id\":{id},\"roomId\":\"general-{}\",\"type\":\"TALK\",\"sender\":\"user{}\",\
+             \"message\":\"{}\",\"timestamp\":\"2026-01-{:02}T12:{:02}:{:02}Z\"}},",
+            next() % 4,
+            next() % 50,
+            words.join(" "),
+            1 + next() % 28,
+            next() % 60,
+            next() % 60
+        ));
+    }
+    out.truncate(len);
+    out
 }
 
 fn offset(index: usize, seq: u64) -> usize {
@@ -134,14 +172,19 @@ fn offset(index: usize, seq: u64) -> usize {
 impl Echo {
     fn new(s: Settings) -> Echo {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let pattern = (0..s.size + 251)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                char::from(b'a' + (seed % 26) as u8)
-            })
-            .collect();
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pattern = if s.json {
+            json_pattern(s.size + 251, &mut next)
+        } else {
+            (0..s.size + 251)
+                .map(|_| char::from(b'a' + (next() % 26) as u8))
+                .collect()
+        };
         Echo {
             s,
             pattern,
@@ -158,6 +201,7 @@ impl Echo {
             send_errors: 0,
             conn_errors: 0,
             closed_early: 0,
+            no_deflate: 0,
             printed: 0,
             clock: None,
         }
@@ -257,6 +301,13 @@ impl ClientHandler for Echo {
 
     fn on_open(&mut self, conn: &mut ClientConn<'_, Conn>) {
         self.opened += 1;
+        if self.s.deflate && !conn.deflates() {
+            self.no_deflate += 1;
+            self.complain(format_args!(
+                "connection {} opened without deflate",
+                conn.id()
+            ));
+        }
         for _ in 0..self.s.depth {
             self.send_next(conn);
         }
@@ -351,10 +402,13 @@ impl ClientHandler for Echo {
 
 pub fn main(args: &[String]) -> Result<bool, String> {
     let s = settings(args)?;
-    let config = LoopConfig {
+    let mut config = LoopConfig {
         tick: Some(TICK),
         ..LoopConfig::default()
     };
+    if s.deflate {
+        config.client.deflate = Some(DeflateConfig::default());
+    }
     let mut lp = EventLoop::new(config).map_err(|e| format!("event loop: {e}"))?;
     let open_bound = s.conns as f64 / s.rate + 15.0;
     let bound = open_bound + s.warmup + s.secs + (DRAIN + CLOSING).as_secs_f64() + 1.0;
@@ -395,10 +449,20 @@ fn report(e: &Echo) -> bool {
         + e.conn_errors
         + e.closed_early
         + e.failed as u64
+        + e.no_deflate
         + u64::from(secs.is_none());
-    let kind = if s.binary { "binary" } else { "text" };
+    let kind = match (s.binary, s.json) {
+        (true, _) => "binary",
+        (false, true) => "json",
+        (false, false) => "text",
+    };
+    let deflate = if s.deflate {
+        ", permessage-deflate"
+    } else {
+        ""
+    };
     println!(
-        "echo {}: {} conns × {} B {kind}, depth {}, {:.2} s window ({} opened, {} failed)",
+        "echo {}: {} conns × {} B {kind}{deflate}, depth {}, {:.2} s window ({} opened, {} failed)",
         s.url,
         s.conns,
         s.size,
@@ -419,11 +483,11 @@ fn report(e: &Echo) -> bool {
     println!("  load generator: {:.0}% of a core", own_pct.unwrap_or(0.0));
     println!(
         "  errors: {errors} (mismatched {}, lost {}, send {}, connection {}, closed early {}, \
-         failed to open {})",
-        e.mismatches, e.lost, e.send_errors, e.conn_errors, e.closed_early, e.failed
+         failed to open {}, without deflate {})",
+        e.mismatches, e.lost, e.send_errors, e.conn_errors, e.closed_early, e.failed, e.no_deflate
     );
     println!(
-        "RESULT {{\"mode\":\"echo\",\"url\":{},\"conns\":{},\"size\":{},\"depth\":{},\"kind\":\"{kind}\",\
+        "RESULT {{\"mode\":\"echo\",\"url\":{},\"conns\":{},\"size\":{},\"depth\":{},\"kind\":\"{kind}\",\"deflate\":{},\
          \"secs\":{},\"opened\":{},\"messages\":{},\"msgs_per_sec\":{},\"mb_per_sec\":{},\
          \"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"server_cpu_us_per_msg\":{},\
          \"server_cpu_pct\":{},\"loadgen_cpu_pct\":{},\"mismatches\":{},\"lost\":{},\
@@ -432,6 +496,7 @@ fn report(e: &Echo) -> bool {
         s.conns,
         s.size,
         s.depth,
+        s.deflate,
         json_num(secs),
         e.opened,
         w.messages,

@@ -116,10 +116,13 @@ pub struct Settings {
     pub passcode: String,
     pub vhost: String,
     pub conn_rate: f64,
+    /// Offer permessage-deflate (`--deflate`, WebSocket only): a subscriber it was not agreed
+    /// with counts as a connection error.
+    pub deflate: bool,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
-    let mut o = Opts::parse(args, &[])?;
+    let mut o = Opts::parse(args, &["deflate"])?;
     let transport = match o.get("transport", "ws".to_string())?.as_str() {
         "ws" => Transport::Ws,
         "tcp" => Transport::Tcp,
@@ -194,6 +197,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         passcode: o.get("passcode", "guest".to_string())?,
         vhost: o.get("vhost", "/".to_string())?,
         conn_rate: bounded("conn-rate", o.get("conn-rate", 2000.0)?, 1.0, 1e6)?,
+        deflate: o.flag("deflate"),
     };
     o.finish()?;
     if s.stall > 0 && (s.flood.is_none() || s.transport != Transport::Tcp) {
@@ -1120,9 +1124,10 @@ fn report(b: &Bench) -> bool {
         own_pct,
     } = f;
     let errors = b.errors();
-    let transport = match s.transport {
-        Transport::Ws => "ws",
-        Transport::Tcp => "tcp",
+    let transport = match (&s.transport, s.deflate) {
+        (Transport::Ws, false) => "ws",
+        (Transport::Ws, true) => "ws+deflate",
+        (Transport::Tcp, _) => "tcp",
     };
     let rate = if s.rate > 0.0 {
         format!("{} msg/s", s.rate)

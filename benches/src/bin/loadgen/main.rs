@@ -29,15 +29,17 @@ mod sys;
 const USAGE: &str = "\
 usage:
   loadgen echo  [--url ws://127.0.0.1:9001/] [--conns 100] [--size 16] [--depth 1] [--secs 5]
-                [--warmup 1] [--binary] [--pid SERVER_PID] [--sources 1] [--rate 5000]
+                [--warmup 1] [--binary] [--json] [--deflate] [--pid SERVER_PID] [--sources 1]
+                [--rate 5000]
   loadgen conns [--url ws://127.0.0.1:9001/] [--conns 1000] [--procs 1] [--sources 16]
                 [--rate 5000] [--hold 3] [--settle 1] [--pid SERVER_PID]
+                [--deflate on|takeover] [--message BYTES]
   loadgen fanout [--transport ws|tcp] [--url ws://127.0.0.1:8080/ws | --addr 127.0.0.1:61613]
                 [--subs 100] [--size 100] [--rate 0] [--window 4] [--seconds 10] [--warmup 1]
                 [--server-pid PID[,PID...]] [--destination /topic/bench] [--login guest]
                 [--passcode guest] [--vhost /] [--conn-rate 2000] [--flood R]
                 [--slow-consumer disconnect|throttle|drop] [--stall 0]
-                [--subscribe-urls URL,URL... | --subscribe-addrs IP:PORT,...]
+                [--subscribe-urls URL,URL... | --subscribe-addrs IP:PORT,...] [--deflate]
   loadgen sockjs [--url http://127.0.0.1:8081/echo] [--sessions 100] [--size 100] [--window 8]
                 [--batch 1] [--secs 5] [--warmup 1] [--pid SERVER_PID] [--rate 1000]
 Only loopback targets (127.0.0.0/8, [::1]). The last line printed is `RESULT {json}`.";

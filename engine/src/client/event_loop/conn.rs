@@ -80,6 +80,12 @@ impl<D> ClientConn<'_, D> {
         self.protocol
     }
 
+    /// Whether permessage-deflate was agreed: messages of at least the configured
+    /// `min_size` go out compressed, and compressed ones from the server are inflated.
+    pub fn deflates(&self) -> bool {
+        self.tx.deflate_params().is_some()
+    }
+
     /// Bytes sent that the socket has not taken yet (corked this turn plus queued).
     pub fn buffered_amount(&self) -> usize {
         self.out.len()

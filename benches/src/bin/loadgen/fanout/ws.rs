@@ -6,6 +6,7 @@ use std::time::Instant;
 use sockeye::client::{
     ClientConfig, ClientConn, ClientError, ClientHandler, ClientId, EventLoop, LoopConfig, Target,
 };
+use sockeye::deflate::DeflateConfig;
 use sockeye::server::{Message, SendStatus};
 
 use super::{Bench, Driver, Peer, STEP};
@@ -56,6 +57,13 @@ impl ClientHandler for Side<'_> {
     type Data = Peer;
 
     fn on_open(&mut self, conn: &mut ClientConn<'_, Peer>) {
+        if self.bench.s.deflate && !conn.deflates() {
+            eprintln!(
+                "error: connection {} opened without permessage-deflate",
+                conn.id()
+            );
+            self.bench.conn_errors += 1;
+        }
         self.out.clear();
         self.bench.opened(conn.data_mut(), &mut self.out);
         if !send_frames(conn, &self.out) {
@@ -139,6 +147,7 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
     let config = LoopConfig {
         client: ClientConfig {
             protocols: vec!["v12.stomp".into()],
+            deflate: bench.s.deflate.then(DeflateConfig::default),
             ..ClientConfig::default()
         },
         ..LoopConfig::default()
