@@ -13,11 +13,15 @@ use tracing::{info, warn};
 
 use crate::broker::{AppMessage, BrokerEvent};
 use crate::http;
-use crate::rooms::{json_headers, Chat, Effect, ErrorBody, Store, ERRORS_DESTINATION};
+use crate::rooms::{json_headers, room_topic, Chat, Effect, ErrorBody, Store, ERRORS_DESTINATION};
 use crate::server::{Application, Messaging};
 
 /// How long a reload of the store may wait for the database.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the broker came back a reload waits: for the other nodes' writes of what
+/// they published while this node could not hear them to land, and for this node's
+/// subscriptions to be in place again.
+const RELOAD_DELAY: Duration = Duration::from_secs(1);
 
 /// The external broker's availability, as last reported (relay mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +118,8 @@ impl ChatApp {
     /// Relay mode: the external broker came or went. Coming back after an outage, a node in
     /// cluster mode gives the others a fresh node timeout (nobody could be heard) and reads
     /// the store again for what it missed (a shared store has the other nodes' writes).
-    fn relay_changed(&self, available: bool, now_ms: u64) {
+    fn relay_changed(&self, available: bool, messaging: &Messaging) {
+        let now_ms = messaging.now_ms();
         let now = if available { Relay::Up } else { Relay::Down };
         let before = std::mem::replace(&mut *lock(&self.relay), now);
         if !available || before != Relay::Down {
@@ -126,24 +131,37 @@ impl ChatApp {
         }
         chat.cluster_resumed(now_ms);
         drop(chat);
-        self.reload();
+        self.reload(messaging.clone());
     }
 
-    /// Reads the store again on a thread of its own (never an event loop's) and merges what
-    /// the chat did not have.
-    fn reload(&self) {
+    /// Reads the store again on a thread of its own (never an event loop's), merges what the
+    /// chat did not have, and hands the messages it missed to this node's pages (they were
+    /// published while it could not hear the others: its open pages would never see them).
+    fn reload(&self, messaging: Messaging) {
         let Some(store) = self.store.clone() else {
             return;
         };
         let chat = Arc::clone(&self.chat);
         let spawned = std::thread::Builder::new()
             .name("chat-reload".into())
-            .spawn(move || match store.load_timeout(RELOAD_TIMEOUT) {
-                Ok(state) => {
-                    let (rooms, messages) = lock(&chat).merge_loaded(state);
-                    info!(rooms, messages, "cluster: merged what the store had");
+            .spawn(move || {
+                std::thread::sleep(RELOAD_DELAY);
+                match store.load_timeout(RELOAD_TIMEOUT) {
+                    Ok(state) => {
+                        let mut chat = lock(&chat);
+                        let (rooms, missed) = chat.merge_loaded(state);
+                        for m in &missed {
+                            let body = serde_json::to_string(m).unwrap_or_default();
+                            messaging.deliver_local(&room_topic(&m.room_id), json_headers(), body);
+                        }
+                        info!(
+                            rooms,
+                            messages = missed.len(),
+                            "cluster: merged what the store had, and gave this node's pages what they missed"
+                        );
+                    }
+                    Err(e) => warn!(error = %e, "cluster: cannot reload the store"),
                 }
-                Err(e) => warn!(error = %e, "cluster: cannot reload the store"),
             });
         match spawned {
             Ok(handle) => {
@@ -175,7 +193,7 @@ impl Application for ChatApp {
 
     fn on_event(&self, event: &BrokerEvent, messaging: &Messaging) {
         if let BrokerEvent::Relay { available } = event {
-            self.relay_changed(*available, messaging.now_ms());
+            self.relay_changed(*available, messaging);
         }
         self.run(messaging, |chat, now| chat.handle_event(event, now));
     }

@@ -603,7 +603,7 @@ fn after_an_outage_a_node_reloads_what_the_store_got_meanwhile() {
     // A room created on A meanwhile reaches A's store, not B.
     let later = create_room(&a, "Created during the outage");
     assert!(a.app.flush(), "A wrote it");
-    assert_eq!(room_ids(&b), [room.clone()]);
+    assert_eq!(room_ids(&b), std::slice::from_ref(&room));
 
     let upstream = upstream_at(up);
     eventually(
@@ -619,6 +619,101 @@ fn after_an_outage_a_node_reloads_what_the_store_got_meanwhile() {
         .map(|m| m["message"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["ann joined"], "nothing said during the outage");
+    a.shutdown();
+    b.shutdown();
+    stop_upstream(upstream);
+}
+
+/// A TCP proxy to the broker that can be cut (every connection dropped, new ones refused)
+/// and restored: one node losing the broker while the others keep it.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(any()).expect("the proxy binds");
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, conns2) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while cut
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let mut held = conns2.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Proxy { addr, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_node_back_from_losing_the_broker_gives_its_pages_what_they_missed() {
+    // One SQLite file for both nodes (as PostgreSQL would be shared); B reaches the broker
+    // through a proxy that is cut for a moment while A goes on.
+    let data = TempDir::new("missed");
+    let upstream = upstream_at(any());
+    let up = upstream.tcp_addr().unwrap();
+    let proxy = Proxy::start(up);
+    let a = Node::start_with("node A", up, 11, DEFAULT_TIMING, Some(&data.0));
+    let b = Node::start_with("node B", proxy.addr, 12, DEFAULT_TIMING, Some(&data.0));
+    let room = create_room(&a, "General");
+    eventually(TIMEOUT, "B lists the room", || {
+        room_ids(&b) == [room.clone()]
+    });
+    let mut ann = client(&a, "ann on A", &room);
+    join(&mut ann, &room, "ann");
+    let mut bob = client(&b, "bob on B", &room);
+    join(&mut bob, &room, "bob");
+    let _ = room_message(&mut ann, "bob's JOIN");
+
+    proxy.cut();
+    eventually(TIMEOUT, "B sees the broker gone", || {
+        !b.hub.relay().is_some_and(|r| r.is_available())
+    });
+    talk(&mut ann, &room, "while B could not hear");
+    let said = room_message(&mut ann, "ann's own TALK");
+    assert!(a.app.flush(), "A wrote it");
+    proxy.restore();
+    // Bob's page is still open: it gets what it missed, without reloading.
+    let got = room_message(&mut bob, "the TALK B missed, once B is back");
+    assert_eq!(
+        (got.id, got.message.as_str()),
+        (said.id, "while B could not hear")
+    );
+    // And the conversation goes on.
+    talk(&mut bob, &room, "back");
+    assert_eq!(room_message(&mut ann, "bob's TALK").message, "back");
     a.shutdown();
     b.shutdown();
     stop_upstream(upstream);

@@ -706,10 +706,11 @@ impl Chat {
 
     /// Merges what the store holds now (read again after the broker came back): rooms and
     /// messages this node did not have. Nothing is published or written. Returns how many
-    /// rooms and messages were new.
-    pub fn merge_loaded(&mut self, state: LoadedState) -> (usize, usize) {
+    /// rooms were new, and the new messages, oldest first per room (for the glue to hand to
+    /// this node's pages, which missed them).
+    pub fn merge_loaded(&mut self, state: LoadedState) -> (usize, Vec<ChatMessage>) {
         let limit = self.config.history_limit;
-        let (mut rooms, mut messages) = (0, 0);
+        let (mut rooms, mut messages) = (0, Vec::new());
         for loaded in state.rooms {
             if let Some(c) = &mut self.cluster {
                 for m in &loaded.history {
@@ -730,8 +731,8 @@ impl Chat {
             };
             let history = &mut self.rooms[index].history;
             for m in loaded.history {
-                if insert_by_id(history, m, limit) == Placed::Inserted {
-                    messages += 1;
+                if insert_by_id(history, m.clone(), limit) == Placed::Inserted {
+                    messages.push(m);
                 }
             }
         }

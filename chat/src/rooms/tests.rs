@@ -1336,11 +1336,13 @@ fn merge_loaded_adds_the_rooms_and_messages_missing() {
             })
             .collect(),
     };
-    assert_eq!(b.merge_loaded(state.clone()), (1, 1));
+    let (rooms, merged) = b.merge_loaded(state.clone());
+    assert_eq!((rooms, merged.len()), (1, 1));
+    assert_eq!(merged[0].message, "while the broker was away");
     assert!(b.room(&other.id).is_some());
     let last = b.room(&room).unwrap().history().back().unwrap().clone();
     assert_eq!(last, published(&missed)[0].1);
-    assert_eq!(b.merge_loaded(state), (0, 0), "nothing twice");
+    assert_eq!(b.merge_loaded(state), (0, Vec::new()), "nothing twice");
     let e = join(&mut b, 1, &room, "bob");
     assert!(published(&e)[0].1.id > last.id);
 }

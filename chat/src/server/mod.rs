@@ -232,6 +232,26 @@ impl Messaging {
         self.hub.execute(actions, None);
     }
 
+    /// Delivers to this node's own subscribers of `destination` alone (an exact topic; in
+    /// relay mode not through the external broker): what they missed while this node could
+    /// not hear the others.
+    pub fn deliver_local(
+        &self,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: impl Into<Bytes>,
+    ) {
+        let mut actions = Vec::new();
+        self.hub.broker().deliver_topic(
+            destination,
+            destination,
+            headers,
+            body.into(),
+            &mut actions,
+        );
+        self.hub.execute(actions, None);
+    }
+
     /// Runs `f` with the broker locked (for reading session attributes and the like).
     pub fn with_broker<R>(&self, f: impl FnOnce(&mut Broker) -> R) -> R {
         f(&mut self.hub.broker())
