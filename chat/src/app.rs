@@ -3,6 +3,7 @@
 //! [`crate::cluster`]) also what other nodes say, and a reload of the store when the external
 //! broker comes back after an outage.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -38,6 +39,16 @@ pub struct ChatApp {
     relay: Mutex<Relay>,
     /// Reloads of the store in progress (cluster mode), each on a thread of its own.
     reloads: Mutex<Vec<JoinHandle<()>>>,
+    /// Reloads started and not finished, and whether the broker is away (cluster mode):
+    /// noting the other nodes' messages for the pages ends when neither holds.
+    recovery: Arc<Mutex<Recovery>>,
+}
+
+/// See [`ChatApp::recovery`].
+#[derive(Debug, Default)]
+struct Recovery {
+    pending: usize,
+    down: bool,
 }
 
 impl std::fmt::Debug for ChatApp {
@@ -60,6 +71,7 @@ impl ChatApp {
             store: store.map(Arc::new),
             relay: Mutex::new(Relay::Unknown),
             reloads: Mutex::new(Vec::new()),
+            recovery: Arc::default(),
         }
     }
 
@@ -115,18 +127,27 @@ impl ChatApp {
         }
     }
 
-    /// Relay mode: the external broker came or went. Coming back after an outage, a node in
-    /// cluster mode gives the others a fresh node timeout (nobody could be heard) and reads
-    /// the store again for what it missed (a shared store has the other nodes' writes).
+    /// Relay mode: the external broker came or went. Going, a node in cluster mode starts
+    /// noting the other nodes' messages it files (see [`Chat::cluster_suspended`]). Coming
+    /// back after an outage, it gives the others a fresh node timeout (nobody could be heard)
+    /// and reads the store again for what it missed (a shared store has the other nodes'
+    /// writes).
     fn relay_changed(&self, available: bool, messaging: &Messaging) {
         let now_ms = messaging.now_ms();
         let now = if available { Relay::Up } else { Relay::Down };
         let before = std::mem::replace(&mut *lock(&self.relay), now);
-        if !available || before != Relay::Down {
-            return;
-        }
         let mut chat = self.chat();
         if chat.node().is_none() {
+            return;
+        }
+        if !available {
+            if self.store.is_some() {
+                lock(&self.recovery).down = true;
+                chat.cluster_suspended();
+            }
+            return;
+        }
+        if before != Relay::Down {
             return;
         }
         chat.cluster_resumed(now_ms);
@@ -135,33 +156,56 @@ impl ChatApp {
     }
 
     /// Reads the store again on a thread of its own (never an event loop's), merges what the
-    /// chat did not have, and hands the messages it missed to this node's pages (they were
-    /// published while it could not hear the others: its open pages would never see them).
+    /// chat did not have, and hands this node's pages the messages they may have missed: the
+    /// ones merged (published while this node could not hear the others) and the other
+    /// nodes' messages it filed since the outage began (they reached the chat's own
+    /// subscription, but perhaps not a page's, made again later on another connection).
+    /// Pages drop a message they already show (by id); other subscribers of a room's topic
+    /// may get such a message twice.
     fn reload(&self, messaging: Messaging) {
         let Some(store) = self.store.clone() else {
             return;
         };
         let chat = Arc::clone(&self.chat);
+        {
+            let mut recovery = lock(&self.recovery);
+            recovery.pending += 1;
+            recovery.down = false;
+        }
+        let recovery = Arc::clone(&self.recovery);
         let spawned = std::thread::Builder::new()
             .name("chat-reload".into())
             .spawn(move || {
                 std::thread::sleep(RELOAD_DELAY);
-                match store.load_timeout(RELOAD_TIMEOUT) {
-                    Ok(state) => {
-                        let mut chat = lock(&chat);
-                        let (rooms, missed) = chat.merge_loaded(state);
-                        for m in &missed {
-                            let body = serde_json::to_string(m).unwrap_or_default();
-                            messaging.deliver_local(&room_topic(&m.room_id), json_headers(), body);
-                        }
-                        info!(
-                            rooms,
-                            messages = missed.len(),
-                            "cluster: merged what the store had, and gave this node's pages what they missed"
-                        );
+                let loaded = store.load_timeout(RELOAD_TIMEOUT);
+                let mut chat = lock(&chat);
+                let (rooms, mut missed) = match loaded {
+                    Ok(state) => chat.merge_loaded(state),
+                    Err(e) => {
+                        warn!(error = %e, "cluster: cannot reload the store");
+                        (0, Vec::new())
                     }
-                    Err(e) => warn!(error = %e, "cluster: cannot reload the store"),
+                };
+                let merged = missed.len();
+                let stop = {
+                    let mut recovery = lock(&recovery);
+                    recovery.pending -= 1;
+                    recovery.pending == 0 && !recovery.down
+                };
+                let mut ids: HashSet<u64> = missed.iter().map(|m| m.id).collect();
+                let noted = chat.take_recovering(stop);
+                missed.extend(noted.into_iter().filter(|m| ids.insert(m.id)));
+                missed.sort_by_key(|m| m.id);
+                for m in &missed {
+                    let body = serde_json::to_string(m).unwrap_or_default();
+                    messaging.deliver_local(&room_topic(&m.room_id), json_headers(), body);
                 }
+                info!(
+                    rooms,
+                    merged,
+                    again = missed.len() - merged,
+                    "cluster: merged what the store had, and gave this node's pages what they may have missed"
+                );
             });
         match spawned {
             Ok(handle) => {

@@ -626,10 +626,21 @@ fn after_an_outage_a_node_reloads_what_the_store_got_meanwhile() {
 
 /// A TCP proxy to the broker that can be cut (every connection dropped, new ones refused)
 /// and restored: one node losing the broker while the others keep it.
+/// A TCP proxy between a node and the broker that can be cut (connections closed, new ones
+/// refused) and that can hold back the node's STOMP frames containing a pattern (the other
+/// frames pass, so a subscription can be kept from the broker while its connection is up).
 struct Proxy {
     addr: SocketAddr,
     cut: Arc<std::sync::atomic::AtomicBool>,
     conns: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    hold: Arc<std::sync::Mutex<Hold>>,
+}
+
+/// Frames held back by a [`Proxy`]: what they contain, and each with where it goes.
+#[derive(Default)]
+struct Hold {
+    pattern: Option<Vec<u8>>,
+    held: Vec<(TcpStream, Vec<u8>)>,
 }
 
 impl Proxy {
@@ -639,7 +650,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (cut2, conns2) = (cut.clone(), conns.clone());
+        let hold = Arc::new(std::sync::Mutex::new(Hold::default()));
+        let (cut2, conns2, hold2) = (cut.clone(), conns.clone(), hold.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -649,20 +661,72 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
-                let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                };
                 let mut held = conns2.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                let (from, to, hold) = (
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    hold2.clone(),
+                );
+                std::thread::spawn(move || Proxy::forward_frames(from, to, &hold));
+                let (mut from, mut to) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
             }
         });
-        Proxy { addr, cut, conns }
+        Proxy {
+            addr,
+            cut,
+            conns,
+            hold,
+        }
+    }
+
+    /// Node to broker: frame by frame (heart-beat end-of-lines at once), keeping back the
+    /// frames that contain the hold's pattern.
+    fn forward_frames(mut from: TcpStream, mut to: TcpStream, hold: &std::sync::Mutex<Hold>) {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 16384];
+        'read: loop {
+            let n = match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&chunk[..n]);
+            loop {
+                let eols = pending
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .count();
+                if eols > 0 {
+                    let beats: Vec<u8> = pending.drain(..eols).collect();
+                    if to.write_all(&beats).is_err() {
+                        break 'read;
+                    }
+                }
+                let Some(end) = pending.iter().position(|&b| b == 0) else {
+                    break;
+                };
+                let frame: Vec<u8> = pending.drain(..=end).collect();
+                let mut h = hold.lock().unwrap();
+                let holds = h
+                    .pattern
+                    .as_deref()
+                    .is_some_and(|p| frame.windows(p.len()).any(|w| w == p));
+                if holds {
+                    h.held.push((to.try_clone().unwrap(), frame));
+                    continue;
+                }
+                drop(h);
+                if to.write_all(&frame).is_err() {
+                    break 'read;
+                }
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
     }
 
     fn cut(&self) {
@@ -674,6 +738,23 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on, frames from the node containing `pattern` are kept back.
+    fn hold_frames(&self, pattern: &str) {
+        self.hold.lock().unwrap().pattern = Some(pattern.as_bytes().to_vec());
+    }
+
+    /// Sends the frames kept back, and keeps none from now on; how many there were.
+    fn release(&self) -> usize {
+        let mut h = self.hold.lock().unwrap();
+        h.pattern = None;
+        let held = std::mem::take(&mut h.held);
+        let n = held.len();
+        for (mut to, frame) in held {
+            let _ = to.write_all(&frame);
+        }
+        n
     }
 }
 
@@ -712,6 +793,59 @@ fn a_node_back_from_losing_the_broker_gives_its_pages_what_they_missed() {
         (said.id, "while B could not hear")
     );
     // And the conversation goes on.
+    talk(&mut bob, &room, "back");
+    assert_eq!(room_message(&mut ann, "bob's TALK").message, "back");
+    a.shutdown();
+    b.shutdown();
+    stop_upstream(upstream);
+}
+
+#[test]
+fn a_message_filed_before_a_pages_subscription_is_back_still_reaches_the_page() {
+    // Coming back from an outage, B's relay connections are up and the chat's own
+    // subscription to the rooms is made again while bob's page's subscription is still on
+    // its way (the proxy holds it back): ann's TALK reaches B's history but not bob's
+    // subscription, and the reload of the store finds nothing new. B must still give it to
+    // bob's page.
+    let data = TempDir::new("refiled");
+    let upstream = upstream_at(any());
+    let up = upstream.tcp_addr().unwrap();
+    let proxy = Proxy::start(up);
+    let a = Node::start_with("node A", up, 11, DEFAULT_TIMING, Some(&data.0));
+    let b = Node::start_with("node B", proxy.addr, 12, DEFAULT_TIMING, Some(&data.0));
+    let room = create_room(&a, "General");
+    eventually(TIMEOUT, "B lists the room", || {
+        room_ids(&b) == [room.clone()]
+    });
+    let mut ann = client(&a, "ann on A", &room);
+    join(&mut ann, &room, "ann");
+    let mut bob = client(&b, "bob on B", &room);
+    join(&mut bob, &room, "bob");
+    let _ = room_message(&mut ann, "bob's JOIN");
+
+    proxy.hold_frames(&format!("destination:/topic/rooms.{room}\n"));
+    proxy.cut();
+    eventually(TIMEOUT, "B sees the broker gone", || {
+        !b.hub.relay().is_some_and(|r| r.is_available())
+    });
+    proxy.restore();
+    eventually(TIMEOUT, "B's relay connections up again", || {
+        b.hub.relay().is_some_and(|r| r.is_available())
+    });
+    talk(&mut ann, &room, "while bob's subscription is on its way");
+    let said = room_message(&mut ann, "ann's own TALK");
+    eventually(TIMEOUT, "the TALK in B's history", || {
+        let (_, detail) = http(b.http, "GET", &format!("/api/rooms/{room}"), None);
+        detail["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|m| m["id"] == said.id))
+    });
+    assert!(proxy.release() >= 1, "the proxy held bob's SUBSCRIBE back");
+    let got = room_message(&mut bob, "the TALK filed before its subscription was back");
+    assert_eq!(
+        (got.id, got.message.as_str()),
+        (said.id, "while bob's subscription is on its way")
+    );
     talk(&mut bob, &room, "back");
     assert_eq!(room_message(&mut ann, "bob's TALK").message, "back");
     a.shutdown();

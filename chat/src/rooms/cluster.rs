@@ -62,6 +62,9 @@ pub const NODE_BITS: u32 = 16;
 const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
 /// Rooms not known yet whose messages are kept until the room arrives, at most.
 const MAX_ORPHAN_ROOMS: usize = 64;
+/// The most messages from other nodes kept for handing to this node's pages again after a
+/// broker outage (see [`Chat::cluster_suspended`]).
+const MAX_RECOVERING: usize = 10_000;
 /// The longest room id accepted from another node (a 24-character slug, a dash, 20 digits).
 const MAX_ROOM_ID_LEN: usize = 64;
 
@@ -219,6 +222,9 @@ pub(super) struct ClusterState {
     digest: RoomDigest,
     /// When this node last sent every room it knows.
     last_sync_ms: Option<u64>,
+    /// From a broker outage until the reload after it: the other nodes' messages filed
+    /// meanwhile (bounded by [`MAX_RECOVERING`]), which this node's pages may not have had.
+    recovering: Option<Vec<ChatMessage>>,
 }
 
 impl ClusterState {
@@ -337,6 +343,7 @@ impl Chat {
             orphans: HashMap::new(),
             digest: RoomDigest::default(),
             last_sync_ms: None,
+            recovering: None,
         };
         for room in &mut self.rooms {
             state.room_added(&room.id);
@@ -435,6 +442,33 @@ impl Chat {
             self.drop_node(node, now_ms, &mut effects);
         }
         effects
+    }
+
+    /// The broker is unreachable: until [`Chat::take_recovering`] ends it, the other nodes'
+    /// messages this node files are noted as well. Coming back, a node's relay connections
+    /// and subscriptions return one by one: a message can reach the chat's own subscription
+    /// (and so the room's history) while a page's subscription on another connection is not
+    /// in place yet, and the reload of the store would then find nothing new to give it.
+    pub fn cluster_suspended(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.recovering.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// The messages noted since [`Chat::cluster_suspended`]; `stop`: noting ends (no outage
+    /// and no other reload pending).
+    pub fn take_recovering(&mut self, stop: bool) -> Vec<ChatMessage> {
+        let Some(c) = &mut self.cluster else {
+            return Vec::new();
+        };
+        match stop {
+            true => c.recovering.take().unwrap_or_default(),
+            false => c
+                .recovering
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default(),
+        }
     }
 
     /// The broker is reachable again after an outage: every node gets a fresh node timeout
@@ -536,6 +570,11 @@ impl Chat {
         let placed = insert_by_id(&mut room.history, msg.clone(), limit);
         if placed == Placed::Duplicate {
             return;
+        }
+        if let Some(noted) = &mut c.recovering {
+            if placed == Placed::Inserted && noted.len() < MAX_RECOVERING {
+                noted.push(msg.clone());
+            }
         }
         if msg.kind != MessageType::Talk && c.membership_news(from, msg.id, now_ms) {
             let key = fold(&msg.sender);
