@@ -1396,6 +1396,9 @@ mod tests {
         let subs = n.to_string();
         let list = [list, &["--subs", &subs]].concat();
         let mut b = Bench::new(settings(&args(&list)).unwrap()).unwrap();
+        // The tests' clock starts at `now`: stamps are taken from it (Bench::new read the
+        // clock later, and a stamp before its base would read as 0).
+        b.base = now;
         let mut out = Vec::new();
         let mut publisher = Peer::new(usize::MAX);
         b.opened(&mut publisher, &mut out);
