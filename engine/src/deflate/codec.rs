@@ -61,9 +61,11 @@ impl Compressor {
         self.window_bits
     }
 
-    /// What it holds, by zlib's formula: 2^(w+2) + 2^(m+9) bytes, plus about 6 KiB of state.
+    /// What zlib-rs allocates for it: 2^(w+2) bytes of window and chains, a 128 KiB hash table,
+    /// 7 × 2^(m+6) bytes of output and symbol buffers, and about 6 KiB of state (see the table
+    /// in [`crate::deflate`] for how much of it is resident).
     pub fn memory(&self) -> usize {
-        (1 << (self.window_bits + 2)) + (1 << (self.mem_level + 9)) + (6 << 10)
+        (1 << (self.window_bits + 2)) + (128 << 10) + (7 << (self.mem_level + 6)) + (6 << 10)
     }
 
     /// Forgets everything compressed so far (no context takeover).
