@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # permessage-deflate figures (issue 15), each shape REPS times, a fresh server per run:
 #
-#   echo    100 connections × 1 KiB JSON-like text, depth 1, deflate on both sides: Sockeye's
+#   echo    100 connections × 1 KiB JSON-like text, $DEPTH (default 1) messages in flight per
+#           connection, deflate on both sides: Sockeye's
 #           echo example (deflate on: no context takeover) against node ws (perMessageDeflate
 #           on, its defaults), taking turns; messages/s and server CPU per message
 #   idle    15,000 idle connections that negotiated deflate without context takeover: server
@@ -25,6 +26,7 @@ cd "$(dirname "$0")/../.."
 
 REPS=${REPS:-3}
 SECS=${SECS:-5}
+DEPTH=${DEPTH:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 SHAPES=${SHAPES:-"echo idle takeover fanout bomb"}
@@ -94,7 +96,7 @@ for shape in $SHAPES; do
                         ws) cmd=(node benches/peers/ws-node/server.js "127.0.0.1:$PORT") ;;
                     esac
                     run echo "$server" "$rep" "${cmd[@]}" -- echo --url "ws://127.0.0.1:$PORT/" \
-                        --conns 100 --size 1024 --json --deflate --depth 1 --secs "$SECS" --warmup 1
+                        --conns 100 --size 1024 --json --deflate --depth "$DEPTH" --secs "$SECS" --warmup 1
                 done
                 ;;
             idle)
@@ -147,8 +149,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "Date: $(date -u +'%Y-%m-%d %H:%M UTC'); $(nproc) cores, $cpu; commit $(git rev-parse --short HEAD);"
 echo "$REPS runs per cell (median), ${SECS} s windows; servers on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU; raw runs in $OUT."
 echo
-python3 - "$OUT/results.jsonl" <<'PY'
+python3 - "$OUT/results.jsonl" "$DEPTH" <<'PY'
 import json, statistics, sys
+depth = sys.argv[2]
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(shape, server, key):
     v = [r["result"].get(key) for r in rows if r["shape"] == shape and r["server"] == server]
@@ -158,11 +161,11 @@ def errs(shape, server):
     return sum(r["result"].get("errors", 0) for r in rows if r["shape"] == shape and r["server"] == server)
 def f(x, d=1):
     return "-" if x is None else f"{x:,.{d}f}"
-print("| shape | server | figure | median | errors |")
+print(f"| shape | server | figure | median | errors |")
 print("| --- | --- | --- | ---: | ---: |")
 for server in ("sockeye", "ws"):
     if med("echo", server, "msgs_per_sec") is not None:
-        print(f"| echo 100 × 1 KiB JSON, deflate | {server} | msg/s | {f(med('echo', server, 'msgs_per_sec'), 0)} | {errs('echo', server)} |")
+        print(f"| echo 100 × 1 KiB JSON, deflate, depth {depth} | {server} | msg/s | {f(med('echo', server, 'msgs_per_sec'), 0)} | {errs('echo', server)} |")
         print(f"| | {server} | server CPU µs/msg | {f(med('echo', server, 'server_cpu_us_per_msg'), 2)} | |")
 a, b = med("echo", "sockeye", "msgs_per_sec"), med("echo", "ws", "msgs_per_sec")
 if a and b:
