@@ -231,7 +231,7 @@ impl Receiver {
     pub fn inflate_memory(&self) -> usize {
         self.inflater
             .as_ref()
-            .map_or(0, |i| (1 << i.window_bits()) + (7 << 10))
+            .map_or(0, |i| (1 << i.window_bits()) + (19 << 10))
     }
 
     /// True once the peer's close frame arrived (or reading was abandoned).

@@ -62,7 +62,7 @@ impl Compressor {
     }
 
     /// What zlib-rs allocates for it: 2^(w+2) bytes of window and chains, a 128 KiB hash table,
-    /// 7 × 2^(m+6) bytes of output and symbol buffers, and about 6 KiB of state (see the table
+    /// 7 × 2^(m+6) bytes of output and symbol buffers, and some KiB of state (see the table
     /// in [`crate::deflate`] for how much of it is resident).
     pub fn memory(&self) -> usize {
         (1 << (self.window_bits + 2)) + (128 << 10) + (7 << (self.mem_level + 6)) + (6 << 10)

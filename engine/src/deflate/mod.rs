@@ -15,14 +15,14 @@
 //!
 //! | side | with context takeover | without |
 //! | --- | --- | --- |
-//! | sending | a compressor of its own, made with the first compressed message. zlib-rs allocates 2^(w+2) bytes of window and chains, a 128 KiB hash table whatever the memory level, and 7 × 2^(m+6) bytes of output and symbol buffers, plus a few KiB of state (w = window bits, m = memory level; 15 and 8: about 370 KiB allocated). The window, chains and hash table are zeroed when it is made, the buffers touched only as messages fill them: about 262 KiB resident after short messages | nothing: the pool's shared compressor (one per window size per thread), reset after each message |
-//! | receiving | an inflater of its own: 2^w bytes of window plus about 7 KiB of state (15: about 39 KiB) | nothing between messages: an inflater is borrowed from the pool for each message and given back, reset, at its end |
+//! | sending | a compressor of its own, made with the first compressed message. zlib-rs allocates 2^(w+2) bytes of window and chains, a 128 KiB hash table whatever the memory level, and 7 × 2^(m+6) bytes of output and symbol buffers, plus its state (w = window bits, m = memory level; 15 and 8: about 370 KiB allocated, of which about 312 KiB are resident from the moment it is made, measured) | nothing: the pool's shared compressor (one per window size per thread), reset after each message |
+//! | receiving | an inflater of its own: about 19 KiB of state, and 2^w bytes of window, resident as messages fill it (15: 19 KiB after a short message, 51 KiB at most) | nothing between messages: an inflater is borrowed from the pool for each message and given back, reset, at its end |
 //!
 //! Measured (benches/DEFLATE.md, `benches/scripts/deflate.sh`, shapes `idle` and `takeover`):
 //! 15,000 idle server connections that negotiated deflate without context takeover take 246
 //! bytes each (as without deflate); 5,000 with context takeover both ways, each after one 1 KiB
-//! message each way, take 339,821 bytes each (332 KiB: the table's 262 + 39 KiB, and about 30
-//! KiB more of the compressor's buffers and allocator overhead).
+//! message each way, take 339,821 bytes each (332 KiB: the compressor's 312 KiB and the inflater's
+//! 20 KiB).
 //!
 //! A message being received holds its inflated bytes until the next read, as uncompressed
 //! messages assembled from fragments do.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::codec::{Compressor, Inflater};
 use super::DeflateConfig;
 
-/// Spare inflaters kept (each about 39 KiB); more are dropped when given back.
+/// Spare inflaters kept (each 19 to 51 KiB); more are dropped when given back.
 const SPARE_INFLATERS: usize = 4;
 /// Shared payloads whose compressed form is remembered until [`Pool::end_turn`].
 const CACHED: usize = 16;
