@@ -19,7 +19,7 @@
 use crate::close::{self, CloseFrame};
 use crate::config::Limits;
 use crate::deflate::codec::TRAILER;
-use crate::deflate::{Compressor, DeflateConfig, InflateError, Inflater, Params, Pool};
+use crate::deflate::{Compressor, InflateError, Inflater, Params, Pool};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{apply_mask, FrameHeader, OpCode};
 use crate::utf8::Utf8Validator;
@@ -113,14 +113,6 @@ struct InMessage {
     compressed: bool,
 }
 
-/// The receiving side of permessage-deflate: how the peer compresses, and the inflater while
-/// one is held (between messages only with context takeover).
-#[derive(Debug)]
-struct RxDeflate {
-    peer: Params,
-    inflater: Option<Inflater>,
-}
-
 /// RSV1 in [`FrameHeader::rsv`]: "per-message compressed" under permessage-deflate.
 const RSV1: u8 = 0b100;
 
@@ -140,8 +132,12 @@ pub struct Receiver {
     /// The message being assembled, boxed so that an idle connection carries one pointer.
     /// Once `complete` it is the message lent out by the previous `read`, freed by the next.
     msg: Option<Box<InMessage>>,
-    /// permessage-deflate, once negotiated.
-    deflate: Option<Box<RxDeflate>>,
+    /// permessage-deflate, once negotiated: how the peer compresses.
+    deflate: Option<Params>,
+    /// The inflater while one is held: during a compressed message, and between messages
+    /// only with context takeover (without it, it is the pool's again). Boxed: an idle
+    /// connection carries one pointer.
+    inflater: Option<Box<Inflater>>,
 }
 
 /// Makes room for `extra` more bytes, doubling as a `Vec` would but never past `max` (the
@@ -158,21 +154,19 @@ fn grow(buf: &mut Vec<u8>, extra: usize, max: usize) {
 /// Inflates a piece of a compressed message's payload into its buffer (the trailer too at its
 /// `end`), validating text as it is made, and gives a pooled inflater back at the end.
 fn inflate(
-    d: &mut RxDeflate,
+    peer: Params,
+    slot: &mut Option<Box<Inflater>>,
     msg: &mut InMessage,
     chunk: &[u8],
     end: bool,
     max: usize,
     pool: &mut Pool,
 ) -> Result<(), ProtocolError> {
-    let peer = d.peer;
-    let inflater = d
-        .inflater
-        .get_or_insert_with(|| match peer.no_context_takeover {
-            true => pool.take_inflater(),
-            // A window of 8 from a zlib-style compressor may really be 9: 9 inflates both.
-            false => Inflater::new(peer.max_window_bits.max(9)),
-        });
+    let inflater = slot.get_or_insert_with(|| match peer.no_context_takeover {
+        true => pool.take_inflater(),
+        // A window of 8 from a zlib-style compressor may really be 9: 9 inflates both.
+        false => Box::new(Inflater::new(peer.max_window_bits.max(9))),
+    });
     let before = msg.buf.len();
     let mut result = inflater.inflate(chunk, &mut msg.buf, max);
     if end && result.is_ok() {
@@ -193,7 +187,7 @@ fn inflate(
         return Err(ProtocolError::InvalidUtf8);
     }
     if end && (peer.no_context_takeover || inflater.ended()) {
-        if let Some(inflater) = d.inflater.take() {
+        if let Some(inflater) = slot.take() {
             if peer.no_context_takeover {
                 pool.give_inflater(inflater);
             }
@@ -217,16 +211,14 @@ impl Receiver {
             state: RxState::Open,
             msg: None,
             deflate: None,
+            inflater: None,
         }
     }
 
     /// Accepts messages compressed as `peer` agreed to compress them (permessage-deflate):
     /// RSV1 on a data message's first frame.
     pub fn enable_deflate(&mut self, peer: Params) {
-        self.deflate = Some(Box::new(RxDeflate {
-            peer,
-            inflater: None,
-        }));
+        self.deflate = Some(peer);
     }
 
     /// Whether permessage-deflate is on.
@@ -237,12 +229,9 @@ impl Receiver {
     /// Bytes held for decompression between messages (an inflater of its own, with context
     /// takeover): the estimate in [`crate::deflate`]'s table.
     pub fn inflate_memory(&self) -> usize {
-        match self.deflate.as_deref() {
-            Some(RxDeflate {
-                inflater: Some(i), ..
-            }) => (1 << i.window_bits()) + (7 << 10),
-            _ => 0,
-        }
+        self.inflater
+            .as_ref()
+            .map_or(0, |i| (1 << i.window_bits()) + (19 << 10))
     }
 
     /// True once the peer's close frame arrived (or reading was abandoned).
@@ -333,10 +322,8 @@ impl Receiver {
         out: &mut impl Sink,
     ) {
         self.msg = None;
-        if let Some(d) = self.deflate.as_deref_mut() {
-            // Mid-message, or past bad data: nothing of it is worth keeping.
-            d.inflater = None;
-        }
+        // Mid-message, or past bad data: nothing of the inflater is worth keeping.
+        self.inflater = None;
         self.state = match skip {
             Some(skip) => RxState::Draining { skip },
             None => RxState::Closed,
@@ -473,12 +460,12 @@ impl Receiver {
         let fin = frame.fin;
         let max = self.limits.max_message_size;
         if msg.compressed {
-            let d = self
+            let peer = self
                 .deflate
-                .as_deref_mut()
                 .expect("compressed messages only pass the header check with deflate on");
             let end = remaining == 0 && fin;
-            inflate(d, msg, chunk, end, max, pool).map_err(|e| (e, Some(remaining)))?;
+            inflate(peer, &mut self.inflater, msg, chunk, end, max, pool)
+                .map_err(|e| (e, Some(remaining)))?;
         } else {
             if msg.text && msg.utf8.feed(chunk).is_err() {
                 return Err((ProtocolError::InvalidUtf8, Some(remaining)));
@@ -598,9 +585,7 @@ impl Receiver {
                     tx.close_sent = true;
                 }
                 self.msg = None;
-                if let Some(d) = self.deflate.as_deref_mut() {
-                    d.inflater = None;
-                }
+                self.inflater = None;
                 self.state = RxState::Closed;
                 Ok(Event::Close(frame))
             }
@@ -698,19 +683,11 @@ pub struct Sender {
     fragmenting: bool,
     /// Boxed: servers never mask, and an idle server connection should not carry the pool.
     keys: Option<Box<MaskKeys>>,
-    /// permessage-deflate, once negotiated.
-    deflate: Option<Box<TxDeflate>>,
-}
-
-/// The sending side of permessage-deflate.
-#[derive(Debug)]
-struct TxDeflate {
-    own: Params,
-    level: u8,
-    mem_level: u8,
-    min_size: usize,
-    /// Ours alone, with context takeover (made with the first compressed message).
-    compressor: Option<Compressor>,
+    /// permessage-deflate, once negotiated: how we compress.
+    deflate: Option<Params>,
+    /// Ours alone, with context takeover (made with the first compressed message). Boxed: an
+    /// idle connection carries one pointer.
+    compressor: Option<Box<Compressor>>,
 }
 
 /// Kinds of data message.
@@ -729,6 +706,7 @@ impl Sender {
             fragmenting: false,
             keys: None,
             deflate: None,
+            compressor: None,
         }
     }
 
@@ -740,61 +718,49 @@ impl Sender {
             fragmenting: false,
             keys: Some(Box::new(keys)),
             deflate: None,
+            compressor: None,
         }
     }
 
-    /// Compresses whole messages of at least `config.min_size` bytes as `own` says
-    /// (permessage-deflate): with context takeover in a compressor of this connection's own
-    /// (`config`'s level and memory level), otherwise in the [`Pool`]'s shared one.
-    pub fn enable_deflate(&mut self, own: Params, config: &DeflateConfig) {
-        self.deflate = Some(Box::new(TxDeflate {
-            own,
-            level: config.level,
-            mem_level: config.mem_level,
-            min_size: config.min_size,
-            compressor: None,
-        }));
+    /// Compresses whole messages as `own` says (permessage-deflate): with context takeover
+    /// in a compressor of this connection's own, otherwise in the [`Pool`]'s shared one. The
+    /// pool's settings (its [`DeflateConfig`](crate::deflate::DeflateConfig)) say from what
+    /// size on, at what level and memory level.
+    pub fn enable_deflate(&mut self, own: Params) {
+        self.deflate = Some(own);
     }
 
     /// How this side compresses, when permessage-deflate is on.
     pub fn deflate_params(&self) -> Option<Params> {
-        self.deflate.as_ref().map(|d| d.own)
+        self.deflate
     }
 
-    /// Whether a whole message of `len` bytes goes out compressed.
-    pub fn compresses(&self, len: usize) -> bool {
-        self.deflate.as_ref().is_some_and(|d| len >= d.min_size)
+    /// Whether a whole message of `len` bytes goes out compressed under `pool`'s settings.
+    pub fn compresses(&self, len: usize, pool: &Pool) -> bool {
+        self.deflate.is_some() && pool.worth_compressing(len)
     }
 
     /// Bytes held for compression between messages (a compressor of its own, with context
     /// takeover): the estimate in [`crate::deflate`]'s table.
     pub fn deflate_memory(&self) -> usize {
-        match self.deflate.as_deref() {
-            Some(TxDeflate {
-                compressor: Some(c),
-                mem_level,
-                ..
-            }) => (1 << (c.window_bits() + 2)) + (1 << (mem_level + 9)) + (6 << 10),
-            _ => 0,
-        }
+        self.compressor.as_ref().map_or(0, |c| c.memory())
     }
 
     /// Appends the compressed form of the message made of `parts` (the payload of a frame
     /// with RSV1) to `out`.
     pub fn compress(&mut self, parts: &[&[u8]], pool: &mut Pool, out: &mut Vec<u8>) {
-        let Some(d) = self.deflate.as_deref_mut() else {
+        let Some(own) = self.deflate else {
             for part in parts {
                 out.extend_from_slice(part);
             }
             return;
         };
-        let window = d.own.max_window_bits;
-        if d.own.no_context_takeover {
+        let window = own.max_window_bits;
+        if own.no_context_takeover {
             pool.compress(window, parts, out);
         } else {
-            let (level, mem_level) = (d.level, d.mem_level);
-            d.compressor
-                .get_or_insert_with(|| Compressor::new(level, window, mem_level))
+            self.compressor
+                .get_or_insert_with(|| Box::new(pool.new_compressor(window)))
                 .compress(parts, out);
         }
     }
@@ -896,7 +862,7 @@ impl Sender {
             DataKind::Text => OpCode::Text,
             DataKind::Binary => OpCode::Binary,
         };
-        if !self.compresses(payload.len()) {
+        if !self.compresses(payload.len(), pool) {
             self.frame(opcode, true, payload, out);
             return Ok(());
         }

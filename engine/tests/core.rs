@@ -320,7 +320,7 @@ impl Setup {
                 Role::Client => (n.client(), n.server()),
             };
             conn.rx.enable_deflate(peer);
-            conn.tx.enable_deflate(own, &DeflateConfig::default());
+            conn.tx.enable_deflate(own);
         }
         if let Some((code, reason)) = self.close_first {
             conn.tx.close(code, reason, out).expect("close");
@@ -1887,10 +1887,10 @@ fn deflate_pair(n: Negotiated, config: &DeflateConfig) {
     let mut client = Connection::client(Limits::default(), MaskKeys::new(fill_keys));
     let mut server = Connection::server(Limits::default());
     client.rx.enable_deflate(n.server());
-    client.tx.enable_deflate(n.client(), config);
+    client.tx.enable_deflate(n.client());
     server.rx.enable_deflate(n.client());
-    server.tx.enable_deflate(n.server(), config);
-    let (mut client_pool, mut server_pool) = (Pool::default(), Pool::default());
+    server.tx.enable_deflate(n.server());
+    let (mut client_pool, mut server_pool) = (Pool::new(config), Pool::new(config));
     let messages: Vec<String> = (0..40)
         .map(|i| {
             let word = ["alpha", "beta", "gamma", "δέλτα"][i % 4];
@@ -1988,9 +1988,7 @@ fn a_deflate_bomb_is_refused_within_the_limit() {
         server_max_window_bits: None,
         client_max_window_bits: None,
     };
-    client
-        .tx
-        .enable_deflate(on.client(), &DeflateConfig::default());
+    client.tx.enable_deflate(on.client());
     let mut wire = Vec::new();
     client.tx.send(DataKind::Binary, &zeros, &mut wire).unwrap();
     assert!(wire.len() < 100_000, "{} bytes on the wire", wire.len());

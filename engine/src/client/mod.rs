@@ -239,8 +239,8 @@ impl Client {
         let pool = match (&config.deflate, accepted.deflate) {
             (Some(settings), Some(n)) => {
                 conn.rx.enable_deflate(n.server());
-                conn.tx.enable_deflate(n.client(), settings);
-                Pool::new(settings.level, settings.mem_level)
+                conn.tx.enable_deflate(n.client());
+                Pool::new(settings)
             }
             _ => Pool::default(),
         };

@@ -25,6 +25,7 @@ const MIN_STEP: usize = 1024;
 pub struct Compressor {
     z: zlib_rs::Deflate,
     window_bits: u8,
+    mem_level: u8,
 }
 
 impl fmt::Debug for Compressor {
@@ -40,22 +41,31 @@ impl Compressor {
     /// values outside are clamped.
     pub fn new(level: u8, window_bits: u8, mem_level: u8) -> Self {
         let window_bits = window_bits.clamp(9, 15);
+        let mem_level = mem_level.clamp(1, 9);
         let config = DeflateConfig {
             level: i32::from(level.min(9)),
             method: Method::Deflated,
             // Negative: raw DEFLATE, no zlib header or checksum.
             window_bits: -i32::from(window_bits),
-            mem_level: i32::from(mem_level.clamp(1, 9)),
+            mem_level: i32::from(mem_level),
             strategy: Strategy::Default,
         };
         Compressor {
             z: zlib_rs::Deflate::new_with_config(config),
             window_bits,
+            mem_level,
         }
     }
 
     pub fn window_bits(&self) -> u8 {
         self.window_bits
+    }
+
+    /// What zlib-rs allocates for it: 2^(w+2) bytes of window and chains, a 128 KiB hash table,
+    /// 7 × 2^(m+6) bytes of output and symbol buffers, and some KiB of state (see the table
+    /// in [`crate::deflate`] for how much of it is resident).
+    pub fn memory(&self) -> usize {
+        (1 << (self.window_bits + 2)) + (128 << 10) + (7 << (self.mem_level + 6)) + (6 << 10)
     }
 
     /// Forgets everything compressed so far (no context takeover).

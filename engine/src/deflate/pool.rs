@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::codec::{Compressor, Inflater};
+use super::DeflateConfig;
 
-/// Spare inflaters kept (each about 39 KiB); more are dropped when given back.
+/// Spare inflaters kept (each 19 to 51 KiB); more are dropped when given back.
 const SPARE_INFLATERS: usize = 4;
 /// Shared payloads whose compressed form is remembered until [`Pool::end_turn`].
 const CACHED: usize = 16;
@@ -35,7 +36,10 @@ struct Cached {
 pub struct Pool {
     level: u8,
     mem_level: u8,
-    inflaters: Vec<Inflater>,
+    min_size: usize,
+    /// Boxed as connections hold them: one moves between a connection and the pool as is.
+    #[allow(clippy::vec_box)]
+    inflaters: Vec<Box<Inflater>>,
     /// One per window size in use, reset after each message.
     compressors: Vec<Compressor>,
     /// Compressed forms of shared payloads; the source is held so that its address cannot be
@@ -48,16 +52,17 @@ pub struct Pool {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool::new(6, 8)
+        Pool::new(&DeflateConfig::default())
     }
 }
 
 impl Pool {
-    /// A pool whose shared compressors use `level` and `mem_level`.
-    pub fn new(level: u8, mem_level: u8) -> Self {
+    /// A pool for `config`'s compression level, memory level and smallest message compressed.
+    pub fn new(config: &DeflateConfig) -> Self {
         Pool {
-            level,
-            mem_level,
+            level: config.level,
+            mem_level: config.mem_level,
+            min_size: config.min_size,
             inflaters: Vec::new(),
             compressors: Vec::new(),
             cache: VecDeque::new(),
@@ -75,13 +80,25 @@ impl Pool {
         std::mem::take(&mut self.stats)
     }
 
+    /// Whether a message of `len` bytes is worth compressing (`min_size` and up).
+    pub fn worth_compressing(&self, len: usize) -> bool {
+        len >= self.min_size
+    }
+
+    /// A compressor of a connection's own (context takeover), with the pool's settings.
+    pub fn new_compressor(&self, window_bits: u8) -> Compressor {
+        Compressor::new(self.level, window_bits, self.mem_level)
+    }
+
     /// An inflater for one message (window 15, which inflates any window).
-    pub fn take_inflater(&mut self) -> Inflater {
-        self.inflaters.pop().unwrap_or_else(|| Inflater::new(15))
+    pub fn take_inflater(&mut self) -> Box<Inflater> {
+        self.inflaters
+            .pop()
+            .unwrap_or_else(|| Box::new(Inflater::new(15)))
     }
 
     /// Gives back an inflater taken with [`Pool::take_inflater`] once its message is over.
-    pub fn give_inflater(&mut self, mut inflater: Inflater) {
+    pub fn give_inflater(&mut self, mut inflater: Box<Inflater>) {
         if self.inflaters.len() < SPARE_INFLATERS && inflater.window_bits() == 15 {
             inflater.reset();
             self.inflaters.push(inflater);

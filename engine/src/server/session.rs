@@ -274,7 +274,7 @@ impl<D> Session<'_, D> {
         self.state.tx.check_data()?;
         match self.state.kind {
             Kind::Stream => self.send_encoded(&[], payload, cap),
-            Kind::WebSocket if self.state.tx.compresses(payload.len()) => {
+            Kind::WebSocket if self.compresses(payload.len()) => {
                 self.send_deflated(opcode, payload, cap)
             }
             Kind::WebSocket => {
@@ -362,7 +362,7 @@ impl<D> Session<'_, D> {
             false => usize::MAX,
         };
         match self.state.kind {
-            Kind::WebSocket if self.state.tx.compresses(payload.len()) => {
+            Kind::WebSocket if self.compresses(payload.len()) => {
                 let opcode = OpCode::from_u8(head.first().copied().unwrap_or(0));
                 self.state.tx.check_data()?;
                 self.send_deflated(opcode, payload, cap)
@@ -379,6 +379,15 @@ impl<D> Session<'_, D> {
                 self.send_sockjs(&text, cap)
             }
         }
+    }
+
+    /// Whether a whole message of `len` bytes goes out compressed.
+    fn compresses(&self, len: usize) -> bool {
+        self.state.tx.deflate_params().is_some()
+            && self
+                .state
+                .tx
+                .compresses(len, &self.out.env.deflate.borrow())
     }
 
     /// Sends a whole message compressed (permessage-deflate). Without context takeover a

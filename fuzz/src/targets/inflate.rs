@@ -10,7 +10,7 @@
 //! compressed payload as they are; bit 1: text; bits 2–3: fragments minus one; bit 4: no RSV1,
 //! an uncompressed message), a u16 length and that many bytes.
 
-use sockeye::deflate::{Compressor, DeflateConfig, Negotiated};
+use sockeye::deflate::{Compressor, Negotiated};
 use sockeye::frame::{FrameHeader, OpCode};
 use sockeye::{Connection, Limits};
 
@@ -23,8 +23,7 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 fn connection(n: Negotiated, limits: &Limits) -> Connection {
     let mut conn = Connection::server(limits.clone());
     conn.rx.enable_deflate(n.client());
-    conn.tx
-        .enable_deflate(n.server(), &DeflateConfig::default());
+    conn.tx.enable_deflate(n.server());
     conn
 }
 

@@ -171,7 +171,7 @@ impl<D> Core<D> {
             stopped: false,
             request: Vec::new(),
             pool: match &config.client.deflate {
-                Some(d) => Pool::new(d.level, d.mem_level),
+                Some(d) => Pool::new(d),
                 None => Pool::default(),
             },
             config,
@@ -449,9 +449,9 @@ impl<D> Core<D> {
         let stash = head[n..].to_vec();
         let mut conn =
             Connection::client(self.config.client.limits.clone(), MaskKeys::new(os_random));
-        if let (Some(settings), Some(n)) = (deflate, accepted.deflate) {
+        if let (Some(_), Some(n)) = (deflate, accepted.deflate) {
             conn.rx.enable_deflate(n.server());
-            conn.tx.enable_deflate(n.client(), settings);
+            conn.tx.enable_deflate(n.client());
         }
         slot.phase = Phase::Open(Open {
             conn,

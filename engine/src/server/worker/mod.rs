@@ -329,7 +329,7 @@ impl Worker {
                 inbox: self.inbox.clone(),
                 shared: self.shared.clone(),
                 deflate: std::cell::RefCell::new(match &self.config.deflate {
-                    Some(d) => crate::deflate::Pool::new(d.level, d.mem_level),
+                    Some(d) => crate::deflate::Pool::new(d),
                     None => crate::deflate::Pool::default(),
                 }),
             },
@@ -836,13 +836,9 @@ impl<D> Loop<D> {
             congested: false,
         };
         self.conns[key].phase = Phase::Open(open);
-        if let (Some(n), Some(config), Phase::Open(open)) = (
-            upgrading.deflate,
-            &self.env.config.deflate,
-            &mut self.conns[key].phase,
-        ) {
+        if let (Some(n), Phase::Open(open)) = (upgrading.deflate, &mut self.conns[key].phase) {
             open.rx.enable_deflate(n.client());
-            open.state.tx.enable_deflate(n.server(), config);
+            open.state.tx.enable_deflate(n.server());
         }
         debug!(%peer, "websocket open");
         let tag = Tag { key, gen };
