@@ -172,6 +172,12 @@ fn inflate(
     if end && result.is_ok() {
         result = inflater.inflate(&TRAILER, &mut msg.buf, max);
     }
+    // What was made before a failure is checked first: the first fault in the message's bytes
+    // is the one reported, however the payload was split into reads (one read can carry both
+    // text that is not UTF-8 and, further on, bad compressed data or the bytes over the limit).
+    if msg.text && msg.utf8.feed(&msg.buf[before..]).is_err() {
+        return Err(ProtocolError::InvalidUtf8);
+    }
     match result {
         Ok(()) => {}
         Err(InflateError::TooBig) => {
@@ -182,9 +188,6 @@ fn inflate(
             });
         }
         Err(InflateError::Data) => return Err(ProtocolError::BadCompressedData),
-    }
-    if msg.text && msg.utf8.feed(&msg.buf[before..]).is_err() {
-        return Err(ProtocolError::InvalidUtf8);
     }
     if end && (peer.no_context_takeover || inflater.ended()) {
         if let Some(inflater) = slot.take() {

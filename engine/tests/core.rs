@@ -2017,3 +2017,30 @@ fn a_deflate_bomb_is_refused_within_the_limit() {
     );
     assert_eq!(server.rx.buffered(), 0);
 }
+
+/// A compressed text message whose inflated bytes are not UTF-8 and whose compressed data turns
+/// bad further on: the first fault in the message's bytes (the UTF-8) is the one reported, 1007,
+/// whether the payload arrives in one read or byte by byte (found by the inflate fuzz target:
+/// whole, the bad data was reported first, 1002).
+#[test]
+fn the_first_fault_of_a_compressed_message_wins_however_it_is_split() {
+    let mut payload = Vec::new();
+    sockeye::deflate::Compressor::new(6, 15, 8).compress(&[b"ok \xff then more"], &mut payload);
+    payload.extend_from_slice(&[0xff, 0xff, 0xff]); // a block of the reserved type
+    let setup = Setup {
+        deflate: Some(Negotiated {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        }),
+        ..Setup::server()
+    };
+    let run = check(&setup, &stream(&[text(&payload).rsv(4)]));
+    let closed = describe(&run);
+    // 1007 (0x03ef) on the wire.
+    assert!(
+        closed.starts_with("Error(InvalidUtf8) | output 33 bytes [88, 1f, 03, ef,"),
+        "{closed}"
+    );
+}
