@@ -758,25 +758,62 @@ impl Proxy {
     }
 }
 
+/// Two nodes sharing one SQLite file (as PostgreSQL would be shared), B reaching the broker
+/// through a [`Proxy`]; a room made on A, ann in it on A and bob on B.
+struct Pair {
+    _data: TempDir,
+    upstream: StompServer,
+    proxy: Proxy,
+    a: Node,
+    b: Node,
+    room: String,
+    ann: Stomp,
+    bob: Stomp,
+}
+
+impl Pair {
+    fn start(name: &str) -> Pair {
+        let data = TempDir::new(name);
+        let upstream = upstream_at(any());
+        let up = upstream.tcp_addr().unwrap();
+        let proxy = Proxy::start(up);
+        let a = Node::start_with("node A", up, 11, DEFAULT_TIMING, Some(&data.0));
+        let b = Node::start_with("node B", proxy.addr, 12, DEFAULT_TIMING, Some(&data.0));
+        let room = create_room(&a, "General");
+        eventually(TIMEOUT, "B lists the room", || {
+            room_ids(&b) == [room.clone()]
+        });
+        let mut ann = client(&a, "ann on A", &room);
+        join(&mut ann, &room, "ann");
+        let mut bob = client(&b, "bob on B", &room);
+        join(&mut bob, &room, "bob");
+        let _ = room_message(&mut ann, "bob's JOIN");
+        Pair {
+            _data: data,
+            upstream,
+            proxy,
+            a,
+            b,
+            room,
+            ann,
+            bob,
+        }
+    }
+}
+
 #[test]
 fn a_node_back_from_losing_the_broker_gives_its_pages_what_they_missed() {
-    // One SQLite file for both nodes (as PostgreSQL would be shared); B reaches the broker
-    // through a proxy that is cut for a moment while A goes on.
-    let data = TempDir::new("missed");
-    let upstream = upstream_at(any());
-    let up = upstream.tcp_addr().unwrap();
-    let proxy = Proxy::start(up);
-    let a = Node::start_with("node A", up, 11, DEFAULT_TIMING, Some(&data.0));
-    let b = Node::start_with("node B", proxy.addr, 12, DEFAULT_TIMING, Some(&data.0));
-    let room = create_room(&a, "General");
-    eventually(TIMEOUT, "B lists the room", || {
-        room_ids(&b) == [room.clone()]
-    });
-    let mut ann = client(&a, "ann on A", &room);
-    join(&mut ann, &room, "ann");
-    let mut bob = client(&b, "bob on B", &room);
-    join(&mut bob, &room, "bob");
-    let _ = room_message(&mut ann, "bob's JOIN");
+    // B's proxy is cut for a moment while A goes on.
+    let Pair {
+        _data,
+        upstream,
+        proxy,
+        a,
+        b,
+        room,
+        mut ann,
+        mut bob,
+    } = Pair::start("missed");
 
     proxy.cut();
     eventually(TIMEOUT, "B sees the broker gone", || {
@@ -807,21 +844,16 @@ fn a_message_filed_before_a_pages_subscription_is_back_still_reaches_the_page() 
     // its way (the proxy holds it back): ann's TALK reaches B's history but not bob's
     // subscription, and the reload of the store finds nothing new. B must still give it to
     // bob's page.
-    let data = TempDir::new("refiled");
-    let upstream = upstream_at(any());
-    let up = upstream.tcp_addr().unwrap();
-    let proxy = Proxy::start(up);
-    let a = Node::start_with("node A", up, 11, DEFAULT_TIMING, Some(&data.0));
-    let b = Node::start_with("node B", proxy.addr, 12, DEFAULT_TIMING, Some(&data.0));
-    let room = create_room(&a, "General");
-    eventually(TIMEOUT, "B lists the room", || {
-        room_ids(&b) == [room.clone()]
-    });
-    let mut ann = client(&a, "ann on A", &room);
-    join(&mut ann, &room, "ann");
-    let mut bob = client(&b, "bob on B", &room);
-    join(&mut bob, &room, "bob");
-    let _ = room_message(&mut ann, "bob's JOIN");
+    let Pair {
+        _data,
+        upstream,
+        proxy,
+        a,
+        b,
+        room,
+        mut ann,
+        mut bob,
+    } = Pair::start("refiled");
 
     proxy.hold_frames(&format!("destination:/topic/rooms.{room}\n"));
     proxy.cut();

@@ -222,18 +222,7 @@ fn a_shared_payload_is_compressed_once_for_all_its_recipients() {
             other => panic!("expected the broadcast, got {other:?}"),
         }
     }
-    let after = wait_for_stats(&s, |st| {
-        st.deflate_compressed + st.deflate_reused
-            >= before.deflate_compressed + before.deflate_reused + N as u64
-    });
-    assert_eq!(
-        (
-            after.deflate_compressed - before.deflate_compressed,
-            after.deflate_reused - before.deflate_reused
-        ),
-        (1, N as u64 - 1),
-        "compressions and reuses for a broadcast to {N} sessions"
-    );
+    let after = compressed_once(&s, before, N, "a broadcast");
     // A body shared behind each recipient's own prefix (a STOMP MESSAGE's head), sent by the
     // worker to all in one turn: compressed once as well.
     let before = after;
@@ -244,18 +233,7 @@ fn a_shared_payload_is_compressed_once_for_all_its_recipients() {
             other => panic!("expected the message, got {other:?}"),
         }
     }
-    let after = wait_for_stats(&s, |st| {
-        st.deflate_compressed + st.deflate_reused
-            >= before.deflate_compressed + before.deflate_reused + N as u64
-    });
-    assert_eq!(
-        (
-            after.deflate_compressed - before.deflate_compressed,
-            after.deflate_reused - before.deflate_reused
-        ),
-        (1, N as u64 - 1),
-        "compressions and reuses for one body behind {N} prefixes"
-    );
+    compressed_once(&s, before, N, "one body behind a prefix each");
     for mut c in clients {
         close_client(&mut c);
     }
@@ -263,6 +241,29 @@ fn a_shared_payload_is_compressed_once_for_all_its_recipients() {
 }
 
 /// Polls the server's counters until `done` (bounded).
+/// Waits for `sends` more compressed or reused sends than `before` and checks that exactly one
+/// was compressed; the stats after.
+fn compressed_once(
+    s: &TestServer,
+    before: sockeye::server::ServerStats,
+    sends: usize,
+    what: &str,
+) -> sockeye::server::ServerStats {
+    let after = wait_for_stats(s, |st| {
+        st.deflate_compressed + st.deflate_reused
+            >= before.deflate_compressed + before.deflate_reused + sends as u64
+    });
+    assert_eq!(
+        (
+            after.deflate_compressed - before.deflate_compressed,
+            after.deflate_reused - before.deflate_reused
+        ),
+        (1, sends as u64 - 1),
+        "compressions and reuses for {what} to {sends} sessions"
+    );
+    after
+}
+
 fn wait_for_stats(
     s: &TestServer,
     done: impl Fn(&sockeye::server::ServerStats) -> bool,
