@@ -31,7 +31,7 @@
 //! it), for learning about rooms that another node created. Dropping the store writes what is
 //! queued (trying for up to [`StoreOptions::shutdown_grace`] in an outage), then stops.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -252,6 +252,42 @@ struct Queue {
     closed: bool,
     /// The writer thread has stopped (it answers nothing more).
     writer_gone: bool,
+    /// Operations that failed or were dropped while no flush waited for them: the next flush
+    /// answers for them (bounded; past the bound only the fact is kept).
+    losses: BTreeSet<u64>,
+    losses_overflowed: bool,
+}
+
+/// The most unreported losses remembered one by one.
+const MAX_LOSSES: usize = 4096;
+
+impl Queue {
+    /// Operation `seq` will not be written: the flushes waiting for it answer `false`, or, with
+    /// none waiting, the next one will.
+    fn lost(&mut self, seq: u64) {
+        let mut told = false;
+        for r in self.requests.iter_mut().filter(|r| seq < r.upto) {
+            r.lost = true;
+            told |= matches!(r.reply, Reply::Flush(_));
+        }
+        if told {
+            return;
+        }
+        if self.losses.len() < MAX_LOSSES {
+            self.losses.insert(seq);
+        } else {
+            self.losses_overflowed = true;
+        }
+    }
+
+    /// Whether an operation numbered below `upto` was lost and not yet answered for; forgets
+    /// those (a flush answers for them).
+    fn take_losses(&mut self, upto: u64) -> bool {
+        let earlier = self.losses.first().is_some_and(|&seq| seq < upto);
+        let any = earlier || std::mem::take(&mut self.losses_overflowed);
+        self.losses = self.losses.split_off(&upto);
+        any
+    }
 }
 
 struct Shared {
@@ -277,15 +313,8 @@ impl Shared {
             };
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.backlog.fetch_sub(1, Ordering::Relaxed);
-            mark_lost(q, seq);
+            q.lost(seq);
         }
-    }
-}
-
-/// The requests waiting for operation `seq` will not see it written.
-fn mark_lost(q: &mut Queue, seq: u64) {
-    for r in q.requests.iter_mut().filter(|r| seq < r.upto) {
-        r.lost = true;
     }
 }
 
@@ -369,6 +398,8 @@ impl Store {
                 requests: VecDeque::new(),
                 closed: false,
                 writer_gone: false,
+                losses: BTreeSet::new(),
+                losses_overflowed: false,
             }),
             wake: Condvar::new(),
             options,
@@ -454,10 +485,12 @@ impl Store {
             return;
         }
         let upto = q.next_seq;
+        // A flush answers for the operations before it that failed or were dropped earlier.
+        let lost = matches!(reply, Reply::Flush(_)) && q.take_losses(upto);
         q.requests.push_back(Request {
             upto,
             reply,
-            lost: false,
+            lost,
             tried: false,
         });
         drop(q);
@@ -753,7 +786,7 @@ impl<B: Backend> Writer<B> {
     /// Operation `seq` could not be written and is dropped.
     fn failed(&mut self, seq: u64) {
         self.shared.backlog.fetch_sub(1, Ordering::Relaxed);
-        mark_lost(&mut self.shared.lock(), seq);
+        self.shared.lock().lost(seq);
     }
 
     /// The database is away: put `ops` (numbered from `first`) back at the front of the queue,

@@ -189,6 +189,22 @@ fn a_failing_operation_is_dropped_alone() {
 }
 
 #[test]
+fn a_failure_before_the_flush_was_asked_for_is_still_reported() {
+    // The writer is done with all five (one failed) before the flush is asked for: the flush
+    // still answers for what was queued before it, once.
+    let db = FakeDb::up();
+    db.lock().poison = Some(3);
+    let store = open(&db, StoreOptions::default());
+    for id in 1..=5 {
+        store.apply(append(id));
+    }
+    drained(&store);
+    assert_eq!(db.written(), [1, 2, 4, 5]);
+    assert!(!flush(&store), "operation 3 failed");
+    assert!(flush(&store), "the failure is answered for once");
+}
+
+#[test]
 fn dropping_the_store_writes_what_is_queued() {
     let db = FakeDb::up();
     let store = open(&db, StoreOptions::default());
