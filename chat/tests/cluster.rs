@@ -799,42 +799,41 @@ impl Pair {
             bob,
         }
     }
+
+    /// Cuts B off the broker, until B has noticed.
+    fn cut_b(&self) {
+        self.proxy.cut();
+        eventually(TIMEOUT, "B sees the broker gone", || {
+            !self.b.hub.relay().is_some_and(|r| r.is_available())
+        });
+    }
+
+    /// bob talks and ann hears it (the conversation goes on); then everything stops.
+    fn goes_on_then_stops(mut self) {
+        talk(&mut self.bob, &self.room, "back");
+        assert_eq!(room_message(&mut self.ann, "bob's TALK").message, "back");
+        self.a.shutdown();
+        self.b.shutdown();
+        stop_upstream(self.upstream);
+    }
 }
 
 #[test]
 fn a_node_back_from_losing_the_broker_gives_its_pages_what_they_missed() {
     // B's proxy is cut for a moment while A goes on.
-    let Pair {
-        _data,
-        upstream,
-        proxy,
-        a,
-        b,
-        room,
-        mut ann,
-        mut bob,
-    } = Pair::start("missed");
-
-    proxy.cut();
-    eventually(TIMEOUT, "B sees the broker gone", || {
-        !b.hub.relay().is_some_and(|r| r.is_available())
-    });
-    talk(&mut ann, &room, "while B could not hear");
-    let said = room_message(&mut ann, "ann's own TALK");
-    assert!(a.app.flush(), "A wrote it");
-    proxy.restore();
+    let mut p = Pair::start("missed");
+    p.cut_b();
+    talk(&mut p.ann, &p.room, "while B could not hear");
+    let said = room_message(&mut p.ann, "ann's own TALK");
+    assert!(p.a.app.flush(), "A wrote it");
+    p.proxy.restore();
     // Bob's page is still open: it gets what it missed, without reloading.
-    let got = room_message(&mut bob, "the TALK B missed, once B is back");
+    let got = room_message(&mut p.bob, "the TALK B missed, once B is back");
     assert_eq!(
         (got.id, got.message.as_str()),
         (said.id, "while B could not hear")
     );
-    // And the conversation goes on.
-    talk(&mut bob, &room, "back");
-    assert_eq!(room_message(&mut ann, "bob's TALK").message, "back");
-    a.shutdown();
-    b.shutdown();
-    stop_upstream(upstream);
+    p.goes_on_then_stops();
 }
 
 #[test]
@@ -844,43 +843,37 @@ fn a_message_filed_before_a_pages_subscription_is_back_still_reaches_the_page() 
     // its way (the proxy holds it back): ann's TALK reaches B's history but not bob's
     // subscription, and the reload of the store finds nothing new. B must still give it to
     // bob's page.
-    let Pair {
-        _data,
-        upstream,
-        proxy,
-        a,
-        b,
-        room,
-        mut ann,
-        mut bob,
-    } = Pair::start("refiled");
-
-    proxy.hold_frames(&format!("destination:/topic/rooms.{room}\n"));
-    proxy.cut();
-    eventually(TIMEOUT, "B sees the broker gone", || {
-        !b.hub.relay().is_some_and(|r| r.is_available())
-    });
-    proxy.restore();
+    let mut p = Pair::start("refiled");
+    p.proxy
+        .hold_frames(&format!("destination:/topic/rooms.{}\n", p.room));
+    p.cut_b();
+    p.proxy.restore();
     eventually(TIMEOUT, "B's relay connections up again", || {
-        b.hub.relay().is_some_and(|r| r.is_available())
+        p.b.hub.relay().is_some_and(|r| r.is_available())
     });
-    talk(&mut ann, &room, "while bob's subscription is on its way");
-    let said = room_message(&mut ann, "ann's own TALK");
+    talk(
+        &mut p.ann,
+        &p.room,
+        "while bob's subscription is on its way",
+    );
+    let said = room_message(&mut p.ann, "ann's own TALK");
     eventually(TIMEOUT, "the TALK in B's history", || {
-        let (_, detail) = http(b.http, "GET", &format!("/api/rooms/{room}"), None);
+        let (_, detail) = http(p.b.http, "GET", &format!("/api/rooms/{}", p.room), None);
         detail["history"]
             .as_array()
             .is_some_and(|h| h.iter().any(|m| m["id"] == said.id))
     });
-    assert!(proxy.release() >= 1, "the proxy held bob's SUBSCRIBE back");
-    let got = room_message(&mut bob, "the TALK filed before its subscription was back");
+    assert!(
+        p.proxy.release() >= 1,
+        "the proxy held bob's SUBSCRIBE back"
+    );
+    let got = room_message(
+        &mut p.bob,
+        "the TALK filed before its subscription was back",
+    );
     assert_eq!(
         (got.id, got.message.as_str()),
         (said.id, "while bob's subscription is on its way")
     );
-    talk(&mut bob, &room, "back");
-    assert_eq!(room_message(&mut ann, "bob's TALK").message, "back");
-    a.shutdown();
-    b.shutdown();
-    stop_upstream(upstream);
+    p.goes_on_then_stops();
 }
