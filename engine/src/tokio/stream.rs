@@ -18,6 +18,7 @@ use super::{CloseReason, Config, Error, Message, Utf8Bytes};
 use crate::close::code;
 use crate::connection::{DataKind, Event, MaskKeys, Read, Receiver, Role, Sender};
 use crate::deflate::Pool;
+use crate::error::ProtocolError;
 
 /// A WebSocket over `S`. Read with [`next`](Self::next), write with [`send`](Self::send);
 /// both take `&mut self`, so one task drives the connection (a split into halves is not
@@ -39,6 +40,8 @@ pub struct WebSocketStream<S> {
     eof: bool,
     /// `None` was returned: the connection is over.
     done: bool,
+    /// A violation to report once the close frame that answers it is written.
+    failed: Option<ProtocolError>,
 }
 
 /// An event located for handing out once the core's borrow of the buffers ends.
@@ -124,6 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             protocol,
             eof: false,
             done: false,
+            failed: None,
         }
     }
 
@@ -148,8 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// The next message, control frames included (pings are already answered). `None` once
     /// the connection is over: both close frames exchanged and our output written, or the
-    /// stream ended. After `Some(Err(Error::Protocol(_)))` keep calling it: it finishes the
-    /// close handshake. Cancel-safe.
+    /// stream ended. `Some(Err(Error::Protocol(_)))` comes once our close frame answering the
+    /// violation is written; keep calling it to finish the close handshake (or drop the
+    /// stream). Cancel-safe.
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.poll_next(cx)).await
     }
@@ -165,8 +170,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 self.done = true;
                 return Poll::Ready(Some(Err(Error::Io(e))));
             }
-            if let Some(item) = self.decode() {
-                return Poll::Ready(Some(item));
+            if let Some(error) = self.failed {
+                if let Err(e) = ready!(self.poll_write_out(cx, 0)) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Error::Io(e))));
+                }
+                self.failed = None;
+                return Poll::Ready(Some(Err(Error::Protocol(error))));
+            }
+            if let Some(message) = self.decode() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if self.failed.is_some() {
+                continue;
             }
             if self.rx.is_closed() || self.eof {
                 let result = ready!(self.poll_finish(cx));
@@ -183,8 +199,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         }
     }
 
-    /// Runs the core over the buffered bytes until it has an event or needs more.
-    fn decode(&mut self) -> Option<Result<Message, Error>> {
+    /// Runs the core over the buffered bytes until it has an event or needs more (or finds a
+    /// violation, kept in `failed`).
+    fn decode(&mut self) -> Option<Message> {
         loop {
             let base = self.inbuf.as_ptr() as usize;
             let len = self.inbuf.len();
@@ -195,21 +212,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 Ok(Read { consumed, event }) => (consumed, event.map(|e| locate(e, base, len))),
                 Err(failure) => {
                     self.inbuf.advance(failure.consumed);
-                    return Some(Err(Error::Protocol(failure.error)));
+                    self.failed = Some(failure.error);
+                    return None;
                 }
             };
             match found {
                 Some(Found::InBuf { text, off, len }) => {
                     let frame = self.inbuf.split_to(consumed).freeze();
                     let payload = frame.slice(off..off + len);
-                    return Some(Ok(match text {
+                    return Some(match text {
                         true => Message::Text(Utf8Bytes(payload)),
                         false => Message::Binary(payload),
-                    }));
+                    });
                 }
                 Some(Found::Owned(message)) => {
                     self.inbuf.advance(consumed);
-                    return Some(Ok(message));
+                    return Some(message);
                 }
                 None if consumed == 0 => return None,
                 None => self.inbuf.advance(consumed),
