@@ -7,27 +7,43 @@
 //! not negotiate it yet). Limits are the defaults, which cover what the Autobahn testsuite sends.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use sockeye::tokio::{Config, WebSocketStream};
+use sockeye::tokio::{Config, Error, WebSocketStream};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout_at, Instant};
+
+/// How long the peer has to answer our close after a protocol error (the mio server's default).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn serve(tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     let Ok(mut ws) = WebSocketStream::accept(tcp, Config::default()).await else {
         return;
     };
-    while let Some(item) = ws.next().await {
+    let mut deadline = None;
+    loop {
+        let item = match deadline {
+            // The adapter reads no clock: the close handshake is bounded here.
+            Some(at) => match timeout_at(at, ws.next()).await {
+                Ok(item) => item,
+                Err(_) => return,
+            },
+            None => ws.next().await,
+        };
         match item {
-            Ok(message) if message.is_data() => {
+            None => return,
+            Some(Ok(message)) if message.is_data() => {
                 if ws.send(message).await.is_err() {
                     return;
                 }
             }
             // Pings are answered by the adapter; the close handshake runs until `None`.
-            Ok(_) => {}
-            // Protocol errors are answered with the right close code; keep reading to finish.
-            Err(sockeye::tokio::Error::Protocol(_)) => {}
-            Err(_) => return,
+            Some(Ok(_)) => {}
+            // Our close with the right code is out. The rest of a bad frame is skipped before
+            // the peer's close can be seen, and the peer may never send it: wait only so long.
+            Some(Err(Error::Protocol(_))) => deadline = Some(Instant::now() + CLOSE_TIMEOUT),
+            Some(Err(_)) => return,
         }
     }
 }

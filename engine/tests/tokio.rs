@@ -362,3 +362,22 @@ fn a_ping_flood_from_a_peer_that_never_reads_stays_bounded() {
         );
     }));
 }
+
+/// Autobahn 6.4.3: invalid UTF-8 in a frame whose payload is still arriving fails at once,
+/// without waiting for the rest of the frame.
+#[test]
+fn invalid_utf8_in_a_frame_still_arriving_fails_fast() {
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let (addr, _task) = server(Config::default(), echo).await;
+        let mut frames = Vec::new();
+        let payload = [b'a', b'b', 0xf4, 0x90, 0x80, 0x80, b'c', b'd'];
+        masked()
+            .send(DataKind::Text, &payload, &mut frames)
+            .expect("frame");
+        // The header, the mask and the bad bytes, but not the last two payload bytes.
+        frames.truncate(frames.len() - 2);
+        let reason = close_code_after(addr, &frames).await;
+        assert_eq!(reason.map(|r| r.code), Some(code::INVALID_PAYLOAD));
+    }));
+}

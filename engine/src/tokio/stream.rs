@@ -155,6 +155,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// stream ended. `Some(Err(Error::Protocol(_)))` comes once our close frame answering the
     /// violation is written; keep calling it to finish the close handshake (or drop the
     /// stream). Cancel-safe.
+    ///
+    /// Nothing here reads a clock. After a violation in the middle of a frame the core skips
+    /// the rest of that frame before it looks for the peer's close, and a peer that never sends
+    /// the rest leaves `next` waiting: bound the close handshake with `tokio::time::timeout`
+    /// (`examples/tokio_echo.rs` does).
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.poll_next(cx)).await
     }
