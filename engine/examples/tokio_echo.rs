@@ -34,7 +34,9 @@ async fn serve(tcp: TcpStream) {
         match item {
             None => return,
             Some(Ok(message)) if message.is_data() => {
-                if ws.send(message).await.is_err() {
+                // `next` writes what was fed before it waits for the socket: one write for
+                // all the echoes of a batch read at once.
+                if ws.feed(message).await.is_err() {
                     return;
                 }
             }

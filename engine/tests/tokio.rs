@@ -58,7 +58,8 @@ async fn echo(mut ws: WebSocketStream<TcpStream>) -> Vec<String> {
     let mut errors = Vec::new();
     while let Some(item) = within("the next message", ws.next()).await {
         match item {
-            Ok(m) if m.is_data() => within("an echo", ws.send(m)).await.expect("echo"),
+            // Fed, not sent: `next` writes it before it waits for more.
+            Ok(m) if m.is_data() => within("an echo", ws.feed(m)).await.expect("echo"),
             Ok(_) => {}
             Err(e) => errors.push(e.to_string()),
         }
@@ -379,5 +380,28 @@ fn invalid_utf8_in_a_frame_still_arriving_fails_fast() {
         frames.truncate(frames.len() - 2);
         let reason = close_code_after(addr, &frames).await;
         assert_eq!(reason.map(|r| r.code), Some(code::INVALID_PAYLOAD));
+    }));
+}
+
+/// A batch fed at once comes back whole: the server feeds each echo and its `next` writes them
+/// before it waits for more.
+#[test]
+fn a_pipelined_batch_is_echoed_in_order() {
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let (addr, _task) = server(Config::default(), echo).await;
+        let mut ws = client(addr).await;
+        for i in 0..1000 {
+            within("feeding", ws.feed(Message::text(format!("message {i}"))))
+                .await
+                .expect("feed");
+        }
+        within("the flush", ws.flush()).await.expect("flush");
+        for i in 0..1000 {
+            assert_eq!(
+                recv(&mut ws).await.as_text(),
+                Some(&*format!("message {i}"))
+            );
+        }
     }));
 }

@@ -1,10 +1,12 @@
 //! [`WebSocketStream`]: the core's [`Receiver`] and [`Sender`] over an async byte stream, with
 //! the read buffer, the output buffer and its cap.
 //!
-//! One rule orders everything in [`WebSocketStream::poll_next`]: write first, and read only
-//! while the unwritten output is under the cap. Pongs and close echoes the core queues while
-//! reading are output like any other, so a peer that sends and never reads stalls its own
-//! stream instead of growing ours.
+//! Two rules order [`WebSocketStream::poll_next`]. Output over the cap is written before
+//! anything more is decoded, and nothing is read while it stays over: pongs and close echoes the
+//! core queues while reading are output like any other, so a peer that sends and never reads
+//! stalls its own stream instead of growing ours. Output under the cap is written just before
+//! the stream would wait for the socket: replies [`fed`](WebSocketStream::feed) while a batch
+//! of buffered messages is handed out go out in one write.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -171,9 +173,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 return Poll::Ready(None);
             }
             let cap = self.config.write_buffer_cap;
-            if let Err(e) = ready!(self.poll_write_out(cx, cap)) {
-                self.done = true;
-                return Poll::Ready(Some(Err(Error::Io(e))));
+            if self.write_buffered() > cap {
+                if let Err(e) = ready!(self.poll_write_out(cx, cap)) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Error::Io(e))));
+                }
             }
             if let Some(error) = self.failed {
                 if let Err(e) = ready!(self.poll_write_out(cx, 0)) {
@@ -193,6 +197,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 let result = ready!(self.poll_finish(cx));
                 self.done = true;
                 return Poll::Ready(result.err().map(|e| Err(Error::Io(e))));
+            }
+            // About to wait for the socket: what is queued goes out first, in one write for
+            // everything fed while the buffered messages were handed out.
+            if let Err(e) = ready!(self.poll_write_out(cx, cap)) {
+                self.done = true;
+                return Poll::Ready(Some(Err(Error::Io(e))));
             }
             if let Err(e) = ready!(self.poll_read_more(cx)) {
                 self.done = true;
@@ -277,8 +287,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
-    /// Queues `message` once the output is under the cap, without waiting for it to go out.
-    /// Call [`flush`](Self::flush) (or [`send`](Self::send)) to push it.
+    /// Queues `message` once the output is under the cap, without waiting for it to go out:
+    /// [`next`](Self::next) writes it before it waits for the socket, [`flush`](Self::flush)
+    /// at once. An echo that feeds each reply and calls `next` writes once per batch read.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         match &message {
             Message::Text(t) => self.feed_data(DataKind::Text, t.as_bytes()).await,
