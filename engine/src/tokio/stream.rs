@@ -318,7 +318,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         frame: impl FnOnce(&mut Sender, &mut Vec<u8>) -> Result<(), crate::error::SendError>,
     ) -> Result<(), Error> {
         let cap = self.config.write_buffer_cap;
-        poll_fn(|cx| self.poll_write_out(cx, cap)).await?;
+        // Under the cap nothing is written here: `next` or `flush` writes the batch at once.
+        if self.write_buffered() > cap {
+            poll_fn(|cx| self.poll_write_out(cx, cap)).await?;
+        }
         frame(&mut self.tx, &mut self.out)?;
         Ok(())
     }
