@@ -369,3 +369,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         (self.io, self.inbuf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> WebSocketStream<tokio::io::DuplexStream> {
+        let (io, _peer) = tokio::io::duplex(64);
+        WebSocketStream::from_upgraded(io, Role::Server, Config::default())
+    }
+
+    /// Masked client frames for `parts` of one binary message (one part: a whole frame).
+    fn frames(parts: &[&[u8]]) -> BytesMut {
+        let mut tx = Sender::client(MaskKeys::new(|b| b.fill(0x3c)));
+        let mut out = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let fin = i + 1 == parts.len();
+            let sent = tx.send_fragment(DataKind::Binary, part, fin, &mut out);
+            assert_eq!(sent, Ok(()));
+        }
+        BytesMut::from(&out[..])
+    }
+
+    fn within(bytes: &[u8], range: std::ops::Range<usize>) -> bool {
+        range.contains(&(bytes.as_ptr() as usize))
+    }
+
+    #[test]
+    fn a_whole_message_in_the_read_buffer_is_handed_out_without_a_copy() {
+        let mut ws = server();
+        ws.inbuf = frames(&[b"zero copy"]);
+        let base = ws.inbuf.as_ptr() as usize;
+        let range = base..base + ws.inbuf.len();
+        match ws.decode() {
+            Some(Message::Binary(b)) => {
+                assert_eq!(&b[..], b"zero copy");
+                assert!(within(&b, range), "the payload was copied");
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+        assert!(ws.inbuf.is_empty());
+    }
+
+    #[test]
+    fn a_fragmented_message_is_assembled_and_copied_out_once() {
+        let mut ws = server();
+        ws.inbuf = frames(&[b"two ", b"parts"]);
+        let base = ws.inbuf.as_ptr() as usize;
+        let range = base..base + ws.inbuf.len();
+        match ws.decode() {
+            Some(Message::Binary(b)) => {
+                assert_eq!(&b[..], b"two parts");
+                assert!(!within(&b, range));
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_violation_is_kept_until_its_close_frame_is_written() {
+        let mut ws = server();
+        let mut out = Vec::new();
+        let sent = Sender::server().send(DataKind::Text, b"unmasked", &mut out);
+        assert_eq!(sent, Ok(()));
+        ws.inbuf = BytesMut::from(&out[..]);
+        assert_eq!(ws.decode(), None);
+        assert_eq!(ws.failed, Some(ProtocolError::UnmaskedFrame));
+        // The close frame (1002) waits in the output: 2 bytes of header, then the code.
+        assert_eq!(&ws.out[2..4], &1002u16.to_be_bytes());
+    }
+}
