@@ -3,9 +3,9 @@
 //!
 //! `cargo run --release -p sockeye --features tokio --example tokio_autobahn_client -- ws://127.0.0.1:9001`
 //!
-//! No permessage-deflate: the adapter does not offer it yet (the suite's 12.* and 13.* are
-//! left out by autobahn/fuzzingserver-tokio.json).
+//! Offers permessage-deflate as the blocking autobahn_client does (cases 12.* and 13.*).
 
+use sockeye::deflate::DeflateConfig;
 use sockeye::tokio::{Config, Error, WebSocketStream};
 use tokio::net::TcpStream;
 
@@ -14,6 +14,12 @@ const AGENT: &str = "sockeye";
 fn config() -> Config {
     let mut config = Config::default();
     config.limits.max_fragments = 1 << 20;
+    // Each message we send compressed alone (the hint the suite looks for), the server free to
+    // keep its context, so that our inflater with context takeover is exercised.
+    config.deflate = Some(DeflateConfig {
+        server_no_context_takeover: false,
+        ..DeflateConfig::default()
+    });
     config
 }
 

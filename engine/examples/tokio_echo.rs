@@ -1,14 +1,16 @@
 //! Echo server on tokio: every text or binary message comes back unchanged. A plain tokio
 //! listener; the sans-IO core does the handshake through the adapter (`sockeye::tokio`).
 //!
-//! `cargo run --release -p sockeye --features tokio --example tokio_echo -- 127.0.0.1:9001`
+//! `cargo run --release -p sockeye --features tokio --example tokio_echo -- 127.0.0.1:9001 [DEFLATE]`
 //!
-//! One current-thread runtime, a task per connection. No permessage-deflate (the adapter does
-//! not negotiate it yet). Limits are the defaults, which cover what the Autobahn testsuite sends.
+//! One current-thread runtime, a task per connection. permessage-deflate is accepted when
+//! offered (DEFLATE `on`, the default; `off` turns it off). Limits are the defaults, which
+//! cover what the Autobahn testsuite sends.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sockeye::deflate::DeflateConfig;
 use sockeye::tokio::{Config, Error, WebSocketStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout_at, Instant};
@@ -16,9 +18,9 @@ use tokio::time::{timeout_at, Instant};
 /// How long the peer has to answer our close after a protocol error (the mio server's default).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn serve(tcp: TcpStream) {
+async fn serve(tcp: TcpStream, config: Config) {
     let _ = tcp.set_nodelay(true);
-    let Ok(mut ws) = WebSocketStream::accept(tcp, Config::default()).await else {
+    let Ok(mut ws) = WebSocketStream::accept(tcp, config).await else {
         return;
     };
     let mut deadline = None;
@@ -56,6 +58,18 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:9001".into())
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let deflate = match std::env::args().nth(2).as_deref() {
+        None | Some("on") => Some(DeflateConfig::default()),
+        Some("off") => None,
+        Some(other) => {
+            let why = format!("DEFLATE must be on or off, not {other:?}");
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+        }
+    };
+    let config = Config {
+        deflate,
+        ..Config::default()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -63,7 +77,7 @@ fn main() -> std::io::Result<()> {
         let listener = TcpListener::bind(addr).await?;
         loop {
             let (tcp, _) = listener.accept().await?;
-            tokio::spawn(serve(tcp));
+            tokio::spawn(serve(tcp, config.clone()));
         }
     })
 }

@@ -405,3 +405,30 @@ fn a_pipelined_batch_is_echoed_in_order() {
         }
     }));
 }
+
+/// permessage-deflate through the adapter on both ends: agreed in the handshake, and messages
+/// (compressible, with context takeover, and short ones sent plain) come back whole.
+#[test]
+fn permessage_deflate_round_trips_when_both_ends_enable_it() {
+    let deflating = || Config {
+        deflate: Some(sockeye::deflate::DeflateConfig::with_context_takeover()),
+        ..Config::default()
+    };
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let (addr, _task) = server(deflating(), echo).await;
+        let connect = WebSocketStream::connect_tcp(addr.to_string(), "/", deflating());
+        let mut ws = within("the client handshake", connect)
+            .await
+            .expect("connect");
+        assert!(ws.deflates(), "permessage-deflate was not agreed");
+        let long = "compress me ".repeat(1000);
+        for text in [long.as_str(), "short", long.as_str()] {
+            ws.send_text(text).await.expect("send");
+            assert_eq!(recv(&mut ws).await.as_text(), Some(text));
+        }
+        let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        ws.send(Message::binary(big.clone())).await.expect("send");
+        assert_eq!(recv(&mut ws).await, Message::binary(big));
+    }));
+}

@@ -9,15 +9,19 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use super::stream::os_random;
 use super::{Config, Error, WebSocketStream};
 use crate::connection::Role;
-use crate::handshake::client::{make_key, parse_response, write_request, RequestParts};
+use crate::deflate::{negotiate, Negotiated};
+use crate::handshake::client::{make_key, parse_response_with, write_request, RequestParts};
 use crate::handshake::{
     parse_request, select_protocol, validate_upgrade, write_accept, write_rejection,
     HandshakeError, MAX_HEADERS,
 };
 use crate::Status;
 
-/// What a request head came to: the 101 to send (and the protocol chosen) or the refusal.
-type Judged = Result<(Vec<u8>, Option<String>), HandshakeError>;
+/// The 101 to send, the protocol chosen and permessage-deflate as agreed.
+type Answer = (Vec<u8>, Option<String>, Option<Negotiated>);
+
+/// What a request head came to: the answer or the refusal.
+type Judged = Result<Answer, HandshakeError>;
 
 /// Judges the request head at the start of `buf`: `None` while it is incomplete.
 fn judge(buf: &[u8], config: &Config) -> Option<(Judged, usize)> {
@@ -29,17 +33,26 @@ fn judge(buf: &[u8], config: &Config) -> Option<(Judged, usize)> {
     };
     let judged = validate_upgrade(&req, &config.handshake).map(|up| {
         let protocol = select_protocol(&config.handshake.protocols, req.protocols());
+        let deflate = config
+            .deflate
+            .as_ref()
+            .and_then(|d| negotiate::accept(req.headers_named("sec-websocket-extensions"), d));
+        let extension = deflate.map(|n| n.header_value());
+        let extra: Vec<(&str, &str)> = match &extension {
+            Some(value) => vec![("Sec-WebSocket-Extensions", value)],
+            None => Vec::new(),
+        };
         let mut out = Vec::with_capacity(256);
-        write_accept(&mut out, up.key, protocol, &[]);
-        (out, protocol.map(str::to_owned))
+        write_accept(&mut out, up.key, protocol, &extra);
+        (out, protocol.map(str::to_owned), deflate)
     });
     Some((judged, n))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Server side: reads the opening request, answers 101 (or refuses it with the HTTP status
-    /// that fits, then fails with [`Error::Handshake`]). permessage-deflate is not offered
-    /// back: the connection runs uncompressed.
+    /// that fits, then fails with [`Error::Handshake`]). permessage-deflate is accepted when
+    /// `config.deflate` is set and the client offered something it can honour.
     pub async fn accept(mut io: S, config: Config) -> Result<Self, Error> {
         let mut buf = BytesMut::with_capacity(1024);
         let (judged, n) = loop {
@@ -52,11 +65,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             buf.reserve(1024);
         };
         match judged {
-            Ok((response, protocol)) => {
+            Ok((response, protocol, deflate)) => {
                 io.write_all(&response).await?;
                 io.flush().await?;
                 buf.advance(n);
-                Ok(Self::from_parts(io, Role::Server, config, buf, protocol))
+                let role = Role::Server;
+                Ok(Self::from_parts(io, role, config, buf, protocol, deflate))
             }
             Err(e) => {
                 let mut response = Vec::new();
@@ -84,6 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             host,
             target,
             protocols: &config.handshake.protocols,
+            deflate: config.deflate.as_ref(),
             ..RequestParts::default()
         };
         let mut request = Vec::with_capacity(256);
@@ -96,12 +111,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             if io.read_buf(&mut buf).await? == 0 {
                 return Err(Error::Dropped);
             }
-            match parse_response(&buf, &key, &config.handshake.protocols, max_head) {
+            let offered = &config.handshake.protocols;
+            let deflate = config.deflate.as_ref();
+            match parse_response_with(&buf, &key, offered, deflate, max_head) {
                 Ok(Status::Partial) => buf.reserve(1024),
                 Ok(Status::Complete(accepted, n)) => {
                     buf.advance(n);
-                    let protocol = accepted.protocol;
-                    return Ok(Self::from_parts(io, Role::Client, config, buf, protocol));
+                    let (protocol, deflate) = (accepted.protocol, accepted.deflate);
+                    let role = Role::Client;
+                    return Ok(Self::from_parts(io, role, config, buf, protocol, deflate));
                 }
                 Err(e) => return Err(Error::Response(e)),
             }

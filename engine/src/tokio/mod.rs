@@ -19,8 +19,10 @@
 //!   [`WebSocketStream::next`] returns `None`; bound it with `tokio::time::timeout` if the peer
 //!   may never answer.
 //!
-//! Not yet: permessage-deflate (an offer is ignored, so the connection runs uncompressed),
-//! splitting into a reader and a writer half, and a `futures::Stream`/`Sink` implementation.
+//! * **permessage-deflate** when [`Config::deflate`] is set (off by default).
+//!
+//! Not yet: splitting into a reader and a writer half, and a `futures::Stream`/`Sink`
+//! implementation.
 
 mod handshake;
 mod stream;
@@ -31,6 +33,7 @@ use std::io;
 use bytes::Bytes;
 
 use crate::config::Limits;
+use crate::deflate::DeflateConfig;
 use crate::error::{ProtocolError, SendError};
 use crate::handshake::client::ResponseError;
 use crate::handshake::{HandshakeConfig, HandshakeError};
@@ -51,6 +54,9 @@ pub struct Config {
     /// Room asked of the socket per read. Default 64 KiB: large messages arrive in few reads,
     /// and many small ones in one.
     pub read_chunk: usize,
+    /// permessage-deflate (RFC 7692): what a server accepts of an offer, what a client offers.
+    /// Default `None`: off, as it costs CPU and memory per connection.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -60,6 +66,7 @@ impl Default for Config {
             handshake: HandshakeConfig::default(),
             write_buffer_cap: 128 << 10,
             read_chunk: 64 << 10,
+            deflate: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use super::{CloseReason, Config, Error, Message, Utf8Bytes};
 use crate::close::code;
 use crate::connection::{DataKind, Event, MaskKeys, Read, Receiver, Role, Sender};
-use crate::deflate::Pool;
+use crate::deflate::{Negotiated, Pool};
 use crate::error::ProtocolError;
 
 /// A WebSocket over `S`. Read with [`next`](Self::next), write with [`send`](Self::send);
@@ -102,7 +102,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Wraps a stream that has already been upgraded (by hyper, axum or a handshake of your
     /// own): its next bytes are WebSocket frames.
     pub fn from_upgraded(io: S, role: Role, config: Config) -> Self {
-        Self::from_parts(io, role, config, BytesMut::new(), None)
+        Self::from_parts(io, role, config, BytesMut::new(), None, None)
+    }
+
+    /// [`from_upgraded`](Self::from_upgraded) for a handshake of your own that agreed on
+    /// permessage-deflate (`deflate`, as the server's answer states it).
+    pub fn from_upgraded_with_deflate(
+        io: S,
+        role: Role,
+        config: Config,
+        deflate: Negotiated,
+    ) -> Self {
+        Self::from_parts(io, role, config, BytesMut::new(), None, Some(deflate))
     }
 
     /// `inbuf`: bytes read past the handshake, already frames.
@@ -112,16 +123,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         config: Config,
         inbuf: BytesMut,
         protocol: Option<String>,
+        deflate: Option<Negotiated>,
     ) -> Self {
-        let tx = match role {
+        let mut tx = match role {
             Role::Server => Sender::server(),
             Role::Client => Sender::client(MaskKeys::new(os_random)),
         };
+        let mut rx = Receiver::new(role, config.limits.clone());
+        if let Some(n) = deflate {
+            let (ours, theirs) = match role {
+                Role::Server => (n.server(), n.client()),
+                Role::Client => (n.client(), n.server()),
+            };
+            tx.enable_deflate(ours);
+            rx.enable_deflate(theirs);
+        }
+        let pool = match &config.deflate {
+            Some(d) => Pool::new(d),
+            None => Pool::default(),
+        };
         WebSocketStream {
             io,
-            rx: Receiver::new(role, config.limits.clone()),
+            rx,
             tx,
-            pool: Pool::default(),
+            pool,
             inbuf,
             out: Vec::new(),
             written: 0,
@@ -136,6 +161,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// The sub-protocol the handshake agreed on.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate was agreed.
+    pub fn deflates(&self) -> bool {
+        self.rx.deflates()
     }
 
     /// Output bytes not yet taken by the socket.
@@ -310,19 +340,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Queues a text or binary message from a borrowed payload (copied once, into the
     /// output buffer).
     pub async fn feed_data(&mut self, kind: DataKind, payload: &[u8]) -> Result<(), Error> {
-        self.feed_with(|tx, out| tx.send(kind, payload, out)).await
+        self.under_cap().await?;
+        // Compressed when permessage-deflate is on and the message is long enough.
+        self.tx
+            .send_with(kind, payload, &mut self.out, &mut self.pool)?;
+        Ok(())
     }
 
     async fn feed_with(
         &mut self,
         frame: impl FnOnce(&mut Sender, &mut Vec<u8>) -> Result<(), crate::error::SendError>,
     ) -> Result<(), Error> {
+        self.under_cap().await?;
+        frame(&mut self.tx, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Waits until the output is under the cap. Under it nothing is written here: `next` or
+    /// `flush` writes the batch at once.
+    async fn under_cap(&mut self) -> Result<(), Error> {
         let cap = self.config.write_buffer_cap;
-        // Under the cap nothing is written here: `next` or `flush` writes the batch at once.
         if self.write_buffered() > cap {
             poll_fn(|cx| self.poll_write_out(cx, cap)).await?;
         }
-        frame(&mut self.tx, &mut self.out)?;
         Ok(())
     }
 
