@@ -17,6 +17,10 @@
 # The client is expected to follow the fuzzingserver protocol: GET /getCaseCount,
 # then /runCase?case=N&agent=A for N in 1..=count, then /updateReports?agent=A.
 # This script requests /updateReports itself too, after the client exits.
+# Set by run-client-tokio.sh to run the suite through another example (not for
+# general use): AB_EXAMPLE (default autobahn_client), AB_FEATURES (cargo features
+# for it), AB_SPEC (default fuzzingserver.json), AB_EXPECTED (default
+# expected-client.json).
 # Exit status: the checker's (0 = every case OK/INFORMATIONAL and no drift).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
@@ -29,7 +33,7 @@ for arg in "$@"; do
         --quick) cases="$AB_QUICK_CASES" ;;
         --update) check_args+=(--update) ;;
         -h | --help)
-            sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) ab_die "unknown argument $arg (try --help)" ;;
@@ -37,16 +41,22 @@ for arg in "$@"; do
 done
 [[ -n "$cases" ]] && check_args+=(--subset)
 
+example="${AB_EXAMPLE:-autobahn_client}"
+features=()
+[[ -n "${AB_FEATURES:-}" ]] && features=(--features "$AB_FEATURES")
+spec_template="$AB_DIR/${AB_SPEC:-fuzzingserver.json}"
+expected="$AB_DIR/${AB_EXPECTED:-expected-client.json}"
+
 start=$SECONDS
 bash "$AB_DIR/setup.sh"
 
 cd "$AB_ROOT"
 if [[ -n "${AUTOBAHN_CLIENT_CMD:-}" ]]; then
-    ab_log "client command from AUTOBAHN_CLIENT_CMD; not building the autobahn_client example"
+    ab_log "client command from AUTOBAHN_CLIENT_CMD; not building the $example example"
 else
     # Built before the fuzzing server starts, so the build is not inside its lifetime.
-    ab_log "building the autobahn_client example (release)"
-    cargo build --release -p sockeye --example autobahn_client
+    ab_log "building the $example example (release)"
+    cargo build --release -p sockeye "${features[@]}" --example "$example"
 fi
 ab_log "building the checker"
 cargo build -q -p sockeye-autobahn
@@ -64,7 +74,7 @@ url="ws://127.0.0.1:$port"
 if [[ -n "${AUTOBAHN_CLIENT_CMD:-}" ]]; then
     client_cmd="${AUTOBAHN_CLIENT_CMD//\{url\}/$url}"
 else
-    client_cmd="cargo run -q --release -p sockeye --example autobahn_client -- $url"
+    client_cmd="cargo run -q --release -p sockeye ${features[*]} --example $example -- $url"
 fi
 
 fuzz_pid=""
@@ -80,7 +90,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ab_spec fuzzingserver "$AB_DIR/fuzzingserver.json" "$spec" "$url" "$outdir" "$cases"
+ab_spec fuzzingserver "$spec_template" "$spec" "$url" "$outdir" "$cases"
 ab_log "starting: wstest -m fuzzingserver -s $spec${cases:+ (cases $cases)} (log: $fuzz_log)"
 # -u 0: no embedded web server (it would take port 8080).
 "$AB_VENV/bin/wstest" -m fuzzingserver -u 0 -s "$spec" >"$fuzz_log" 2>&1 &
@@ -122,7 +132,7 @@ fi
 [[ -f "$outdir/index.json" ]] || ab_die "the fuzzing server wrote no $outdir/index.json"
 
 status=0
-cargo run -q -p sockeye-autobahn -- "$outdir/index.json" "$AB_DIR/expected-client.json" \
+cargo run -q -p sockeye-autobahn -- "$outdir/index.json" "$expected" \
     "${check_args[@]}" || status=$?
 ab_log "wall time $((SECONDS - start))s; HTML report: $outdir/index.html"
 exit "$status"

@@ -13,6 +13,9 @@
 #   AUTOBAHN_SERVER_CMD=CMD    run CMD instead of the echo example; "{addr}" in
 #                              it becomes 127.0.0.1:PORT (used to test the harness)
 #   AUTOBAHN_VERBOSE=1         show wstest's output instead of only logging it
+# Set by run-server-tokio.sh to run the suite against another example (not for
+# general use): AB_EXAMPLE (default echo), AB_FEATURES (cargo features for it),
+# AB_SPEC (default fuzzingclient.json), AB_EXPECTED (default expected-server.json).
 # Exit status: the checker's (0 = every case OK/INFORMATIONAL and no drift).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
@@ -25,7 +28,7 @@ for arg in "$@"; do
         --quick) cases="$AB_QUICK_CASES" ;;
         --update) check_args+=(--update) ;;
         -h | --help)
-            sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) ab_die "unknown argument $arg (try --help)" ;;
@@ -33,15 +36,21 @@ for arg in "$@"; do
 done
 [[ -n "$cases" ]] && check_args+=(--subset)
 
+example="${AB_EXAMPLE:-echo}"
+features=()
+[[ -n "${AB_FEATURES:-}" ]] && features=(--features "$AB_FEATURES")
+spec_template="$AB_DIR/${AB_SPEC:-fuzzingclient.json}"
+expected="$AB_DIR/${AB_EXPECTED:-expected-server.json}"
+
 start=$SECONDS
 bash "$AB_DIR/setup.sh"
 
 cd "$AB_ROOT"
 if [[ -n "${AUTOBAHN_SERVER_CMD:-}" ]]; then
-    ab_log "server command from AUTOBAHN_SERVER_CMD; not building the echo example"
+    ab_log "server command from AUTOBAHN_SERVER_CMD; not building the $example example"
 else
-    ab_log "building the echo example (release)"
-    cargo build --release -p sockeye --example echo
+    ab_log "building the $example example (release)"
+    cargo build --release -p sockeye "${features[@]}" --example "$example"
 fi
 ab_log "building the checker"
 cargo build -q -p sockeye-autobahn
@@ -59,7 +68,7 @@ addr="127.0.0.1:$port"
 if [[ -n "${AUTOBAHN_SERVER_CMD:-}" ]]; then
     server_cmd="${AUTOBAHN_SERVER_CMD//\{addr\}/$addr}"
 else
-    server_cmd="$AB_TARGET/release/examples/echo $addr"
+    server_cmd="$AB_TARGET/release/examples/$example $addr"
 fi
 
 server_pid=""
@@ -81,7 +90,7 @@ server_pid=$!
 ab_wait_port "$port" "$server_pid" "the server"
 ab_log "server listening on $addr (pid $server_pid)"
 
-ab_spec fuzzingclient "$AB_DIR/fuzzingclient.json" "$spec" "ws://$addr" "$outdir" "$cases"
+ab_spec fuzzingclient "$spec_template" "$spec" "ws://$addr" "$outdir" "$cases"
 ab_log "running wstest -m fuzzingclient -s $spec${cases:+ (cases $cases)} (log: $wstest_log)"
 suite_start=$SECONDS
 wstest_status=0
@@ -109,7 +118,7 @@ fi
 [[ -f "$outdir/index.json" ]] || ab_die "wstest wrote no $outdir/index.json"
 
 status=0
-cargo run -q -p sockeye-autobahn -- "$outdir/index.json" "$AB_DIR/expected-server.json" \
+cargo run -q -p sockeye-autobahn -- "$outdir/index.json" "$expected" \
     --agent sockeye "${check_args[@]}" || status=$?
 ab_log "wall time $((SECONDS - start))s; HTML report: $outdir/index.html"
 exit "$status"

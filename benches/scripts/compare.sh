@@ -6,6 +6,8 @@
 #   benches/scripts/compare.sh                  # everything (about 10 minutes on 2 cores)
 #   REPS=1 SECS=2 benches/scripts/compare.sh    # a quick look
 #   SHAPES="d1 d16" SERVERS="sockeye fastwebsockets" benches/scripts/compare.sh
+#   SERVERS="sockeye-tokio fastwebsockets tokio-tungstenite" ...   # the tokio adapter
+#                                 (examples/tokio_echo, one current-thread runtime) vs its peers
 #
 # Each server is pinned to CPU $SERVER_CPU (default 0) and the load generator to CPU
 # $LOADGEN_CPU (default 1) with taskset. Every run's output is kept under $OUT
@@ -26,6 +28,7 @@ mkdir -p "$OUT"
 
 echo "building (release)..." >&2
 cargo build --release -q -p sockeye --example echo -p sockeye-benches --bin loadgen
+cargo build --release -q -p sockeye --features tokio --example tokio_echo
 for peer in fastwebsockets-echo tokio-tungstenite-echo; do
     cargo build --release -q --manifest-path "benches/peers/$peer/Cargo.toml" --target-dir target/peers
 done
@@ -34,6 +37,7 @@ LOADGEN=target/release/loadgen
 server_bin() {
     case $1 in
         sockeye) echo target/release/examples/echo ;;
+        sockeye-tokio) echo target/release/examples/tokio_echo ;;
         fastwebsockets) echo target/peers/release/fastwebsockets-echo ;;
         tokio-tungstenite) echo target/peers/release/tokio-tungstenite-echo ;;
         *) echo "unknown server $1" >&2; exit 2 ;;

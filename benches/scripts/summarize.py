@@ -63,8 +63,12 @@ def main(path):
     for _, s in runs:
         if s not in servers:
             servers.append(s)
-    peers = [s for s in servers if s != "sockeye"]
-    head = ["shape", "figure"] + servers + [f"Sockeye/{p}" for p in peers]
+    # Ratios divide Sockeye's figures (the mio echo; else the first server run, e.g.
+    # sockeye-tokio) by each other server's.
+    subject = "sockeye" if "sockeye" in servers else servers[0]
+    peers = [s for s in servers if s != subject]
+    name = "Sockeye" if subject == "sockeye" else subject
+    head = ["shape", "figure"] + servers + [f"{name}/{p}" for p in peers]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     med = {}
@@ -79,7 +83,7 @@ def main(path):
                 med[(shape, s, key)] = v
                 row.append(fmt(v, f))
             for p in peers:
-                a, b = med.get((shape, "sockeye", key)), med.get((shape, p, key))
+                a, b = med.get((shape, subject, key)), med.get((shape, p, key))
                 row.append("–" if key == "errors" or not a or not b else f"{a / b:.2f}")
             print("| " + " | ".join(row) + " |")
     print()

@@ -10,6 +10,8 @@
 //! * **The event loop** (feature `io`, on by default): a server built directly on mio
 //!   ([`server`]), with a handler API in the style of uWebSockets, and a blocking client
 //!   ([`client`]).
+//! * **The tokio adapter** (feature `tokio`, off by default): a WebSocket stream over any
+//!   `AsyncRead + AsyncWrite` ([`tokio`](mod@tokio)).
 
 pub mod close;
 pub mod config;
@@ -27,6 +29,8 @@ pub mod client;
 pub mod driver;
 #[cfg(feature = "io")]
 pub mod server;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use close::CloseFrame;
 pub use config::Limits;

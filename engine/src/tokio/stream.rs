@@ -1,0 +1,481 @@
+//! [`WebSocketStream`]: the core's [`Receiver`] and [`Sender`] over an async byte stream, with
+//! the read buffer, the output buffer and its cap.
+//!
+//! Two rules order [`WebSocketStream::poll_next`]. Output over the cap is written before
+//! anything more is decoded, and nothing is read while it stays over: pongs and close echoes the
+//! core queues while reading are output like any other, so a peer that sends and never reads
+//! stalls its own stream instead of growing ours. Output under the cap is written just before
+//! the stream would wait for the socket: replies [`fed`](WebSocketStream::feed) while a batch
+//! of buffered messages is handed out go out in one write.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::{CloseReason, Config, Error, Message, Utf8Bytes};
+use crate::close::code;
+use crate::connection::{DataKind, Event, MaskKeys, Read, Receiver, Role, Sender};
+use crate::deflate::{Negotiated, Pool};
+use crate::error::ProtocolError;
+
+/// A WebSocket over `S`. Read with [`next`](Self::next), write with [`send`](Self::send);
+/// both take `&mut self`, so one task drives the connection (a split into halves is not
+/// there yet).
+#[derive(Debug)]
+pub struct WebSocketStream<S> {
+    io: S,
+    rx: Receiver,
+    tx: Sender,
+    pool: Pool,
+    /// Received bytes the core has not consumed yet.
+    inbuf: BytesMut,
+    /// Frames to write: `out[written..]` is still to go.
+    out: Vec<u8>,
+    written: usize,
+    config: Config,
+    protocol: Option<String>,
+    /// The stream reached its end.
+    eof: bool,
+    /// `None` was returned: the connection is over.
+    done: bool,
+    /// A violation to report once the close frame that answers it is written.
+    failed: Option<ProtocolError>,
+}
+
+/// An event located for handing out once the core's borrow of the buffers ends.
+enum Found {
+    /// A whole message at `inbuf[off..off + len]`.
+    InBuf {
+        text: bool,
+        off: usize,
+        len: usize,
+    },
+    Owned(Message),
+}
+
+/// Where `slice` starts within the buffer spanning `base..base + len`, if it lies inside it.
+fn offset_in(slice: &[u8], base: usize, len: usize) -> Option<usize> {
+    let start = slice.as_ptr() as usize;
+    (start >= base && start + slice.len() <= base + len).then(|| start - base)
+}
+
+fn locate(event: Event<'_>, base: usize, len: usize) -> Found {
+    let data = |text: bool, bytes: &[u8]| match offset_in(bytes, base, len) {
+        Some(off) => Found::InBuf {
+            text,
+            off,
+            len: bytes.len(),
+        },
+        None => {
+            let copy = Bytes::copy_from_slice(bytes);
+            Found::Owned(match text {
+                true => Message::Text(Utf8Bytes(copy)),
+                false => Message::Binary(copy),
+            })
+        }
+    };
+    match event {
+        Event::Text(t) => data(true, t.as_bytes()),
+        Event::Binary(b) => data(false, b),
+        Event::Ping(p) => Found::Owned(Message::Ping(Bytes::copy_from_slice(p))),
+        Event::Pong(p) => Found::Owned(Message::Pong(Bytes::copy_from_slice(p))),
+        Event::Close(f) => Found::Owned(Message::Close(f.map(|f| CloseReason {
+            code: f.code,
+            reason: f.reason.to_owned(),
+        }))),
+    }
+}
+
+/// Fills `buf` from the operating system's randomness (masking keys, the handshake nonce).
+pub(super) fn os_random(buf: &mut [u8]) {
+    if let Err(e) = getrandom::fill(buf) {
+        // No entropy source means no safe masking keys: nothing sensible can go on.
+        panic!("operating system randomness unavailable: {e}");
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// Wraps a stream that has already been upgraded (by hyper, axum or a handshake of your
+    /// own): its next bytes are WebSocket frames.
+    pub fn from_upgraded(io: S, role: Role, config: Config) -> Self {
+        Self::from_parts(io, role, config, BytesMut::new(), None, None)
+    }
+
+    /// [`from_upgraded`](Self::from_upgraded) for a handshake of your own that agreed on
+    /// permessage-deflate (`deflate`, as the server's answer states it).
+    pub fn from_upgraded_with_deflate(
+        io: S,
+        role: Role,
+        config: Config,
+        deflate: Negotiated,
+    ) -> Self {
+        Self::from_parts(io, role, config, BytesMut::new(), None, Some(deflate))
+    }
+
+    /// `inbuf`: bytes read past the handshake, already frames.
+    pub(super) fn from_parts(
+        io: S,
+        role: Role,
+        config: Config,
+        inbuf: BytesMut,
+        protocol: Option<String>,
+        deflate: Option<Negotiated>,
+    ) -> Self {
+        let mut tx = match role {
+            Role::Server => Sender::server(),
+            Role::Client => Sender::client(MaskKeys::new(os_random)),
+        };
+        let mut rx = Receiver::new(role, config.limits.clone());
+        if let Some(n) = deflate {
+            let (ours, theirs) = match role {
+                Role::Server => (n.server(), n.client()),
+                Role::Client => (n.client(), n.server()),
+            };
+            tx.enable_deflate(ours);
+            rx.enable_deflate(theirs);
+        }
+        let pool = match &config.deflate {
+            Some(d) => Pool::new(d),
+            None => Pool::default(),
+        };
+        WebSocketStream {
+            io,
+            rx,
+            tx,
+            pool,
+            inbuf,
+            out: Vec::new(),
+            written: 0,
+            config,
+            protocol,
+            eof: false,
+            done: false,
+            failed: None,
+        }
+    }
+
+    /// The sub-protocol the handshake agreed on.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate was agreed.
+    pub fn deflates(&self) -> bool {
+        self.rx.deflates()
+    }
+
+    /// Output bytes not yet taken by the socket.
+    pub fn write_buffered(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// Bytes held for reading: received but not consumed, and a message in assembly.
+    pub fn read_buffered(&self) -> usize {
+        self.inbuf.capacity() + self.rx.buffered()
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The next message, control frames included (pings are already answered). `None` once
+    /// the connection is over: both close frames exchanged and our output written, or the
+    /// stream ended. `Some(Err(Error::Protocol(_)))` comes once our close frame answering the
+    /// violation is written; keep calling it to finish the close handshake (or drop the
+    /// stream). Cancel-safe.
+    ///
+    /// Nothing here reads a clock. After a violation in the middle of a frame the core skips
+    /// the rest of that frame before it looks for the peer's close, and a peer that never sends
+    /// the rest leaves `next` waiting: bound the close handshake with `tokio::time::timeout`
+    /// (`examples/tokio_echo.rs` does).
+    pub async fn next(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`next`](Self::next) as a poll function.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let cap = self.config.write_buffer_cap;
+            if self.write_buffered() > cap {
+                if let Err(e) = ready!(self.poll_write_out(cx, cap)) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Error::Io(e))));
+                }
+            }
+            if let Some(error) = self.failed {
+                if let Err(e) = ready!(self.poll_write_out(cx, 0)) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Error::Io(e))));
+                }
+                self.failed = None;
+                return Poll::Ready(Some(Err(Error::Protocol(error))));
+            }
+            if let Some(message) = self.decode() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if self.failed.is_some() {
+                continue;
+            }
+            if self.rx.is_closed() || self.eof {
+                let result = ready!(self.poll_finish(cx));
+                self.done = true;
+                return Poll::Ready(result.err().map(|e| Err(Error::Io(e))));
+            }
+            // About to wait for the socket: what is queued goes out first, in one write for
+            // everything fed while the buffered messages were handed out.
+            if let Err(e) = ready!(self.poll_write_out(cx, cap)) {
+                self.done = true;
+                return Poll::Ready(Some(Err(Error::Io(e))));
+            }
+            if let Err(e) = ready!(self.poll_read_more(cx)) {
+                self.done = true;
+                return Poll::Ready(Some(Err(Error::Io(e))));
+            }
+            if self.eof && !self.rx.is_closed() {
+                return Poll::Ready(Some(Err(Error::Dropped)));
+            }
+        }
+    }
+
+    /// Runs the core over the buffered bytes until it has an event or needs more (or finds a
+    /// violation, kept in `failed`).
+    fn decode(&mut self) -> Option<Message> {
+        loop {
+            let base = self.inbuf.as_ptr() as usize;
+            let len = self.inbuf.len();
+            let read =
+                self.rx
+                    .read_with(&mut self.inbuf, &mut self.tx, &mut self.out, &mut self.pool);
+            let (consumed, found) = match read {
+                Ok(Read { consumed, event }) => (consumed, event.map(|e| locate(e, base, len))),
+                Err(failure) => {
+                    self.inbuf.advance(failure.consumed);
+                    self.failed = Some(failure.error);
+                    return None;
+                }
+            };
+            match found {
+                Some(Found::InBuf { text, off, len }) => {
+                    let frame = self.inbuf.split_to(consumed).freeze();
+                    let payload = frame.slice(off..off + len);
+                    return Some(match text {
+                        true => Message::Text(Utf8Bytes(payload)),
+                        false => Message::Binary(payload),
+                    });
+                }
+                Some(Found::Owned(message)) => {
+                    self.inbuf.advance(consumed);
+                    return Some(message);
+                }
+                None if consumed == 0 => return None,
+                None => self.inbuf.advance(consumed),
+            }
+        }
+    }
+
+    /// Reads once into the spare room of `inbuf`; sets `eof` at the end of the stream.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let chunk = self.config.read_chunk;
+        if self.inbuf.capacity() - self.inbuf.len() < chunk / 4 {
+            self.inbuf.reserve(chunk);
+        }
+        let read = self.io.read_buf(&mut self.inbuf);
+        let n = ready!(std::pin::pin!(read).poll(cx))?;
+        self.eof = n == 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes output until at most `cap` bytes are left (all of it, and a flush, for 0).
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, cap: usize) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if self.write_buffered() > cap => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(())),
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending if cap > 0 => Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+
+    /// Writes everything and ends our side of the stream.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx, 0))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// Queues `message` once the output is under the cap, without waiting for it to go out:
+    /// [`next`](Self::next) writes it before it waits for the socket, [`flush`](Self::flush)
+    /// at once. An echo that feeds each reply and calls `next` writes once per batch read.
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
+        match &message {
+            Message::Text(t) => self.feed_data(DataKind::Text, t.as_bytes()).await,
+            Message::Binary(b) => self.feed_data(DataKind::Binary, b).await,
+            Message::Ping(p) => self.feed_with(|tx, out| tx.ping(p, out)).await,
+            Message::Pong(p) => self.feed_with(|tx, out| tx.pong(p, out)).await,
+            Message::Close(None) => {
+                self.feed_with(|tx, out| tx.close(code::NORMAL, "", out))
+                    .await
+            }
+            Message::Close(Some(c)) => {
+                self.feed_with(|tx, out| tx.close(c.code, &c.reason, out))
+                    .await
+            }
+        }
+    }
+
+    /// Queues a text or binary message from a borrowed payload (copied once, into the
+    /// output buffer).
+    pub async fn feed_data(&mut self, kind: DataKind, payload: &[u8]) -> Result<(), Error> {
+        self.under_cap().await?;
+        // Compressed when permessage-deflate is on and the message is long enough.
+        self.tx
+            .send_with(kind, payload, &mut self.out, &mut self.pool)?;
+        Ok(())
+    }
+
+    async fn feed_with(
+        &mut self,
+        frame: impl FnOnce(&mut Sender, &mut Vec<u8>) -> Result<(), crate::error::SendError>,
+    ) -> Result<(), Error> {
+        self.under_cap().await?;
+        frame(&mut self.tx, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Waits until the output is under the cap. Under it nothing is written here: `next` or
+    /// `flush` writes the batch at once.
+    async fn under_cap(&mut self) -> Result<(), Error> {
+        let cap = self.config.write_buffer_cap;
+        if self.write_buffered() > cap {
+            poll_fn(|cx| self.poll_write_out(cx, cap)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes all queued output (and flushes the stream).
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_write_out(cx, 0)).await?;
+        Ok(())
+    }
+
+    /// Sends `message` and waits until it is written.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Sends text from a `&str` and waits until it is written.
+    pub async fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.feed_data(DataKind::Text, text.as_bytes()).await?;
+        self.flush().await
+    }
+
+    /// Sends binary data from a slice and waits until it is written.
+    pub async fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.feed_data(DataKind::Binary, data).await?;
+        self.flush().await
+    }
+
+    /// Starts the close handshake: sends our close frame and waits until it is written. Then
+    /// call [`next`](Self::next) until it returns `None` (the peer's close arrived or the
+    /// stream ended); nothing here times out, so bound that with `tokio::time::timeout`.
+    pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
+        self.feed_with(|tx, out| tx.close(code, reason, out))
+            .await?;
+        self.flush().await
+    }
+
+    /// True when both close frames have been exchanged.
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed() && self.tx.is_close_sent()
+    }
+
+    /// The stream back, with any bytes read but not consumed.
+    pub fn into_inner(self) -> (S, BytesMut) {
+        (self.io, self.inbuf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> WebSocketStream<tokio::io::DuplexStream> {
+        let (io, _peer) = tokio::io::duplex(64);
+        WebSocketStream::from_upgraded(io, Role::Server, Config::default())
+    }
+
+    /// Masked client frames for `parts` of one binary message (one part: a whole frame).
+    fn frames(parts: &[&[u8]]) -> BytesMut {
+        let mut tx = Sender::client(MaskKeys::new(|b| b.fill(0x3c)));
+        let mut out = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let fin = i + 1 == parts.len();
+            let sent = tx.send_fragment(DataKind::Binary, part, fin, &mut out);
+            assert_eq!(sent, Ok(()));
+        }
+        BytesMut::from(&out[..])
+    }
+
+    fn within(bytes: &[u8], range: std::ops::Range<usize>) -> bool {
+        range.contains(&(bytes.as_ptr() as usize))
+    }
+
+    #[test]
+    fn a_whole_message_in_the_read_buffer_is_handed_out_without_a_copy() {
+        let mut ws = server();
+        ws.inbuf = frames(&[b"zero copy"]);
+        let base = ws.inbuf.as_ptr() as usize;
+        let range = base..base + ws.inbuf.len();
+        match ws.decode() {
+            Some(Message::Binary(b)) => {
+                assert_eq!(&b[..], b"zero copy");
+                assert!(within(&b, range), "the payload was copied");
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+        assert!(ws.inbuf.is_empty());
+    }
+
+    #[test]
+    fn a_fragmented_message_is_assembled_and_copied_out_once() {
+        let mut ws = server();
+        ws.inbuf = frames(&[b"two ", b"parts"]);
+        let base = ws.inbuf.as_ptr() as usize;
+        let range = base..base + ws.inbuf.len();
+        match ws.decode() {
+            Some(Message::Binary(b)) => {
+                assert_eq!(&b[..], b"two parts");
+                assert!(!within(&b, range));
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_violation_is_kept_until_its_close_frame_is_written() {
+        let mut ws = server();
+        let mut out = Vec::new();
+        let sent = Sender::server().send(DataKind::Text, b"unmasked", &mut out);
+        assert_eq!(sent, Ok(()));
+        ws.inbuf = BytesMut::from(&out[..]);
+        assert_eq!(ws.decode(), None);
+        assert_eq!(ws.failed, Some(ProtocolError::UnmaskedFrame));
+        // The close frame (1002) waits in the output: 2 bytes of header, then the code.
+        assert_eq!(&ws.out[2..4], &1002u16.to_be_bytes());
+    }
+}
