@@ -33,6 +33,11 @@ use crate::frame::OpCode;
 /// less than the extra piece of a vectored write.
 const ZERO_COPY_MIN: usize = 16 << 10;
 
+/// A binary message in one frame up to this long that is not all read yet is waited for whole
+/// (its room reserved), so that it is handed out of the read buffer without a copy. Longer ones
+/// are assembled by the core as they arrive; a header alone never reserves more than this.
+const HOLD_MAX: usize = 256 << 10;
+
 /// At most this many pieces per vectored write.
 const MAX_SLICES: usize = 16;
 
@@ -272,6 +277,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// violation, kept in `failed`).
     fn decode(&mut self) -> Option<Message> {
         loop {
+            if let Some(total) = self.rx.whole_frame_len(&self.inbuf) {
+                if total <= HOLD_MAX {
+                    // Read the rest first: then the core lends the message out of `inbuf`
+                    // instead of assembling a copy.
+                    self.inbuf.reserve(total - self.inbuf.len());
+                    return None;
+                }
+            }
             let base = self.inbuf.as_ptr() as usize;
             let len = self.inbuf.len();
             let read =
@@ -553,6 +566,29 @@ mod tests {
             other => panic!("expected the message, got {other:?}"),
         }
         assert!(ws.inbuf.is_empty());
+    }
+
+    #[test]
+    fn a_large_binary_frame_read_in_parts_is_waited_for_and_handed_out_without_a_copy() {
+        let mut ws = server();
+        let payload: Vec<u8> = (0..100_000).map(|i| i as u8).collect();
+        let all = frames(&[&payload]);
+        // The first read brings the header and a part: room for the rest is reserved and
+        // the core is not asked yet.
+        ws.inbuf = BytesMut::from(&all[..1000]);
+        assert_eq!(ws.decode(), None);
+        assert!(ws.inbuf.capacity() >= all.len());
+        assert_eq!(ws.rx.buffered(), 0, "the core started assembling a copy");
+        ws.inbuf.extend_from_slice(&all[1000..]);
+        let base = ws.inbuf.as_ptr() as usize;
+        let range = base..base + ws.inbuf.len();
+        match ws.decode() {
+            Some(Message::Binary(b)) => {
+                assert_eq!(&b[..], &payload[..]);
+                assert!(within(&b, range), "the payload was copied");
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
     }
 
     #[test]
