@@ -23,7 +23,7 @@ use sockeye_chat::rooms::{
     ROOMS_PATTERN,
 };
 use sockeye_chat::server::{
-    heartbeat, Hub, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
+    heartbeat, Hub, OriginPolicy, SlowConsumer, StompConfig, StompHandler, SUB_PROTOCOLS,
 };
 use tracing::{error, info};
 
@@ -55,7 +55,9 @@ struct Args {
     /// message and room ids apart between nodes.
     #[arg(long, value_name = "N")]
     node_id: Option<u16>,
-    /// Comma-separated browser origins allowed to open WebSockets, or "*" for any.
+    /// Web origins allowed to open sessions besides the server's own (a page whose Origin
+    /// names the request's Host): comma-separated, like https://chat.example.com, or "*" for
+    /// any. Default: same-origin only.
     #[arg(long)]
     allowed_origins: Option<String>,
     /// Event-loop threads (default: the number of cores).
@@ -240,10 +242,11 @@ fn run(args: Args) -> Result<(), String> {
         args.database.or(file.database),
         args.data_dir.or(file.data_dir),
     )?;
-    let origins = args
-        .allowed_origins
-        .or(file.allowed_origins)
-        .unwrap_or_else(|| "*".into());
+    let origins = match args.allowed_origins.or(file.allowed_origins) {
+        Some(value) => OriginPolicy::parse(&value)?,
+        None => OriginPolicy::SameOrigin,
+    };
+    info!(allowed = %origins, "web origins");
     let max_message = args
         .max_message_size
         .or(file.max_message_size)
@@ -302,17 +305,8 @@ fn run(args: Args) -> Result<(), String> {
     config.handshake.protocols = SUB_PROTOCOLS.iter().map(|p| p.to_string()).collect();
     // STOMP over SockJS beside /ws, for browsers whose WebSocket upgrade is blocked.
     config.sockjs.push(sockeye::sockjs::Service::new("/sockjs"));
-    config.handshake.allowed_origins = if origins.trim() == "*" {
-        Origins::Any
-    } else {
-        Origins::List(
-            origins
-                .split(',')
-                .map(|o| o.trim().to_string())
-                .filter(|o| !o.is_empty())
-                .collect(),
-        )
-    };
+    // The STOMP handler judges origins (it knows the request's Host); the engine lets all by.
+    config.handshake.allowed_origins = Origins::Any;
     // The STOMP heart-beat is the liveness check here; WebSocket pings stay on as a backstop.
     config.ping_interval = Some(Duration::from_secs(30));
 
@@ -358,6 +352,7 @@ fn run(args: Args) -> Result<(), String> {
     // /app/chat.*, never to these directly (other nodes store what arrives there).
     stomp.broker.app_only = vec![ROOMS_PATTERN.into(), CLUSTER_TOPIC.into()];
     stomp.slow_consumer = slow_consumer;
+    stomp.origins = origins;
     if let Some(relay) = relay {
         info!(url = %relay.display_url(), pool = relay.pool, "relay mode: destinations live in the external broker");
         stomp.relay = Some(relay);

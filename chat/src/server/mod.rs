@@ -31,7 +31,7 @@ use sockeye::server::{
     Upgrading,
 };
 use sockeye::DataKind;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::broker::{
     Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, RelayMode, SessionId,
@@ -42,10 +42,12 @@ use crate::stomp::Limits;
 
 pub mod heartbeat;
 mod internal;
+pub mod origin;
 mod relayed;
 pub mod slow;
 
 pub use internal::{Delivered, Listener, SubscribeError};
+pub use origin::OriginPolicy;
 pub use slow::{SlowConsumer, SlowStats};
 
 /// Frames (at most) and input bytes (about) of a STOMP-over-TCP read handled per broker lock,
@@ -121,6 +123,8 @@ pub struct StompConfig {
     /// Hand topics, queues and users' destinations to an external broker (see
     /// [`crate::relay`]); `None` (the default) keeps the embedded broker.
     pub relay: Option<RelayConfig>,
+    /// Which web pages may open sessions (see [`origin`]); same-origin by default.
+    pub origins: OriginPolicy,
 }
 
 impl Default for StompConfig {
@@ -132,6 +136,7 @@ impl Default for StompConfig {
             sockjs_path: Some("/sockjs".into()),
             slow_consumer: SlowConsumer::default(),
             relay: None,
+            origins: OriginPolicy::default(),
         }
     }
 }
@@ -158,6 +163,7 @@ pub struct Hub {
     app: Box<dyn Application>,
     limits: Limits,
     ws_path: String,
+    origins: OriginPolicy,
     started: Instant,
     stopping: AtomicBool,
     slow: SlowConsumer,
@@ -278,6 +284,7 @@ impl Hub {
             app,
             limits: config.limits,
             ws_path: config.ws_path,
+            origins: config.origins,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             slow: config.slow_consumer,
@@ -635,6 +642,15 @@ impl Handler for StompHandler {
         req: &Request<'_, '_>,
         upgrading: &mut Upgrading,
     ) -> Result<Link, Rejection> {
+        if let Err(refused) = self
+            .hub
+            .origins
+            .check(req.header_str("origin"), req.header_str("host"))
+        {
+            let peer = upgrading.peer.map(|p| p.to_string()).unwrap_or_default();
+            warn!(%peer, origin = %refused.origin, host = %refused.host, path = req.path(), "session refused: origin not allowed (same-origin only unless --allowed-origins lists it)");
+            return Err(Rejection::new(403, refused.to_string()));
+        }
         // The engine routes only the SockJS service's own URLs here.
         if upgrading.sockjs.is_some() {
             return Ok(Link::new());

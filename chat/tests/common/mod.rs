@@ -39,17 +39,22 @@ pub struct Stomp {
 }
 
 impl Stomp {
-    /// Connects and sends CONNECT (1.2, `login` if any); waits for CONNECTED.
-    pub fn connect(addr: SocketAddr, name: &str, login: Option<&str>) -> Stomp {
+    /// Opens the TCP connection only (the caller sends CONNECT).
+    pub fn open(addr: SocketAddr, name: &str) -> Stomp {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("{name}: connecting to {addr}: {e}"));
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut c = Stomp {
+        Stomp {
             stream,
             buf: Vec::new(),
             name: name.to_owned(),
-        };
+        }
+    }
+
+    /// Connects and sends CONNECT (1.2, `login` if any); waits for CONNECTED.
+    pub fn connect(addr: SocketAddr, name: &str, login: Option<&str>) -> Stomp {
+        let mut c = Stomp::open(addr, name);
         let login = login.map(|l| format!("login:{l}\n")).unwrap_or_default();
         c.send(&format!(
             "CONNECT\naccept-version:1.2\nhost:localhost\n{login}\n"
