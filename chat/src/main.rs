@@ -3,7 +3,6 @@
 //! HTTP pages, the JSON API and STOMP over WebSocket (`/ws`) share one port; STOMP over TCP has
 //! its own. `cargo run --release -p sockeye-chat -- --help` lists the flags.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use sockeye::deflate::DeflateConfig;
 use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
-use sockeye_chat::broker::{Authenticator, ConnectRequest};
+use sockeye_chat::auth::{authenticator, hash_password, Users};
 use sockeye_chat::cluster::{random_node_id, Cluster};
 use sockeye_chat::relay::RelayConfig;
 use sockeye_chat::rooms::{
@@ -90,15 +89,43 @@ struct Args {
     /// Server heart-beat offer in ms, "send,receive" (STOMP heart-beat header).
     #[arg(long)]
     heart_beat: Option<String>,
-    /// A JSON object {"user": "passcode", ...}: CONNECT must then carry a matching
-    /// login/passcode, or gets ERROR "not authorized". Without it (the development default)
-    /// there is no password check: a CONNECT's `login` header alone names the session's user
-    /// (for /user/... destinations), and a CONNECT without `login` is anonymous.
+    /// A JSON object {"user": "$argon2id$...", ...} of password hashes made by
+    /// `sockeye-chat hash-password` (a plain-text passcode is refused at start): CONNECT must
+    /// then carry a matching login/passcode, or gets ERROR "not authorized" (late, from an
+    /// address that keeps failing). Without it (the development default) there is no password
+    /// check: a CONNECT's `login` header alone names the session's user (for /user/...
+    /// destinations), and a CONNECT without `login` is anonymous.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
     /// A JSON file with any of the settings above (snake_case keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Tool>,
+}
+
+/// Tools besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Reads a password from standard input (to its end; one trailing newline is dropped) and
+    /// prints its argon2id hash, for the --users file.
+    HashPassword,
+}
+
+/// `sockeye-chat hash-password`.
+fn hash_password_tool() -> Result<(), String> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = input
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&input);
+    if password.is_empty() {
+        return Err("hash-password: empty password (write it to standard input)".into());
+    }
+    println!("{}", hash_password(password)?);
+    Ok(())
 }
 
 /// The settings a config file may hold.
@@ -162,63 +189,18 @@ fn parse_heart_beat(value: &str) -> Result<(u64, u64), String> {
     ))
 }
 
-/// Reads the `--users` file: a JSON object of user name → passcode.
-fn load_users(path: &PathBuf) -> Result<HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let users: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "bad users file {} (want {{\"user\": \"passcode\"}}): {e}",
-            path.display()
-        )
-    })?;
-    if let Some(name) = users.keys().find(|u| !valid_login(u)) {
-        return Err(format!(
-            "bad users file {}: invalid user name {name:?} (empty, or holds '/' or a control character)",
-            path.display()
-        ));
-    }
-    Ok(users)
-}
-
-/// A user name must fit in `/user/{name}/queue/...`.
-fn valid_login(login: &str) -> bool {
-    !login.is_empty() && !login.contains('/') && !login.chars().any(char::is_control)
-}
-
-/// Compares without stopping at the first difference (no timing hint about the passcode).
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-/// The CONNECT check: with `users`, login and passcode must match one of them; without,
-/// `login` (if any) names the user unchecked, the development default.
-fn authenticator(users: Option<HashMap<String, String>>) -> Authenticator {
-    match users {
-        Some(users) => Box::new(move |req: &ConnectRequest<'_>| {
-            let (Some(login), Some(passcode)) = (req.login, req.passcode) else {
-                return Err("login and passcode required".into());
-            };
-            match users.get(login) {
-                Some(expected) if same_secret(expected, passcode) => Ok(Some(login.to_owned())),
-                _ => Err("bad login or passcode".into()),
-            }
-        }),
-        None => Box::new(|req: &ConnectRequest<'_>| match req.login {
-            None | Some("") => Ok(None),
-            Some(login) if valid_login(login) => Ok(Some(login.to_owned())),
-            Some(_) => Err("invalid login (holds '/' or a control character)".into()),
-        }),
-    }
-}
-
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Tool::HashPassword) => hash_password_tool(),
+        None => run(args),
+    };
+    if let Err(e) = result {
         error!("{e}");
         eprintln!("sockeye-chat: {e}");
         std::process::exit(1);
@@ -269,7 +251,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     info!(policy = %slow_consumer, "slow consumers");
     let users = match args.users.or(file.users) {
-        Some(path) => Some(load_users(&path)?),
+        Some(path) => Some(Users::load(&path).map_err(|e| e.to_string())?),
         None => None,
     };
     match &users {
@@ -416,16 +398,26 @@ fn run(args: Args) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockeye_chat::auth::hash_password_with;
     use sockeye_chat::broker::{Action, Broker, BrokerConfig};
     use sockeye_chat::link::Link;
     use sockeye_chat::stomp::Limits;
+    use std::collections::HashMap;
 
     /// Feeds a CONNECT with `extra` headers; returns the first frame sent back.
     fn connect(users: Option<&[(&str, &str)]>, extra: &str) -> (String, Option<String>) {
         let users = users.map(|u| {
-            u.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
+            let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+            let hashes: HashMap<String, String> = u
+                .iter()
+                .map(|(a, b)| {
+                    (
+                        a.to_string(),
+                        hash_password_with(b, params.clone()).unwrap(),
+                    )
+                })
+                .collect();
+            Users::from_hashes(hashes, "test").unwrap()
         });
         let mut broker = Broker::new(BrokerConfig {
             authenticator: Some(authenticator(users)),
@@ -507,24 +499,5 @@ mod tests {
         assert!(!bad.contains("secret"), "{bad}");
         let shown = StoreConfig::Postgres(url.into()).to_string();
         assert_eq!(shown, "PostgreSQL postgres://ann:***@127.0.0.1:5432/chat");
-    }
-
-    #[test]
-    fn the_users_file_is_an_object_of_passcodes() {
-        let dir = std::env::temp_dir().join(format!("sockeye-users-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let good = dir.join("good.json");
-        std::fs::write(&good, r#"{"ann": "a-secret", "bob": "b-secret"}"#).unwrap();
-        let users = load_users(&good).unwrap();
-        assert_eq!(users.get("bob").map(String::as_str), Some("b-secret"));
-        for (name, text) in [
-            ("list.json", r#"["ann"]"#),
-            ("slash.json", r#"{"a/b": "x"}"#),
-        ] {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            assert!(load_users(&path).is_err(), "{name}");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -79,9 +79,9 @@ fn start(extra: &[&str]) -> Chat {
     let until = Instant::now() + WAIT;
     while http.is_none() || stomp.is_none() {
         let left = until.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("sockeye-chat {extra:?} did not print its addresses within {WAIT:?}"));
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("sockeye-chat {extra:?} did not print its addresses within {WAIT:?}")
+        });
         if let Some(rest) = line.strip_prefix("sockeye-chat: open http://") {
             http = Some(rest.trim_end_matches("/ in a browser").parse().unwrap());
         }
@@ -161,20 +161,200 @@ fn foreign_origin_opening_ws_is_refused_by_default() {
     let line = chat.logged(&["origin not allowed", "http://evil.example"]);
     assert!(line.contains("WARN"), "{line}");
     let own = format!("http://{}", chat.http);
-    chat.ws(Some(&own)).expect("a page of the server itself opens /ws");
+    chat.ws(Some(&own))
+        .expect("a page of the server itself opens /ws");
     chat.ws(None).expect("a client without Origin opens /ws");
     let other_port = format!("http://127.0.0.1:{}", chat.http.port() + 1);
-    assert_eq!(refused_status(chat.ws(Some(&other_port))), 403, "another port is another origin");
+    assert_eq!(
+        refused_status(chat.ws(Some(&other_port))),
+        403,
+        "another port is another origin"
+    );
 }
 
 /// `--allowed-origins` adds origins to same-origin; `*` allows any.
 #[test]
 fn allowed_origins_widen_the_default() {
     let chat = start(&["--allowed-origins", "https://chat.example.com"]);
-    chat.ws(Some("https://chat.example.com")).expect("a listed origin opens /ws");
+    chat.ws(Some("https://chat.example.com"))
+        .expect("a listed origin opens /ws");
     chat.ws(Some(&format!("http://{}", chat.http)))
         .expect("same-origin still opens /ws");
     assert_eq!(refused_status(chat.ws(Some("http://evil.example"))), 403);
     let any = start(&["--allowed-origins", "*"]);
-    any.ws(Some("http://evil.example")).expect("* lets any origin in");
+    any.ws(Some("http://evil.example"))
+        .expect("* lets any origin in");
+}
+
+// --- credentials -----------------------------------------------------------------------------
+
+/// An argon2id hash of `password`, made by `sockeye-chat hash-password` (stdin to stdout).
+fn hashed(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye-chat"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start sockeye-chat hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("hash-password did not finish within {WAIT:?}"))
+        .expect("hash-password ran");
+    assert!(out.status.success(), "hash-password failed: {out:?}");
+    let hash = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// A users file of ann/a-secret and bob/b-secret, hashed.
+fn users_file(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("users.json");
+    let users = serde_json::json!({"ann": hashed("a-secret"), "bob": hashed("b-secret")});
+    std::fs::write(&path, users.to_string()).expect("write users.json");
+    path
+}
+
+/// A STOMP-over-TCP connection from the loopback address `from` (127.0.0.x).
+fn stomp_from(from: [u8; 4], to: SocketAddr, name: &str) -> Stomp {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local = SocketAddr::from((from, 0));
+    socket
+        .bind(&local.into())
+        .unwrap_or_else(|e| panic!("{name}: bind {local}: {e}"));
+    socket
+        .connect_timeout(&to.into(), TIMEOUT)
+        .unwrap_or_else(|e| panic!("{name}: connect {to}: {e}"));
+    Stomp::over(socket.into(), name)
+}
+
+fn connect_frame(login: &str, passcode: &str) -> String {
+    format!("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:{login}\npasscode:{passcode}\n\n")
+}
+
+/// A `--users` file with a plain-text passcode: the server does not start; it exits with 1
+/// and says how to hash the passcode (`sockeye-chat hash-password`).
+#[test]
+fn plain_text_users_file_is_refused_at_start() {
+    let dir = scratch("plain");
+    let path = dir.join("users.json");
+    std::fs::write(&path, r#"{"ann": "a-secret"}"#).unwrap();
+    let child = command(&["--users", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sockeye-chat");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| {
+            panic!("sockeye-chat with a plain-text users file still running after {WAIT:?}")
+        })
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"ann\" is not an argon2id hash"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sockeye-chat hash-password"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The right passcode gets CONNECTED with `user-name`; a wrong one ERROR `not authorized`.
+#[test]
+fn hashed_users_file_checks_passcodes() {
+    let dir = scratch("hashed");
+    let path = users_file(&dir);
+    let chat = start(&["--users", path.to_str().unwrap()]);
+    let mut ann = Stomp::open(chat.stomp, "ann");
+    ann.send(&connect_frame("ann", "a-secret"));
+    let f = ann.expect("CONNECTED", "CONNECTED for ann's right passcode");
+    assert_eq!(f.header("user-name"), Some("ann"));
+    let mut eve = Stomp::open(chat.stomp, "eve");
+    eve.send(&connect_frame("ann", "b-secret"));
+    let f = eve.expect("ERROR", "ERROR for a wrong passcode");
+    assert_eq!(
+        f.header("message"),
+        Some("not authorized: bad login or passcode")
+    );
+    eve.closed("after ERROR");
+    chat.logged(&["CONNECT refused: bad login or passcode", "ann"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 50 wrong passcodes from one address, all at once: the ERRORs come over several seconds
+/// (at least 5 s; 3 free failures, then 200 ms more for each). Meanwhile the right passcode
+/// from another address (127.0.0.2) is answered CONNECTED, not held up.
+#[test]
+fn fifty_wrong_passcodes_from_one_address_take_several_seconds() {
+    let dir = scratch("guess");
+    let path = users_file(&dir);
+    let chat = start(&["--users", path.to_str().unwrap()]);
+    let started = Instant::now();
+    let mut guesses: Vec<Stomp> = (0..50)
+        .map(|i| {
+            let mut c = stomp_from([127, 0, 0, 1], chat.stomp, &format!("guess {i}"));
+            c.send(&connect_frame("ann", &format!("guess-{i}")));
+            c
+        })
+        .collect();
+    let mut other = stomp_from([127, 0, 0, 2], chat.stomp, "ann from 127.0.0.2");
+    other.send(&connect_frame("ann", "a-secret"));
+    other.expect(
+        "CONNECTED",
+        "CONNECTED from another address during the guessing",
+    );
+    let mut refusals = 0;
+    for (i, g) in guesses.iter_mut().enumerate() {
+        if i == 10 {
+            // The right passcode from the guessing address, while it still waits for answers:
+            // refused unchecked.
+            let mut late = stomp_from([127, 0, 0, 1], chat.stomp, "ann from 127.0.0.1");
+            late.send(&connect_frame("ann", "a-secret"));
+            let f = late
+                .frame_within(
+                    "the answer to a CONNECT from a throttled address",
+                    Duration::from_secs(40),
+                )
+                .expect("an answer within 40 s");
+            assert_eq!(f.command, "ERROR", "{f:?}");
+            chat.logged(&["too many failed logins from this address"]);
+        }
+        let f = g
+            .frame_within("the ERROR of a wrong passcode", Duration::from_secs(40))
+            .unwrap_or_else(|| panic!("{}: no ERROR within 40 s", g.name));
+        assert_eq!(f.command, "ERROR", "{f:?}");
+        assert!(
+            f.header("message")
+                .unwrap_or("")
+                .starts_with("not authorized"),
+            "{f:?}"
+        );
+        refusals += 1;
+    }
+    let took = started.elapsed();
+    assert_eq!(refusals, 50);
+    assert!(
+        took >= Duration::from_secs(5),
+        "50 wrong passcodes answered in {took:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

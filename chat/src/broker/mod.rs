@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 
 use bytes::{Bytes, BytesMut};
 
@@ -145,11 +146,29 @@ pub enum Action {
     Event(BrokerEvent),
     /// For the relay to the external broker (relay mode only).
     Relay(RelayOp),
+    /// Carry out `actions` (for session `to`) only after `delay_ms`, reading nothing more from
+    /// `to` meanwhile: a refused CONNECT from an address that keeps failing is answered late,
+    /// so that guessing passcodes is slow (see [`AuthRefusal::delay_ms`]).
+    Later {
+        to: SessionId,
+        delay_ms: u64,
+        actions: Vec<Action>,
+    },
 }
 
-/// Decides who may connect: `Ok(user)` (`None`: anonymous), or `Err(reason)`.
+impl Action {
+    /// Whether this action ends `session` (now or later): nothing it sends after is read.
+    pub fn ends(&self, session: SessionId) -> bool {
+        match self {
+            Action::Close { to } | Action::Later { to, .. } => *to == session,
+            _ => false,
+        }
+    }
+}
+
+/// Decides who may connect: `Ok(user)` (`None`: anonymous), or why not.
 pub type Authenticator =
-    Box<dyn Fn(&ConnectRequest<'_>) -> Result<Option<String>, String> + Send + Sync>;
+    Box<dyn Fn(&ConnectRequest<'_>) -> Result<Option<String>, AuthRefusal> + Send + Sync>;
 
 /// What a CONNECT carried, for the [`Authenticator`].
 #[derive(Debug)]
@@ -158,6 +177,31 @@ pub struct ConnectRequest<'a> {
     pub passcode: Option<&'a str>,
     pub host: Option<&'a str>,
     pub session: SessionId,
+    /// The address the session came from, when the transport said (see [`Broker::opened`]).
+    pub peer: Option<IpAddr>,
+}
+
+/// A refused CONNECT: the reason (after `not authorized: ` in the ERROR) and how long to wait
+/// before answering (0: at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRefusal {
+    pub reason: String,
+    pub delay_ms: u64,
+}
+
+impl From<String> for AuthRefusal {
+    fn from(reason: String) -> Self {
+        AuthRefusal {
+            reason,
+            delay_ms: 0,
+        }
+    }
+}
+
+impl From<&str> for AuthRefusal {
+    fn from(reason: &str) -> Self {
+        AuthRefusal::from(reason.to_owned())
+    }
 }
 
 /// Broker settings.
@@ -292,6 +336,8 @@ pub struct Broker {
     next_message: u64,
     /// The frame being handled handed its receipt to the relay (relay mode).
     receipt_taken: bool,
+    /// Where each open transport session came from (connected or not), as the transport said.
+    addresses: HashMap<SessionId, IpAddr>,
 }
 
 impl fmt::Debug for Broker {
@@ -332,6 +378,7 @@ impl Broker {
             round_robin: HashMap::new(),
             next_message: 0,
             receipt_taken: false,
+            addresses: HashMap::new(),
         }
     }
 
@@ -370,6 +417,17 @@ impl Broker {
             .get(&session)
             .and_then(|s| s.attributes.get(key))
             .map(String::as_str)
+    }
+
+    /// A transport session opened from `peer` (before its CONNECT): the address the
+    /// authenticator and the per-address limits see. Forgotten at [`Broker::closed`].
+    pub fn opened(&mut self, session: SessionId, peer: IpAddr) {
+        self.addresses.insert(session, peer);
+    }
+
+    /// The address `session` came from, if the transport said.
+    pub fn address(&self, session: SessionId) -> Option<IpAddr> {
+        self.addresses.get(&session).copied()
     }
 
     /// A frame arrived from `session`.
@@ -503,11 +561,27 @@ impl Broker {
             passcode: frame.header("passcode"),
             host: frame.header("host"),
             session,
+            peer: self.address(session),
         };
         let user = match &self.config.authenticator {
-            Some(auth) => {
-                auth(&request).map_err(|reason| refuse(format!("not authorized: {reason}")))?
-            }
+            Some(auth) => match auth(&request) {
+                Ok(user) => user,
+                Err(AuthRefusal { reason, delay_ms }) if delay_ms > 0 => {
+                    let mut actions = Vec::new();
+                    let refusal = refuse(format!("not authorized: {reason}"));
+                    self.error(session, refusal, frame.header("receipt"), &mut actions);
+                    out.push(Action::Later {
+                        to: session,
+                        delay_ms,
+                        actions,
+                    });
+                    self.receipt_taken = true;
+                    return Ok(());
+                }
+                Err(AuthRefusal { reason, .. }) => {
+                    return Err(refuse(format!("not authorized: {reason}")))
+                }
+            },
             None => None,
         };
         let (send_every, expect_every) = match frame.header("heart-beat") {
@@ -1257,6 +1331,7 @@ impl Broker {
     /// The transport connection is gone (DISCONNECT, ERROR, close, drop): subscriptions go,
     /// open transactions are discarded, unacknowledged queue messages are redelivered.
     pub fn closed(&mut self, session: SessionId, out: &mut Vec<Action>) {
+        self.addresses.remove(&session);
         let Some(state) = self.sessions.get(&session) else {
             return;
         };

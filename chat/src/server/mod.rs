@@ -173,6 +173,9 @@ pub struct Hub {
     relay_config: Option<RelayConfig>,
     /// The application's own subscriptions (see [`internal`]).
     internal: RwLock<HashMap<SessionId, Listener>>,
+    /// Deferred actions ([`Action::Later`]) with when they are due (ms since `started`), run
+    /// by the heart-beat thread's tick.
+    later: Mutex<Vec<(u64, Vec<Action>)>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -292,6 +295,7 @@ impl Hub {
             relay: OnceLock::new(),
             relay_config,
             internal: RwLock::default(),
+            later: Mutex::default(),
         });
         hub.start_relay()?;
         Ok(hub)
@@ -377,6 +381,24 @@ impl Hub {
         }
     }
 
+    /// Carries out the deferred actions that are due (called on the heart-beat tick).
+    fn run_due(self: &Arc<Self>) {
+        let now = self.elapsed_ms();
+        let due: Vec<Vec<Action>> = match self.later.lock() {
+            Ok(mut later) if !later.is_empty() => {
+                let (due, keep) = std::mem::take(&mut *later)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
+                *later = keep;
+                due.into_iter().map(|(_, actions)| actions).collect()
+            }
+            _ => return,
+        };
+        for actions in due {
+            self.execute(actions, None);
+        }
+    }
+
     /// The transport is gone: tell the broker (redeliveries, Disconnected event).
     fn closed(self: &Arc<Self>, id: SessionId) {
         if let Ok(mut peers) = self.peers.write() {
@@ -439,6 +461,17 @@ impl Hub {
                     if let Some(peer) = self.peers.read().ok().as_ref().and_then(|p| p.get(&to)) {
                         peer.send_every.store(send_every, Ordering::Relaxed);
                         peer.expect_every.store(expect_every, Ordering::Relaxed);
+                    }
+                }
+                Action::Later {
+                    to,
+                    delay_ms,
+                    actions,
+                } => {
+                    debug!(session = to, delay_ms, "answer deferred");
+                    let due = self.elapsed_ms() + delay_ms;
+                    if let Ok(mut later) = self.later.lock() {
+                        later.push((due, actions));
                     }
                 }
                 Action::App(message) => app_messages.push(message),
@@ -651,9 +684,10 @@ impl Handler for StompHandler {
             warn!(%peer, origin = %refused.origin, host = %refused.host, path = req.path(), "session refused: origin not allowed (same-origin only unless --allowed-origins lists it)");
             return Err(Rejection::new(403, refused.to_string()));
         }
+        let from = upgrading.peer.map(|p| p.ip());
         // The engine routes only the SockJS service's own URLs here.
         if upgrading.sockjs.is_some() {
-            return Ok(Link::new());
+            return Ok(Link::from_peer(from));
         }
         if req.path() != self.hub.ws_path {
             return Err(Rejection::new(
@@ -662,7 +696,7 @@ impl Handler for StompHandler {
             ));
         }
         // The sub-protocol was chosen from the server's list; a client offering none is welcome.
-        Ok(Link::new())
+        Ok(Link::from_peer(from))
     }
 
     fn on_http(&mut self, req: &Request<'_, '_>, body: &[u8]) -> HttpResponse {
@@ -674,10 +708,13 @@ impl Handler for StompHandler {
 
     fn on_stream_open(&mut self, peer: SocketAddr) -> Option<Link> {
         debug!(%peer, "STOMP over TCP connection");
-        Some(Link::new())
+        Some(Link::from_peer(Some(peer.ip())))
     }
 
     fn on_open(&mut self, session: &mut Session<'_, Link>) {
+        if let Some(ip) = session.data().peer() {
+            self.hub.broker().opened(session.id(), ip);
+        }
         self.hub.register(session.id(), session.handle());
     }
 

@@ -103,7 +103,11 @@ fn same_host(origin: &str, host: Option<&str>) -> bool {
         "https" => ":443",
         _ => return false,
     };
-    let strip = |a: &str| a.strip_suffix(default_port).unwrap_or(a).to_ascii_lowercase();
+    let strip = |a: &str| {
+        a.strip_suffix(default_port)
+            .unwrap_or(a)
+            .to_ascii_lowercase()
+    };
     !authority.is_empty() && strip(authority) == strip(host)
 }
 
@@ -114,10 +118,22 @@ mod tests {
     #[test]
     fn same_origin_is_the_request_host() {
         let p = OriginPolicy::default();
-        assert!(p.check(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")).is_ok());
-        assert!(p.check(Some("https://Chat.Example.com"), Some("chat.example.com:443")).is_ok());
-        assert!(p.check(Some("http://chat.example.com:80"), Some("chat.example.com")).is_ok());
-        assert!(p.check(None, Some("127.0.0.1:8080")).is_ok(), "no Origin: not a browser");
+        assert!(p
+            .check(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"))
+            .is_ok());
+        assert!(p
+            .check(
+                Some("https://Chat.Example.com"),
+                Some("chat.example.com:443")
+            )
+            .is_ok());
+        assert!(p
+            .check(Some("http://chat.example.com:80"), Some("chat.example.com"))
+            .is_ok());
+        assert!(
+            p.check(None, Some("127.0.0.1:8080")).is_ok(),
+            "no Origin: not a browser"
+        );
         for (origin, host) in [
             ("http://evil.example", Some("127.0.0.1:8080")),
             ("http://127.0.0.1:9090", Some("127.0.0.1:8080")),

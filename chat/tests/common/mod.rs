@@ -43,6 +43,11 @@ impl Stomp {
     pub fn open(addr: SocketAddr, name: &str) -> Stomp {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("{name}: connecting to {addr}: {e}"));
+        Stomp::over(stream, name)
+    }
+
+    /// A client over a connected stream (the caller sends CONNECT).
+    pub fn over(stream: TcpStream, name: &str) -> Stomp {
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Stomp {
