@@ -15,6 +15,7 @@ use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::auth::{authenticator, hash_password, Users};
+use sockeye_chat::broker::permissions::{Permissions, Rule};
 use sockeye_chat::cluster::{random_node_id, Cluster};
 use sockeye_chat::relay::RelayConfig;
 use sockeye_chat::rooms::{
@@ -148,6 +149,10 @@ struct FileConfig {
     deflate: Option<String>,
     heart_beat: Option<String>,
     users: Option<PathBuf>,
+    /// Who may SEND and SUBSCRIBE where, first matching rule deciding (file only; see
+    /// `sockeye_chat::broker::permissions`).
+    #[serde(default)]
+    permissions: Vec<Rule>,
 }
 
 fn load_file(path: &PathBuf) -> Result<FileConfig, String> {
@@ -300,13 +305,18 @@ fn run(args: Args) -> Result<(), String> {
     if node_id == Some(0) {
         return Err("--node-id wants a number from 1 to 65535".into());
     }
+    let chat_config = ChatConfig {
+        // With passcodes checked, a member's name is the user's, not what the page says.
+        sender_is_user: users.is_some(),
+        ..ChatConfig::default()
+    };
     let (mut chat, store) = match store_config {
-        None => (Chat::new(ChatConfig::default()), None),
+        None => (Chat::new(chat_config), None),
         Some(config) => {
             let (store, loaded) = Store::open_with(&config, StoreOptions::default())
                 .map_err(|e| format!("cannot open {config}: {e}"))?;
             info!(rooms = loaded.rooms.len(), %store, "loaded chat state");
-            (Chat::restore(ChatConfig::default(), loaded), Some(store))
+            (Chat::restore(chat_config, loaded), Some(store))
         }
     };
     if relay.is_some() {
@@ -330,6 +340,10 @@ fn run(args: Args) -> Result<(), String> {
     stomp.limits.max_body = max_message;
     stomp.broker.heart_beat = heart_beat;
     stomp.broker.authenticator = Some(authenticator(users));
+    if !file.permissions.is_empty() {
+        info!(rules = file.permissions.len(), "permission rules");
+    }
+    stomp.broker.permissions = Permissions::new(file.permissions);
     // Room messages and cluster events are the application's words: clients publish through
     // /app/chat.*, never to these directly (other nodes store what arrives there).
     stomp.broker.app_only = vec![ROOMS_PATTERN.into(), CLUSTER_TOPIC.into()];

@@ -112,10 +112,11 @@ impl Chat {
             if let Some(line) = found {
                 return line;
             }
-            assert!(
-                Instant::now() < until,
-                "no log line with {parts:?} within {TIMEOUT:?}"
-            );
+            if Instant::now() >= until {
+                let log = self.log.lock().unwrap();
+                let tail = log[log.len().saturating_sub(10)..].join("\n");
+                panic!("no log line with {parts:?} within {TIMEOUT:?}; the last ones:\n{tail}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -355,6 +356,147 @@ fn fifty_wrong_passcodes_from_one_address_take_several_seconds() {
     assert!(
         took >= Duration::from_secs(5),
         "50 wrong passcodes answered in {took:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --- permissions -----------------------------------------------------------------------------
+
+/// A CONNECTed STOMP-over-TCP client of `login`.
+fn logged_in(chat: &Chat, login: &str, passcode: &str) -> Stomp {
+    let mut c = Stomp::open(chat.stomp, login);
+    c.send(&connect_frame(login, passcode));
+    let f = c.expect("CONNECTED", &format!("CONNECTED for {login}"));
+    assert_eq!(f.header("user-name"), Some(login));
+    c
+}
+
+/// `POST /api/rooms {"name": name}`; returns the new room's id.
+fn create_room(chat: &Chat, name: &str) -> String {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({ "name": name }).to_string();
+    let mut s = std::net::TcpStream::connect_timeout(&chat.http, TIMEOUT).expect("connect HTTP");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /api/rooms HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        chat.http,
+        body.len()
+    )
+    .expect("write POST");
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("reading the answer to POST /api/rooms: {e}"));
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let json = response.split("\r\n\r\n").nth(1).expect("a body");
+    let room: serde_json::Value = serde_json::from_str(json).expect("JSON room");
+    room["id"].as_str().expect("an id").to_owned()
+}
+
+/// With `--users`, a JOIN whose JSON says `"sender":"mallory"` comes out with the
+/// authenticated user (`ann`) as its sender, in the room's topic.
+#[test]
+fn spoofed_sender_comes_out_as_the_authenticated_user() {
+    let dir = scratch("sender");
+    let path = users_file(&dir);
+    let chat = start(&["--users", path.to_str().unwrap()]);
+    let room = create_room(&chat, "General");
+    let mut ann = logged_in(&chat, "ann", "a-secret");
+    ann.subscribe("room", &format!("/topic/rooms.{room}"));
+    let join = serde_json::json!({"roomId": room, "type": "JOIN", "sender": "mallory"});
+    ann.send_body(
+        "SEND\ndestination:/app/chat.join\ncontent-type:application/json\n\n",
+        join.to_string().as_bytes(),
+    );
+    let f = ann.expect("MESSAGE", "the JOIN in the room's topic");
+    let message: serde_json::Value = serde_json::from_slice(&f.body).expect("JSON");
+    assert_eq!(message["type"], "JOIN", "{message}");
+    assert_eq!(message["sender"], "ann", "{message}");
+    let talk =
+        serde_json::json!({"roomId": room, "type": "TALK", "message": "hi", "sender": "mallory"});
+    ann.send_body(
+        "SEND\ndestination:/app/chat.send\n\n",
+        talk.to_string().as_bytes(),
+    );
+    let f = ann.expect("MESSAGE", "the TALK in the room's topic");
+    let message: serde_json::Value = serde_json::from_slice(&f.body).expect("JSON");
+    assert_eq!(
+        (message["sender"].as_str(), message["message"].as_str()),
+        (Some("ann"), Some("hi"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SUBSCRIBE to `/user/bob/queue/errors` as ann: ERROR naming the destination, closed; and
+/// what is sent to bob never reaches her. Her own `/user/queue/...` works.
+#[test]
+fn subscribe_to_another_users_queue_is_refused() {
+    let dir = scratch("user-queue");
+    let path = users_file(&dir);
+    let chat = start(&["--users", path.to_str().unwrap()]);
+    let mut ann = logged_in(&chat, "ann", "a-secret");
+    ann.subscribe("mine", "/user/queue/inbox");
+    ann.send("SEND\ndestination:/user/ann/queue/inbox\n\n");
+    ann.expect("MESSAGE", "ann's message to herself");
+    ann.send("SUBSCRIBE\nid:theirs\ndestination:/user/bob/queue/inbox\n\n");
+    let f = ann.expect("ERROR", "ERROR for SUBSCRIBE to bob's queue");
+    let message = f.header("message").unwrap_or("");
+    assert!(
+        message.contains("/user/bob/queue/inbox") && message.contains("another user"),
+        "{f:?}"
+    );
+    ann.closed("after the ERROR");
+    chat.logged(&["STOMP ERROR sent", "user=\"ann\"", "/user/bob/queue/inbox"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A config file whose rules deny SEND to `/topic/announce.**` except for `admin`: ann's SEND
+/// there gets ERROR `permission denied: SEND to /topic/announce.all`, and subscribers see
+/// nothing of it; admin's SEND goes through. A SUBSCRIBE rule likewise.
+#[test]
+fn send_to_a_denied_destination_is_refused() {
+    let dir = scratch("rules");
+    let users = dir.join("users.json");
+    let hashes = serde_json::json!({"ann": hashed("a-secret"), "admin": hashed("root")});
+    std::fs::write(&users, hashes.to_string()).unwrap();
+    let config = dir.join("config.json");
+    let rules = serde_json::json!({
+        "users": users,
+        "permissions": [
+            {"user": "admin", "command": "SEND", "destination": "/topic/announce.**", "access": "allow"},
+            {"user": "*", "command": "SEND", "destination": "/topic/announce.**", "access": "deny"},
+            {"user": "*", "command": "SUBSCRIBE", "destination": "/topic/admin.**", "access": "deny"}
+        ]
+    });
+    std::fs::write(&config, rules.to_string()).unwrap();
+    let chat = start(&["--config", config.to_str().unwrap()]);
+    let mut listener = logged_in(&chat, "ann", "a-secret");
+    listener.subscribe("news", "/topic/announce.*");
+    let mut ann = logged_in(&chat, "ann", "a-secret");
+    ann.send("SEND\ndestination:/topic/announce.all\n\nfrom ann");
+    let f = ann.expect("ERROR", "ERROR for a denied SEND");
+    assert_eq!(
+        f.header("message"),
+        Some("permission denied: SEND to /topic/announce.all")
+    );
+    ann.closed("after the ERROR");
+    let mut admin = logged_in(&chat, "admin", "root");
+    admin.send("SEND\ndestination:/topic/announce.all\n\nfrom admin");
+    let f = listener.expect("MESSAGE", "admin's announcement");
+    assert_eq!(
+        f.text(),
+        "from admin",
+        "ann's denied SEND must not have been delivered"
+    );
+    let mut nosy = logged_in(&chat, "ann", "a-secret");
+    nosy.send("SUBSCRIBE\nid:all\ndestination:/topic/**\n\n");
+    let f = nosy.expect(
+        "ERROR",
+        "ERROR for a SUBSCRIBE that could read /topic/admin.**",
+    );
+    assert_eq!(
+        f.header("message"),
+        Some("permission denied: SUBSCRIBE to /topic/**")
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

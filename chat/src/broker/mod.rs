@@ -30,9 +30,11 @@ use crate::stomp::{
 };
 
 pub mod destination;
+pub mod permissions;
 mod relayed;
 
 use destination::{Kind, Prefixes};
+use permissions::{Permissions, Verb};
 pub use relayed::{RelayMode, RelayOp, USER_DESTINATION_HEADER};
 
 /// Identifies a transport connection (assigned by the transport, unique per broker).
@@ -232,6 +234,8 @@ pub struct BrokerConfig {
     /// ERROR): what other code trusts as the application's own words, such as the chat's
     /// room topics and its cluster topic. Default none.
     pub app_only: Vec<String>,
+    /// Who may SEND and SUBSCRIBE where (see [`permissions`]). Default: no rules, all allowed.
+    pub permissions: Permissions,
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -258,6 +262,7 @@ impl Default for BrokerConfig {
             authenticator: None,
             relay: None,
             app_only: Vec::new(),
+            permissions: Permissions::default(),
         }
     }
 }
@@ -670,6 +675,10 @@ impl Broker {
                 "{destination} is the application's (clients cannot send to it)"
             )));
         }
+        self.config
+            .permissions
+            .check(self.user(session), Verb::Send, destination)
+            .map_err(|denied| refuse(denied.to_string()))?;
         let headers: Vec<(String, String)> = frame
             .headers
             .iter()
@@ -1048,6 +1057,14 @@ impl Broker {
                     .prefixes
                     .strip_user(requested)
                     .ok_or_else(|| refuse(format!("invalid user destination {requested}")))?;
+                if self.config.prefixes.kind(inner).is_none() {
+                    // `/user/{name}/...`: a destination to SEND to, never to read from.
+                    return Err(refuse(format!(
+                        "cannot subscribe to {requested} (another user's destinations are \
+                         theirs; subscribe to {}/queue/... for your own)",
+                        self.config.prefixes.user
+                    )));
+                }
                 (
                     inner.to_owned(),
                     true,
@@ -1062,6 +1079,10 @@ impl Broker {
             Some(kind) => (requested.to_owned(), false, kind),
             None => return Err(refuse(format!("unknown destination {requested}"))),
         };
+        self.config
+            .permissions
+            .check(state.user.as_deref(), Verb::Subscribe, requested)
+            .map_err(|denied| refuse(denied.to_string()))?;
         let user = state.user.clone();
         let key = self.subs.insert(Subscription {
             session,

@@ -85,6 +85,10 @@ pub struct ChatConfig {
     pub max_rooms: usize,
     /// Largest application message body accepted, in bytes. Default 16 KiB.
     pub max_body_bytes: usize,
+    /// Whether a JOIN's nickname is the session's authenticated user, whatever the JSON's
+    /// `sender` says (set when CONNECT checks passcodes). Default false: the development mode,
+    /// where the page picks a nickname.
+    pub sender_is_user: bool,
 }
 
 impl Default for ChatConfig {
@@ -94,6 +98,7 @@ impl Default for ChatConfig {
             max_message_chars: MAX_MESSAGE_CHARS,
             max_rooms: 1000,
             max_body_bytes: 16 * 1024,
+            sender_is_user: false,
         }
     }
 }
@@ -565,7 +570,7 @@ impl Chat {
                     MessageType::Join => self.join(
                         msg.session,
                         room,
-                        body.sender.as_deref().unwrap_or(""),
+                        self.sender(msg, &body),
                         client_token(body.client_id.as_deref()),
                         now_ms,
                         &mut effects,
@@ -585,6 +590,15 @@ impl Chat {
             effects.push(self.error_effect(msg.session, &e, room_id));
         }
         effects
+    }
+
+    /// Who a JOIN says it is: the authenticated user when [`ChatConfig::sender_is_user`],
+    /// else the JSON's `sender`.
+    fn sender<'a>(&self, msg: &'a AppMessage, body: &'a ClientMessage) -> &'a str {
+        match (&msg.user, self.config.sender_is_user) {
+            (Some(user), true) => user,
+            _ => body.sender.as_deref().unwrap_or(""),
+        }
     }
 
     /// A broker event: [`BrokerEvent::Disconnected`] is [`Chat::session_closed`]; others

@@ -31,7 +31,7 @@ use sockeye::server::{
     Upgrading,
 };
 use sockeye::DataKind;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::{
     Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, RelayMode, SessionId,
@@ -381,6 +381,27 @@ impl Hub {
         }
     }
 
+    /// One line per ERROR sent: why, to whom (session, user, address).
+    fn log_error(&self, to: SessionId, frame: &OutFrame) {
+        let head = String::from_utf8_lossy(&frame.head);
+        let error = head
+            .lines()
+            .find_map(|l| l.strip_prefix("message:"))
+            .unwrap_or("")
+            .replace("\\c", ":");
+        let (user, peer) = {
+            let broker = self.broker();
+            (broker.user(to).map(str::to_owned), broker.address(to))
+        };
+        info!(
+            session = to,
+            user = user.as_deref().unwrap_or(""),
+            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+            %error,
+            "STOMP ERROR sent; closing"
+        );
+    }
+
     /// Carries out the deferred actions that are due (called on the heart-beat tick).
     fn run_due(self: &Arc<Self>) {
         let now = self.elapsed_ms();
@@ -425,6 +446,7 @@ impl Hub {
                 Action::Send { to, frame } => {
                     if frame.head.starts_with(b"ERROR\n") {
                         errored.push(to);
+                        self.log_error(to, &frame);
                     }
                     match current.as_deref_mut() {
                         Some(s) if s.session_id() == to => s.send_frame(&frame),
