@@ -15,6 +15,7 @@ use sockeye::handshake::Origins;
 use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::auth::{authenticator, hash_password, Users};
+use sockeye_chat::broker::limits::SendRate;
 use sockeye_chat::broker::permissions::{Permissions, Rule};
 use sockeye_chat::cluster::{random_node_id, Cluster};
 use sockeye_chat::relay::RelayConfig;
@@ -98,6 +99,25 @@ struct Args {
     /// destinations), and a CONNECT without `login` is anonymous.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
+    /// SENDs a second per session, with bursts of five seconds' worth (0: no limit). Over it:
+    /// ERROR "SEND rate over ..." and close. Default 200.
+    #[arg(long, value_name = "N")]
+    max_send_rate: Option<u32>,
+    /// Subscriptions per session (0: no limit). Default 1000.
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Connected sessions per user (0: no limit); the next CONNECT gets ERROR. Default 100.
+    #[arg(long, value_name = "N")]
+    max_sessions_per_user: Option<usize>,
+    /// Connected sessions per client address (0: no limit). Default 1000.
+    #[arg(long, value_name = "N")]
+    max_sessions_per_address: Option<usize>,
+    /// Longest chat message, in characters. Default 2000.
+    #[arg(long, value_name = "CHARS")]
+    max_chat_message: Option<usize>,
+    /// Longest room name, in characters. Default 64.
+    #[arg(long, value_name = "CHARS")]
+    max_room_name: Option<usize>,
     /// A JSON file with any of the settings above (snake_case keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -149,6 +169,12 @@ struct FileConfig {
     deflate: Option<String>,
     heart_beat: Option<String>,
     users: Option<PathBuf>,
+    max_send_rate: Option<u32>,
+    max_subscriptions: Option<usize>,
+    max_sessions_per_user: Option<usize>,
+    max_sessions_per_address: Option<usize>,
+    max_chat_message: Option<usize>,
+    max_room_name: Option<usize>,
     /// Who may SEND and SUBSCRIBE where, first matching rule deciding (file only; see
     /// `sockeye_chat::broker::permissions`).
     #[serde(default)]
@@ -183,6 +209,11 @@ fn store_config(
             Ok((dir != "off").then(|| StoreConfig::Sqlite(dir.into())))
         }
     }
+}
+
+/// A limit flag: `default` when not given, none when 0.
+fn limit(value: Option<usize>, default: usize) -> Option<usize> {
+    Some(value.unwrap_or(default)).filter(|&n| n > 0)
 }
 
 fn parse_heart_beat(value: &str) -> Result<(u64, u64), String> {
@@ -305,10 +336,21 @@ fn run(args: Args) -> Result<(), String> {
     if node_id == Some(0) {
         return Err("--node-id wants a number from 1 to 65535".into());
     }
+    let defaults = ChatConfig::default();
     let chat_config = ChatConfig {
         // With passcodes checked, a member's name is the user's, not what the page says.
         sender_is_user: users.is_some(),
-        ..ChatConfig::default()
+        max_message_chars: args
+            .max_chat_message
+            .or(file.max_chat_message)
+            .unwrap_or(defaults.max_message_chars)
+            .max(1),
+        max_room_name_chars: args
+            .max_room_name
+            .or(file.max_room_name)
+            .unwrap_or(defaults.max_room_name_chars)
+            .max(1),
+        ..defaults
     };
     let (mut chat, store) = match store_config {
         None => (Chat::new(chat_config), None),
@@ -344,6 +386,26 @@ fn run(args: Args) -> Result<(), String> {
         info!(rules = file.permissions.len(), "permission rules");
     }
     stomp.broker.permissions = Permissions::new(file.permissions);
+    let send_rate = args.max_send_rate.or(file.max_send_rate).unwrap_or(200);
+    stomp.broker.max_send_rate = (send_rate > 0).then(|| SendRate::per_second(send_rate));
+    stomp.broker.max_subscriptions =
+        limit(args.max_subscriptions.or(file.max_subscriptions), 1000).unwrap_or(usize::MAX);
+    stomp.broker.max_sessions_per_user = limit(
+        args.max_sessions_per_user.or(file.max_sessions_per_user),
+        100,
+    );
+    stomp.broker.max_sessions_per_address = limit(
+        args.max_sessions_per_address
+            .or(file.max_sessions_per_address),
+        1000,
+    );
+    info!(
+        send_rate,
+        subscriptions = stomp.broker.max_subscriptions,
+        per_user = ?stomp.broker.max_sessions_per_user,
+        per_address = ?stomp.broker.max_sessions_per_address,
+        "session limits (0 or None: no limit)"
+    );
     // Room messages and cluster events are the application's words: clients publish through
     // /app/chat.*, never to these directly (other nodes store what arrives there).
     stomp.broker.app_only = vec![ROOMS_PATTERN.into(), CLUSTER_TOPIC.into()];

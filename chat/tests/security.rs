@@ -500,3 +500,136 @@ fn send_to_a_denied_destination_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// --- limits ----------------------------------------------------------------------------------
+
+/// Median round trip (SEND with a receipt → RECEIPT) of `n` tries.
+fn median_round_trip(c: &mut Stomp, n: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            c.send(&format!(
+                "SEND\ndestination:/topic/ping\nreceipt:p{i}\n\nping"
+            ));
+            c.expect("RECEIPT", "the receipt of a ping");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
+/// One session sending 1,000 SENDs a second (default limit 200 a second, bursts of 1,000):
+/// ERROR `SEND rate over 200 a second ...` within a few seconds, and closed. Meanwhile another
+/// session's round trips stay flat: the median under the flood is within 10 times (plus 20 ms)
+/// the median measured before it in the same test. (Not a speed test: a guard against the
+/// flood starving others, with a generous factor.)
+#[test]
+fn a_thousand_sends_a_second_end_in_error_while_others_stay_flat() {
+    use std::io::Write;
+    let chat = start(&[]);
+    let mut other = Stomp::connect(chat.stomp, "other", Some("bob"));
+    let baseline = median_round_trip(&mut other, 21);
+    let mut flooder = Stomp::connect(chat.stomp, "flooder", Some("eve"));
+    let mut writer = flooder.try_clone_stream();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let flood = std::thread::spawn(move || {
+        let frame = b"SEND\ndestination:/topic/flood\n\nx\0";
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+            // 10 frames every 10 ms: 1,000 a second.
+            let due = started + Duration::from_millis(sent);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if writer.write_all(&frame.repeat(10)).is_err() {
+                break; // closed by the server
+            }
+            sent += 10;
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let under_flood = median_round_trip(&mut other, 21);
+    let f = flooder
+        .frame_within("the ERROR of a flooding session", Duration::from_secs(15))
+        .expect("an ERROR within 15 s of flooding");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().expect("the flood thread");
+    assert_eq!(f.command, "ERROR", "{f:?}");
+    assert_eq!(
+        f.header("message"),
+        Some("SEND rate over 200 a second (bursts of 1000)")
+    );
+    flooder.closed("after the rate ERROR");
+    assert!(sent >= 1000, "only {sent} SENDs went out before the ERROR");
+    assert!(
+        under_flood <= baseline * 10 + Duration::from_millis(20),
+        "round trips grew from {baseline:?} to {under_flood:?} under the flood"
+    );
+    other.send("SEND\ndestination:/topic/ping\nreceipt:after\n\n");
+    other.expect(
+        "RECEIPT",
+        "the other session still served after the flooder's ERROR",
+    );
+}
+
+/// `--max-subscriptions 2`: the third SUBSCRIBE gets ERROR. `--max-sessions-per-user 1`: a
+/// second session of ann gets ERROR at CONNECT, bob is not affected.
+#[test]
+fn subscription_and_session_limits_answer_error() {
+    let chat = start(&["--max-subscriptions", "2", "--max-sessions-per-user", "1"]);
+    let mut ann = Stomp::connect(chat.stomp, "ann", Some("ann"));
+    ann.subscribe("1", "/topic/a");
+    ann.subscribe("2", "/topic/b");
+    let mut second = Stomp::open(chat.stomp, "ann again");
+    second.send("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:ann\n\n");
+    let f = second.expect("ERROR", "ERROR for ann's second session");
+    assert_eq!(
+        f.header("message"),
+        Some("too many sessions of user ann (at most 1)")
+    );
+    Stomp::connect(chat.stomp, "bob", Some("bob"));
+    ann.send("SUBSCRIBE\nid:3\ndestination:/topic/c\n\n");
+    let f = ann.expect("ERROR", "ERROR for a third subscription");
+    assert_eq!(f.header("message"), Some("more than 2 subscriptions"));
+}
+
+/// `--max-room-name 8`: a longer name gets 400 from `POST /api/rooms`. `--max-chat-message 5`:
+/// a longer TALK gets a `/user/queue/errors` reply and nothing in the room.
+#[test]
+fn room_name_and_message_lengths_are_limited() {
+    use std::io::{Read, Write};
+    let chat = start(&["--max-room-name", "8", "--max-chat-message", "5"]);
+    let body = r#"{"name":"A long room name"}"#;
+    let mut s = std::net::TcpStream::connect_timeout(&chat.http, TIMEOUT).expect("connect HTTP");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /api/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .expect("the answer to POST /api/rooms");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let room = create_room(&chat, "Short");
+    let mut ann = Stomp::connect(chat.stomp, "ann", Some("ann"));
+    ann.subscribe("room", &format!("/topic/rooms.{room}"));
+    ann.subscribe("errors", "/user/queue/errors");
+    let join = serde_json::json!({"roomId": room, "type": "JOIN", "sender": "ann"});
+    ann.send_body(
+        "SEND\ndestination:/app/chat.join\n\n",
+        join.to_string().as_bytes(),
+    );
+    ann.expect("MESSAGE", "ann's JOIN");
+    let talk = serde_json::json!({"roomId": room, "type": "TALK", "message": "too long"});
+    ann.send_body(
+        "SEND\ndestination:/app/chat.send\n\n",
+        talk.to_string().as_bytes(),
+    );
+    let f = ann.expect("MESSAGE", "the error reply to a long message");
+    assert_eq!(f.header("subscription"), Some("errors"), "{f:?}");
+    assert!(f.text().contains("5"), "{}", f.text());
+}

@@ -30,10 +30,12 @@ use crate::stomp::{
 };
 
 pub mod destination;
+pub mod limits;
 pub mod permissions;
 mod relayed;
 
 use destination::{Kind, Prefixes};
+use limits::{Bucket, Census, SendRate};
 use permissions::{Permissions, Verb};
 pub use relayed::{RelayMode, RelayOp, USER_DESTINATION_HEADER};
 
@@ -236,6 +238,13 @@ pub struct BrokerConfig {
     pub app_only: Vec<String>,
     /// Who may SEND and SUBSCRIBE where (see [`permissions`]). Default: no rules, all allowed.
     pub permissions: Permissions,
+    /// SENDs per session (a token bucket, see [`limits`]); over it, ERROR and close. Default
+    /// none (the chat server sets one). Needs the transport's clock ([`Broker::set_now`]).
+    pub max_send_rate: Option<SendRate>,
+    /// Connected sessions one user may hold (the next CONNECT gets ERROR). Default none.
+    pub max_sessions_per_user: Option<usize>,
+    /// Connected sessions from one address (as [`Broker::opened`] said). Default none.
+    pub max_sessions_per_address: Option<usize>,
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -263,6 +272,9 @@ impl Default for BrokerConfig {
             relay: None,
             app_only: Vec::new(),
             permissions: Permissions::default(),
+            max_send_rate: None,
+            max_sessions_per_user: None,
+            max_sessions_per_address: None,
         }
     }
 }
@@ -325,6 +337,10 @@ struct SessionState {
     subscriptions: Vec<usize>,
     transactions: HashMap<String, Vec<TxOp>>,
     attributes: HashMap<String, String>,
+    /// SENDs allowed (with [`BrokerConfig::max_send_rate`]).
+    sends: Option<Bucket>,
+    /// The address it was counted under (sessions per address).
+    address: Option<IpAddr>,
 }
 
 /// The broker.
@@ -343,6 +359,11 @@ pub struct Broker {
     receipt_taken: bool,
     /// Where each open transport session came from (connected or not), as the transport said.
     addresses: HashMap<SessionId, IpAddr>,
+    /// Connected sessions per user and per address.
+    per_user: Census<String>,
+    per_address: Census<IpAddr>,
+    /// The transport's clock, in ms (see [`Broker::set_now`]).
+    now_ms: u64,
 }
 
 impl fmt::Debug for Broker {
@@ -384,6 +405,9 @@ impl Broker {
             next_message: 0,
             receipt_taken: false,
             addresses: HashMap::new(),
+            per_user: Census::default(),
+            per_address: Census::default(),
+            now_ms: 0,
         }
     }
 
@@ -428,6 +452,12 @@ impl Broker {
     /// authenticator and the per-address limits see. Forgotten at [`Broker::closed`].
     pub fn opened(&mut self, session: SessionId, peer: IpAddr) {
         self.addresses.insert(session, peer);
+    }
+
+    /// The time, in ms from any fixed start, for the SEND rate: the transport sets it before
+    /// handing over frames (the broker reads no clock).
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
     }
 
     /// The address `session` came from, if the transport said.
@@ -589,6 +619,7 @@ impl Broker {
             },
             None => None,
         };
+        self.check_session_limits(user.as_deref(), request.peer)?;
         let (send_every, expect_every) = match frame.header("heart-beat") {
             None => (0, 0),
             Some(value) => {
@@ -601,6 +632,13 @@ impl Broker {
                 (send, expect)
             }
         };
+        let address = self.address(session);
+        if let Some(u) = &user {
+            self.per_user.add(u.clone());
+        }
+        if let Some(ip) = address {
+            self.per_address.add(ip);
+        }
         self.sessions.insert(
             session,
             SessionState {
@@ -609,6 +647,11 @@ impl Broker {
                 subscriptions: Vec::new(),
                 transactions: HashMap::new(),
                 attributes: HashMap::new(),
+                sends: self
+                    .config
+                    .max_send_rate
+                    .map(|r| Bucket::full(r, self.now_ms)),
+                address,
             },
         );
         let heart_beat = format!("{send_every},{expect_every}");
@@ -648,12 +691,54 @@ impl Broker {
         Ok(())
     }
 
+    /// Sessions per user and per address, at CONNECT.
+    fn check_session_limits(
+        &self,
+        user: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        if let (Some(max), Some(user)) = (self.config.max_sessions_per_user, user) {
+            if self.per_user.count(&user.to_owned()) >= max {
+                return Err(refuse(format!(
+                    "too many sessions of user {user} (at most {max})"
+                )));
+            }
+        }
+        if let (Some(max), Some(ip)) = (self.config.max_sessions_per_address, peer) {
+            if self.per_address.count(&ip) >= max {
+                return Err(refuse(format!(
+                    "too many sessions from {ip} (at most {max})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a token of the session's SEND rate, or refuses.
+    fn check_send_rate(&mut self, session: SessionId) -> Result<(), Refusal> {
+        let (Some(rate), now) = (self.config.max_send_rate, self.now_ms) else {
+            return Ok(());
+        };
+        let bucket = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.sends.as_mut());
+        match bucket.is_none_or(|b| b.take(rate, now)) {
+            true => Ok(()),
+            false => Err(refuse(format!(
+                "SEND rate over {} a second (bursts of {})",
+                rate.per_second, rate.burst
+            ))),
+        }
+    }
+
     fn send(
         &mut self,
         session: SessionId,
         frame: &Frame<'_>,
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
+        self.check_send_rate(session)?;
         let destination = frame
             .header("destination")
             .ok_or_else(|| refuse("SEND without destination"))?;
@@ -1363,6 +1448,12 @@ impl Broker {
             pending.extend(self.detach_subscription(key, out));
         }
         if let Some(state) = self.sessions.remove(&session) {
+            if let Some(u) = &state.user {
+                self.per_user.remove(u);
+            }
+            if let Some(ip) = &state.address {
+                self.per_address.remove(ip);
+            }
             out.push(Action::Event(BrokerEvent::Disconnected {
                 session,
                 user: state.user,

@@ -81,6 +81,8 @@ pub struct ChatConfig {
     pub history_limit: usize,
     /// Longest message, in characters. Default 2,000.
     pub max_message_chars: usize,
+    /// Longest room name, in characters (after trimming). Default 64.
+    pub max_room_name_chars: usize,
     /// Most rooms there can be. Default 1,000.
     pub max_rooms: usize,
     /// Largest application message body accepted, in bytes. Default 16 KiB.
@@ -96,6 +98,7 @@ impl Default for ChatConfig {
         ChatConfig {
             history_limit: HISTORY_LIMIT,
             max_message_chars: MAX_MESSAGE_CHARS,
+            max_room_name_chars: MAX_ROOM_NAME_CHARS,
             max_rooms: 1000,
             max_body_bytes: 16 * 1024,
             sender_is_user: false,
@@ -485,7 +488,8 @@ impl Chat {
         name: &str,
         now_ms: u64,
     ) -> Result<(RoomSummary, Vec<Effect>), ChatError> {
-        let name = validate_room_name(name).map_err(ChatError::RoomName)?;
+        let name =
+            validate_name(name, self.config.max_room_name_chars).map_err(ChatError::RoomName)?;
         if self.rooms.len() >= self.config.max_rooms {
             return Err(ChatError::TooManyRooms(self.config.max_rooms));
         }

@@ -364,6 +364,7 @@ impl Hub {
             let mut actions = Vec::new();
             let fed = {
                 let mut broker = self.broker();
+                broker.set_now(self.elapsed_ms());
                 session.data_mut().link().feed_some(
                     id,
                     &bytes[used..],

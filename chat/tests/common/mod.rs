@@ -57,6 +57,11 @@ impl Stomp {
         }
     }
 
+    /// A second handle on the socket (to write from another thread).
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the socket")
+    }
+
     /// Connects and sends CONNECT (1.2, `login` if any); waits for CONNECTED.
     pub fn connect(addr: SocketAddr, name: &str, login: Option<&str>) -> Stomp {
         let mut c = Stomp::open(addr, name);
