@@ -219,6 +219,42 @@ impl ChatApp {
 }
 
 impl Application for ChatApp {
+    fn readiness(&self) -> Result<(), String> {
+        match &self.store {
+            Some(store) if !store.is_writing() => {
+                Err(format!("the store ({store}) cannot be written to"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn metrics(&self, out: &mut crate::server::metrics::Exposition) {
+        let rooms = lock(&self.chat).rooms().len();
+        out.single("sockeye_chat_rooms", "gauge", "Chat rooms.", rooms as f64);
+        let Some(store) = &self.store else { return };
+        out.single(
+            "sockeye_store_queue_depth",
+            "gauge",
+            "Store writes queued and not yet written.",
+            store.backlog() as f64,
+        );
+        out.single(
+            "sockeye_store_dropped_total",
+            "counter",
+            "Store writes dropped because the queue was full.",
+            store.dropped() as f64,
+        );
+        let (writes, micros) = store.write_time();
+        out.family(
+            "sockeye_store_write_seconds",
+            "summary",
+            "Time of the store's batch writes.",
+            &[],
+        );
+        out.sample("sockeye_store_write_seconds_sum", micros as f64 / 1e6);
+        out.sample("sockeye_store_write_seconds_count", writes as f64);
+    }
+
     fn on_app_message(&self, message: &AppMessage, messaging: &Messaging) {
         if *lock(&self.relay) == Relay::Down && message.destination.starts_with("/chat.") {
             // Nothing could reach the room: the sender is told at once, and nothing is kept

@@ -429,6 +429,7 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut server =
         Server::bind(listen, config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    hub.set_engine(server.shutdown_handle());
     let http_addr = server.local_addr();
     let tcp_addr = if stomp_listen == "off" {
         None

@@ -425,6 +425,11 @@ impl Broker {
         self.subs.len()
     }
 
+    /// Destinations with subscribers (exact names and patterns) or held messages.
+    pub fn destination_count(&self) -> usize {
+        self.exact.len() + self.patterns.len() + self.held.len()
+    }
+
     /// The negotiated version of a session (for the transport's parser).
     pub fn version(&self, session: SessionId) -> Option<Version> {
         self.sessions.get(&session).and_then(|s| s.version)

@@ -42,11 +42,14 @@ use crate::stomp::Limits;
 
 pub mod heartbeat;
 mod internal;
+pub mod metrics;
+mod ops;
 pub mod origin;
 mod relayed;
 pub mod slow;
 
 pub use internal::{Delivered, Listener, SubscribeError};
+use metrics::Counter;
 pub use origin::OriginPolicy;
 pub use slow::{SlowConsumer, SlowStats};
 
@@ -80,6 +83,14 @@ pub trait Application: Send + Sync + 'static {
     ) -> HttpResponse {
         HttpResponse::not_found()
     }
+
+    /// Whether the application can do its work (`GET /readyz`); the reason when not.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The application's own metrics, added to `GET /metrics`.
+    fn metrics(&self, _out: &mut metrics::Exposition) {}
 }
 
 /// Lets the caller keep a handle on the application the hub owns.
@@ -94,6 +105,14 @@ impl<T: Application> Application for Arc<T> {
 
     fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {
         (**self).on_http(req, body, messaging)
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        (**self).readiness()
+    }
+
+    fn metrics(&self, out: &mut metrics::Exposition) {
+        (**self).metrics(out)
     }
 }
 
@@ -176,6 +195,8 @@ pub struct Hub {
     /// Deferred actions ([`Action::Later`]) with when they are due (ms since `started`), run
     /// by the heart-beat thread's tick.
     later: Mutex<Vec<(u64, Vec<Action>)>>,
+    /// The engine's counters, once the server is bound ([`Hub::set_engine`]).
+    engine: OnceLock<sockeye::server::ShutdownHandle>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -296,6 +317,7 @@ impl Hub {
             relay_config,
             internal: RwLock::default(),
             later: Mutex::default(),
+            engine: OnceLock::new(),
         });
         hub.start_relay()?;
         Ok(hub)
@@ -390,6 +412,13 @@ impl Hub {
             .find_map(|l| l.strip_prefix("message:"))
             .unwrap_or("")
             .replace("\\c", ":");
+        let kind = metrics::error_kind(&error);
+        metrics::bump(kind);
+        if kind == Counter::ErrorAuth {
+            metrics::bump(Counter::RefusedAuth);
+        } else if error.starts_with("too many sessions") {
+            metrics::bump(Counter::RefusedSessionLimit);
+        }
         let (user, peer) = {
             let broker = self.broker();
             (broker.user(to).map(str::to_owned), broker.address(to))
@@ -401,6 +430,11 @@ impl Hub {
             %error,
             "STOMP ERROR sent; closing"
         );
+    }
+
+    /// Gives the hub the engine's handle, for its counters in `GET /metrics`.
+    pub fn set_engine(&self, handle: sockeye::server::ShutdownHandle) {
+        let _ = self.engine.set(handle);
     }
 
     /// Carries out the deferred actions that are due (called on the heart-beat tick).
@@ -445,6 +479,7 @@ impl Hub {
             match action {
                 Action::Relay(op) => relayed.push(op),
                 Action::Send { to, frame } => {
+                    count_out(&frame);
                     if frame.head.starts_with(b"ERROR\n") {
                         errored.push(to);
                         self.log_error(to, &frame);
@@ -546,6 +581,20 @@ impl Hub {
     }
 }
 
+/// Counts a frame sent (by its command).
+fn count_out(frame: &OutFrame) {
+    metrics::bump(Counter::FramesOut);
+    metrics::add(Counter::BytesOut, frame.len() as u64);
+    if frame.head.starts_with(b"MESSAGE\n") {
+        metrics::bump(Counter::Deliveries);
+        if memchr::memmem::find(&frame.head, b"\nredelivered:true\n").is_some() {
+            metrics::bump(Counter::Redeliveries);
+        }
+    } else if frame.head.starts_with(b"RECEIPT\n") {
+        metrics::bump(Counter::Receipts);
+    }
+}
+
 /// The session being served, when the hub acts inside its callback (object-safe over the
 /// handler's data type).
 trait CurrentSession {
@@ -612,6 +661,7 @@ impl StompServer {
         }
         let hub = Hub::new(stomp, app)?;
         let mut server = sockeye::server::Server::bind(ws, config)?;
+        hub.set_engine(server.shutdown_handle());
         let ws_addr = server.local_addr();
         let tcp_addr = match tcp {
             Some(addr) => Some(server.bind_stream(addr)?),
@@ -678,6 +728,23 @@ impl AsLink for Link {
     }
 }
 
+/// How a session reached the server (the label of its metrics).
+enum Transport {
+    Ws,
+    Sockjs,
+    Tcp,
+}
+
+fn transport<D>(session: &Session<'_, D>) -> Transport {
+    if session.is_stream() {
+        Transport::Tcp
+    } else if session.is_sockjs() {
+        Transport::Sockjs
+    } else {
+        Transport::Ws
+    }
+}
+
 /// The engine handler of a STOMP server: one per worker.
 #[derive(Clone, Debug)]
 pub struct StompHandler {
@@ -704,6 +771,7 @@ impl Handler for StompHandler {
             .check(req.header_str("origin"), req.header_str("host"))
         {
             let peer = upgrading.peer.map(|p| p.to_string()).unwrap_or_default();
+            metrics::bump(Counter::RefusedOrigin);
             warn!(%peer, origin = %refused.origin, host = %refused.host, path = req.path(), "session refused: origin not allowed (same-origin only unless --allowed-origins lists it)");
             return Err(Rejection::new(403, refused.to_string()));
         }
@@ -713,6 +781,7 @@ impl Handler for StompHandler {
             return Ok(Link::from_peer(from));
         }
         if req.path() != self.hub.ws_path {
+            metrics::bump(Counter::RefusedPath);
             return Err(Rejection::new(
                 404,
                 format!("no WebSocket endpoint at {}", req.path()),
@@ -725,6 +794,9 @@ impl Handler for StompHandler {
     fn on_http(&mut self, req: &Request<'_, '_>, body: &[u8]) -> HttpResponse {
         if req.path() == self.hub.ws_path {
             return HttpResponse::text(426, "this endpoint speaks STOMP over WebSocket\n");
+        }
+        if let Some(response) = ops::answer(&self.hub, req) {
+            return response;
         }
         self.hub.app.on_http(req, body, &self.hub.messaging())
     }
@@ -739,6 +811,11 @@ impl Handler for StompHandler {
             self.hub.broker().opened(session.id(), ip);
         }
         self.hub.register(session.id(), session.handle());
+        metrics::bump(match transport(session) {
+            Transport::Ws => Counter::AcceptedWs,
+            Transport::Sockjs => Counter::AcceptedSockjs,
+            Transport::Tcp => Counter::AcceptedTcp,
+        });
     }
 
     fn on_message(&mut self, session: &mut Session<'_, Link>, message: Message<'_>) {
@@ -746,12 +823,21 @@ impl Handler for StompHandler {
             Message::Text(text) => text.as_bytes(),
             Message::Binary(bytes) => bytes,
         };
+        let (messages, in_bytes) = match transport(session) {
+            Transport::Sockjs => (Counter::MessagesInSockjs, Counter::BytesInSockjs),
+            _ => (Counter::MessagesInWs, Counter::BytesInWs),
+        };
+        metrics::bump(messages);
+        metrics::add(in_bytes, bytes.len() as u64);
         // A WebSocket message is handled whole: the engine pauses between messages.
         self.hub.feed(session, bytes, Batch::ALL);
     }
 
     fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) -> usize {
-        self.hub.feed(session, bytes, STREAM_BATCH)
+        let used = self.hub.feed(session, bytes, STREAM_BATCH);
+        metrics::bump(Counter::MessagesInTcp);
+        metrics::add(Counter::BytesInTcp, used as u64);
+        used
     }
 
     fn on_drain(&mut self, session: &mut Session<'_, Link>) {
@@ -768,6 +854,11 @@ impl Handler for StompHandler {
 
     fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {
         debug!(session = session.id(), code, reason, "STOMP session closed");
+        metrics::bump(match transport(session) {
+            Transport::Ws => Counter::ClosedWs,
+            Transport::Sockjs => Counter::ClosedSockjs,
+            Transport::Tcp => Counter::ClosedTcp,
+        });
         self.hub.closed(session.id());
     }
 }
