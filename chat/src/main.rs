@@ -118,6 +118,11 @@ struct Args {
     /// Longest room name, in characters. Default 64.
     #[arg(long, value_name = "CHARS")]
     max_room_name: Option<usize>,
+    /// Log lines as "text" (default) or "json" (one object per line, for log collectors). The
+    /// level comes from RUST_LOG (default info: one line per session connected or closed, per
+    /// ERROR and per refusal; nothing per message).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// A JSON file with any of the settings above (snake_case keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -175,6 +180,7 @@ struct FileConfig {
     max_sessions_per_address: Option<usize>,
     max_chat_message: Option<usize>,
     max_room_name: Option<usize>,
+    log_format: Option<String>,
     /// Who may SEND and SUBSCRIBE where, first matching rule deciding (file only; see
     /// `sockeye_chat::broker::permissions`).
     #[serde(default)]
@@ -225,13 +231,50 @@ fn parse_heart_beat(value: &str) -> Result<(u64, u64), String> {
     ))
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--log-format`, or the config file's `log_format` (read here already: logging starts
+/// before the rest of the settings are checked).
+fn log_format(args: &Args) -> Result<LogFormat, String> {
+    let from_file = || {
+        args.config
+            .as_ref()
+            .and_then(|p| load_file(p).ok())
+            .and_then(|f| f.log_format)
+    };
+    match args.log_format.clone().or_else(from_file).as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(format!("--log-format must be text or json, not {other:?}")),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    let format = log_format(&args).unwrap_or_else(|e| {
+        eprintln!("sockeye-chat: {e}");
+        std::process::exit(2);
+    });
+    init_logs(format);
     let result = match args.command {
         Some(Tool::HashPassword) => hash_password_tool(),
         None => run(args),

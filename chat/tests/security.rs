@@ -633,3 +633,43 @@ fn room_name_and_message_lengths_are_limited() {
     assert_eq!(f.header("subscription"), Some("errors"), "{f:?}");
     assert!(f.text().contains("5"), "{}", f.text());
 }
+
+// --- logs ------------------------------------------------------------------------------------
+
+/// `--log-format json`: every log line is a JSON object; a session's CONNECT and close are
+/// one line each with its session, user and peer, and its messages log nothing at INFO.
+#[test]
+fn json_logs_name_session_peer_and_user() {
+    let chat = start(&["--log-format", "json"]);
+    let mut ann = Stomp::connect(chat.stomp, "ann", Some("ann"));
+    for i in 0..5 {
+        ann.send(&format!(
+            "SEND\ndestination:/topic/t\nreceipt:r{i}\n\nhello"
+        ));
+        ann.expect("RECEIPT", "a receipt");
+    }
+    ann.send("DISCONNECT\nreceipt:bye\n\n");
+    ann.expect("RECEIPT", "the DISCONNECT's receipt");
+    let connected = chat.logged(&["STOMP session connected"]);
+    let closed = chat.logged(&["STOMP session closed"]);
+    for line in [&connected, &closed] {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["level"], "INFO", "{line}");
+        assert_eq!(v["user"], "ann", "{line}");
+        assert_eq!(v["peer"], "127.0.0.1", "{line}");
+        assert!(v["session"].is_u64(), "{line}");
+    }
+    let log = chat.log.lock().unwrap().clone();
+    for line in log.iter().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["message"].is_string(), "{line}");
+    }
+    let info_lines = log.iter().filter(|l| l.contains("\"INFO\"")).count();
+    assert!(
+        info_lines < 20,
+        "too many INFO lines for one session:\n{}",
+        log.join("\n")
+    );
+}

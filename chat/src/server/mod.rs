@@ -533,7 +533,18 @@ impl Hub {
                     }
                 }
                 Action::App(message) => app_messages.push(message),
-                Action::Event(event) => events.push(event),
+                Action::Event(event) => {
+                    if let BrokerEvent::Connected { session, user } = &event {
+                        let peer = self.broker().address(*session);
+                        info!(
+                            session,
+                            user = user.as_deref().unwrap_or(""),
+                            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                            "STOMP session connected"
+                        );
+                    }
+                    events.push(event)
+                }
             }
         }
         if !relayed.is_empty() {
@@ -853,7 +864,28 @@ impl Handler for StompHandler {
     }
 
     fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {
-        debug!(session = session.id(), code, reason, "STOMP session closed");
+        let (connected, user) = {
+            let broker = self.hub.broker();
+            let id = session.id();
+            (
+                broker.version(id).is_some(),
+                broker.user(id).map(str::to_owned),
+            )
+        };
+        if connected {
+            // Connected sessions only: a refused or unfinished one was logged as such.
+            let peer = session.data().peer();
+            info!(
+                session = session.id(),
+                user = user.as_deref().unwrap_or(""),
+                peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                code,
+                reason,
+                "STOMP session closed"
+            );
+        } else {
+            debug!(session = session.id(), code, reason, "STOMP session closed");
+        }
         metrics::bump(match transport(session) {
             Transport::Ws => Counter::ClosedWs,
             Transport::Sockjs => Counter::ClosedSockjs,
