@@ -257,7 +257,11 @@ fn log_format(args: &Args) -> Result<LogFormat, String> {
 fn init_logs(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours for a terminal only: a file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs
@@ -445,9 +449,9 @@ fn run(args: Args) -> Result<(), String> {
     info!(
         send_rate,
         subscriptions = stomp.broker.max_subscriptions,
-        per_user = ?stomp.broker.max_sessions_per_user,
-        per_address = ?stomp.broker.max_sessions_per_address,
-        "session limits (0 or None: no limit)"
+        per_user = stomp.broker.max_sessions_per_user.unwrap_or(0),
+        per_address = stomp.broker.max_sessions_per_address.unwrap_or(0),
+        "session limits (0: no limit)"
     );
     // Room messages and cluster events are the application's words: clients publish through
     // /app/chat.*, never to these directly (other nodes store what arrives there).
