@@ -7,6 +7,12 @@
 //! one: passcodes never sit in plain text on disk. Verification is argon2's own (the hash
 //! output compared in constant time); an unknown user is checked against a dummy hash, so that
 //! the answer takes as long as for a known one.
+//!
+//! The broker calls the authenticator under its lock, and one argon2 verification takes tens of
+//! milliseconds by design: so a passcode verified once is remembered as a BLAKE2b digest keyed
+//! with a random per-process key, and the same user's next CONNECT with it (a page reload, a
+//! reconnect) is checked against that in constant time. Failures always pay argon2 (and the
+//! [`throttle`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -76,9 +82,12 @@ pub fn valid_login(login: &str) -> bool {
 }
 
 /// The users of a `--users` file: name → argon2id PHC string (checked at load).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct Users {
     hashes: HashMap<String, String>,
+    /// Digests of passcodes verified by argon2, per user (see the module's doc).
+    verified: Mutex<HashMap<String, [u8; 64]>>,
+    key: [u8; 32],
 }
 
 impl Users {
@@ -117,7 +126,27 @@ impl Users {
                 });
             }
         }
-        Ok(Users { hashes })
+        let mut key = [0u8; 32];
+        argon2::password_hash::rand_core::RngCore::fill_bytes(
+            &mut argon2::password_hash::rand_core::OsRng,
+            &mut key,
+        );
+        Ok(Users {
+            hashes,
+            verified: Mutex::default(),
+            key,
+        })
+    }
+
+    /// The keyed digest a verified passcode is remembered by.
+    fn digest(&self, user: &str, passcode: &str) -> [u8; 64] {
+        use blake2::Digest;
+        let mut h = blake2::Blake2b512::new();
+        h.update(self.key);
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(passcode.as_bytes());
+        h.finalize().into()
     }
 
     pub fn len(&self) -> usize {
@@ -128,10 +157,20 @@ impl Users {
         self.hashes.is_empty()
     }
 
-    /// Whether `passcode` is `user`'s. Takes an argon2 verification either way.
+    /// Whether `passcode` is `user`'s: an argon2 verification, unless this passcode of this
+    /// user was verified before.
     pub fn check(&self, user: &str, passcode: &str) -> bool {
+        let digest = self.digest(user, passcode);
+        let lock = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().get(user).is_some_and(|d| same_bytes(d, &digest)) {
+            return true;
+        }
         match self.hashes.get(user) {
-            Some(hash) => verify(hash, passcode),
+            Some(hash) if verify(hash, passcode) => {
+                lock().insert(user.to_owned(), digest);
+                true
+            }
+            Some(_) => false,
             None => {
                 // As long as for a known user: no hint about who exists.
                 let _ = verify(dummy_hash(), passcode);
@@ -139,6 +178,11 @@ impl Users {
             }
         }
     }
+}
+
+/// Compares without stopping at the first difference.
+fn same_bytes(a: &[u8; 64], b: &[u8; 64]) -> bool {
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn verify(hash: &str, passcode: &str) -> bool {

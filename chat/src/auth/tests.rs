@@ -32,7 +32,12 @@ fn request<'a>(login: Option<&'a str>, passcode: Option<&'a str>, peer: u8) -> C
 fn hashes_verify_and_plain_text_is_refused_with_the_how_to() {
     let users = users();
     assert!(users.check("ann", "a-secret"));
+    assert!(
+        users.check("ann", "a-secret"),
+        "again, from the remembered digest"
+    );
     assert!(!users.check("ann", "b-secret"));
+    assert!(!users.check("bob", "a-secret"), "ann's digest is not bob's");
     assert!(!users.check("eve", "a-secret"));
     let plain = HashMap::from([("ann".to_string(), "a-secret".to_string())]);
     let err = Users::from_hashes(plain, "users.json").unwrap_err();
