@@ -341,6 +341,8 @@ struct SessionState {
     sends: Option<Bucket>,
     /// The address it was counted under (sessions per address).
     address: Option<IpAddr>,
+    /// The application's own session ([`Broker::connect_trusted`]): no rules, no limits.
+    trusted: bool,
 }
 
 /// The broker.
@@ -364,6 +366,8 @@ pub struct Broker {
     per_address: Census<IpAddr>,
     /// The transport's clock, in ms (see [`Broker::set_now`]).
     now_ms: u64,
+    /// The session whose CONNECT is being handled as trusted, if any.
+    trusting: Option<SessionId>,
 }
 
 impl fmt::Debug for Broker {
@@ -408,6 +412,7 @@ impl Broker {
             per_user: Census::default(),
             per_address: Census::default(),
             now_ms: 0,
+            trusting: None,
         }
     }
 
@@ -475,7 +480,10 @@ impl Broker {
         let receipt = frame.header("receipt").map(str::to_owned);
         self.receipt_taken = false;
         let result = match (frame.command, self.sessions.contains_key(&session)) {
-            (Command::Connect | Command::Stomp, false) => self.connect(session, frame, out),
+            (Command::Connect | Command::Stomp, false) => {
+                let trusted = self.trusting.take() == Some(session);
+                self.connect(session, frame, trusted, out)
+            }
             (Command::Connect | Command::Stomp, true) => Err(refuse("already connected")),
             (_, false) => Err(refuse(format!("{} before CONNECT", frame.command))),
             (Command::Send, true) => self.send(session, frame, out),
@@ -582,10 +590,24 @@ impl Broker {
         }
     }
 
+    /// A CONNECT of the application's own (its internal subscriptions): no authenticator, and
+    /// the session is exempt from the permission rules and limits, which are for clients.
+    pub fn connect_trusted(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        self.trusting = Some(session);
+        self.handle(session, frame, out);
+        self.trusting = None;
+    }
+
     fn connect(
         &mut self,
         session: SessionId,
         frame: &Frame<'_>,
+        trusted: bool,
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
         let version = Version::negotiate(frame.header("accept-version"), &self.config.versions)
@@ -604,6 +626,7 @@ impl Broker {
             peer: self.address(session),
         };
         let user = match &self.config.authenticator {
+            _ if trusted => None,
             Some(auth) => match auth(&request) {
                 Ok(user) => user,
                 Err(AuthRefusal { reason, delay_ms }) if delay_ms > 0 => {
@@ -624,7 +647,9 @@ impl Broker {
             },
             None => None,
         };
-        self.check_session_limits(user.as_deref(), request.peer)?;
+        if !trusted {
+            self.check_session_limits(user.as_deref(), request.peer)?;
+        }
         let (send_every, expect_every) = match frame.header("heart-beat") {
             None => (0, 0),
             Some(value) => {
@@ -652,11 +677,12 @@ impl Broker {
                 subscriptions: Vec::new(),
                 transactions: HashMap::new(),
                 attributes: HashMap::new(),
-                sends: self
-                    .config
-                    .max_send_rate
+                sends: (!trusted)
+                    .then_some(self.config.max_send_rate)
+                    .flatten()
                     .map(|r| Bucket::full(r, self.now_ms)),
                 address,
+                trusted,
             },
         );
         let heart_beat = format!("{send_every},{expect_every}");
@@ -719,6 +745,10 @@ impl Broker {
         Ok(())
     }
 
+    fn is_trusted(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_some_and(|s| s.trusted)
+    }
+
     /// Takes a token of the session's SEND rate, or refuses.
     fn check_send_rate(&mut self, session: SessionId) -> Result<(), Refusal> {
         let (Some(rate), now) = (self.config.max_send_rate, self.now_ms) else {
@@ -765,10 +795,12 @@ impl Broker {
                 "{destination} is the application's (clients cannot send to it)"
             )));
         }
-        self.config
-            .permissions
-            .check(self.user(session), Verb::Send, destination)
-            .map_err(|denied| refuse(denied.to_string()))?;
+        if !self.is_trusted(session) {
+            self.config
+                .permissions
+                .check(self.user(session), Verb::Send, destination)
+                .map_err(|denied| refuse(denied.to_string()))?;
+        }
         let headers: Vec<(String, String)> = frame
             .headers
             .iter()
@@ -1169,10 +1201,12 @@ impl Broker {
             Some(kind) => (requested.to_owned(), false, kind),
             None => return Err(refuse(format!("unknown destination {requested}"))),
         };
-        self.config
-            .permissions
-            .check(state.user.as_deref(), Verb::Subscribe, requested)
-            .map_err(|denied| refuse(denied.to_string()))?;
+        if !state.trusted {
+            self.config
+                .permissions
+                .check(state.user.as_deref(), Verb::Subscribe, requested)
+                .map_err(|denied| refuse(denied.to_string()))?;
+        }
         let user = state.user.clone();
         let key = self.subs.insert(Subscription {
             session,
