@@ -118,6 +118,10 @@ struct Args {
     /// Longest room name, in characters. Default 64.
     #[arg(long, value_name = "CHARS")]
     max_room_name: Option<usize>,
+    /// Rooms one client address may create in any hour (POST /api/rooms, which has no login;
+    /// 0: no limit); over it, 429. Default 20.
+    #[arg(long, value_name = "N")]
+    max_rooms_per_hour: Option<usize>,
     /// Log lines as "text" (default) or "json" (one object per line, for log collectors). The
     /// level comes from RUST_LOG (default info: one line per session connected or closed, per
     /// ERROR and per refusal; nothing per message).
@@ -180,6 +184,7 @@ struct FileConfig {
     max_sessions_per_address: Option<usize>,
     max_chat_message: Option<usize>,
     max_room_name: Option<usize>,
+    max_rooms_per_hour: Option<usize>,
     log_format: Option<String>,
     /// Who may SEND and SUBSCRIBE where, first matching rule deciding (file only; see
     /// `sockeye_chat::broker::permissions`).
@@ -424,7 +429,11 @@ fn run(args: Args) -> Result<(), String> {
     } else if node_id.is_some() {
         info!("--node-id has no effect without --relay");
     }
-    let app = Arc::new(ChatApp::new(chat, store));
+    let rooms_per_hour = args
+        .max_rooms_per_hour
+        .or(file.max_rooms_per_hour)
+        .unwrap_or(20);
+    let app = Arc::new(ChatApp::new(chat, store).with_room_quota(rooms_per_hour));
     let mut stomp = StompConfig::default();
     stomp.limits.max_body = max_message;
     stomp.broker.heart_beat = heart_beat;

@@ -673,3 +673,31 @@ fn json_logs_name_session_peer_and_user() {
         log.join("\n")
     );
 }
+
+/// `--max-rooms-per-hour 2`: a third `POST /api/rooms` from the same address within the hour
+/// gets 429 with `Retry-After`.
+#[test]
+fn rooms_per_hour_are_limited_per_address() {
+    use std::io::{Read, Write};
+    let chat = start(&["--max-rooms-per-hour", "2"]);
+    create_room(&chat, "One");
+    create_room(&chat, "Two");
+    let body = r#"{"name":"Three"}"#;
+    let mut s = std::net::TcpStream::connect_timeout(&chat.http, TIMEOUT).expect("connect HTTP");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /api/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .expect("the answer to a third POST /api/rooms");
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 36"),
+        "{response}"
+    );
+    chat.logged(&["rooms per hour used up"]);
+}

@@ -35,6 +35,7 @@ use crate::broker::{AppMessage, BrokerEvent, SessionId};
 
 pub mod cluster;
 mod model;
+pub mod quota;
 mod store;
 mod validate;
 

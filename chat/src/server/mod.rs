@@ -84,6 +84,17 @@ pub trait Application: Send + Sync + 'static {
         HttpResponse::not_found()
     }
 
+    /// [`Application::on_http`] with the client's address (if known); the default ignores it.
+    fn on_http_from(
+        &self,
+        _peer: Option<std::net::IpAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+        messaging: &Messaging,
+    ) -> HttpResponse {
+        self.on_http(req, body, messaging)
+    }
+
     /// Whether the application can do its work (`GET /readyz`); the reason when not.
     fn readiness(&self) -> Result<(), String> {
         Ok(())
@@ -105,6 +116,16 @@ impl<T: Application> Application for Arc<T> {
 
     fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {
         (**self).on_http(req, body, messaging)
+    }
+
+    fn on_http_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+        messaging: &Messaging,
+    ) -> HttpResponse {
+        (**self).on_http_from(peer, req, body, messaging)
     }
 
     fn readiness(&self) -> Result<(), String> {
@@ -803,13 +824,25 @@ impl Handler for StompHandler {
     }
 
     fn on_http(&mut self, req: &Request<'_, '_>, body: &[u8]) -> HttpResponse {
+        self.on_http_from(None, req, body)
+    }
+
+    fn on_http_from(
+        &mut self,
+        peer: Option<SocketAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+    ) -> HttpResponse {
         if req.path() == self.hub.ws_path {
             return HttpResponse::text(426, "this endpoint speaks STOMP over WebSocket\n");
         }
         if let Some(response) = ops::answer(&self.hub, req) {
             return response;
         }
-        self.hub.app.on_http(req, body, &self.hub.messaging())
+        let peer = peer.map(|p| p.ip());
+        self.hub
+            .app
+            .on_http_from(peer, req, body, &self.hub.messaging())
     }
 
     fn on_stream_open(&mut self, peer: SocketAddr) -> Option<Link> {
