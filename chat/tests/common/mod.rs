@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use sockeye_chat::stomp::{parse, Limits, Status, Version};
 
+pub mod binary;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A frame as received.
