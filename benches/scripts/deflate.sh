@@ -23,7 +23,7 @@
 # $OUT/results.jsonl; a markdown summary on stdout.
 set -euo pipefail
 # Load from one address at any rate: the per-session SEND rate and per-address session limits off.
-UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0"
+UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0 --max-sessions-per-user 0"
 cd "$(dirname "$0")/../.."
 
 REPS=${REPS:-3}

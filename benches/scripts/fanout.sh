@@ -77,7 +77,7 @@ cargo build --release -q -p sockeye-benches --bin loadgen
 cp target/release/sockeye-chat target/release/loadgen "$OUT/bin/"
 CHAT=$OUT/bin/sockeye-chat
 # Load from one address at any rate: the per-session SEND rate and per-address session limits off.
-UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0"
+UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0 --max-sessions-per-user 0"
 LOADGEN=$OUT/bin/loadgen
 
 port_open() {
