@@ -6,7 +6,7 @@
 //! link does not care where message boundaries fall. Bytes are parsed straight from the
 //! caller's slice when no partial frame is pending, and only an incomplete tail is copied.
 
-use crate::broker::{Action, Broker, SessionId};
+use crate::broker::{Action, Broker, Credentials, SessionId};
 use crate::stomp::{parse, Limits, Status};
 
 /// One connection's side of the STOMP stream.
@@ -18,6 +18,8 @@ pub struct Link {
     failed: bool,
     /// The address the connection came from, when the transport said.
     peer: Option<std::net::IpAddr>,
+    /// A CONNECT's credentials waiting to be judged outside the broker lock.
+    credentials: Option<Credentials>,
 }
 
 /// What one [`Link::feed`] saw.
@@ -28,6 +30,9 @@ pub struct Fed {
     /// Bytes of the input used (all of them, unless a batch limit stopped the parse early: the
     /// rest, whole frames not yet handled, is the caller's to offer again).
     pub used: usize,
+    /// Stopped before a CONNECT whose credentials are to be judged outside the broker lock
+    /// ([`Link::take_credentials`]); the CONNECT is among the bytes not used.
+    pub authenticate: bool,
 }
 
 /// How much one [`Link::feed_some`] may handle: at most `frames` frames, and no frame after
@@ -49,6 +54,11 @@ impl Batch {
 impl Link {
     pub fn new() -> Self {
         Link::default()
+    }
+
+    /// The credentials of the CONNECT the last feed stopped before ([`Fed::authenticate`]).
+    pub fn take_credentials(&mut self) -> Option<Credentials> {
+        self.credentials.take()
     }
 
     /// A link for a connection from `peer`.
@@ -83,7 +93,30 @@ impl Link {
         limits: &Limits,
         out: &mut Vec<Action>,
     ) -> Fed {
-        self.feed_some(session, bytes, broker, limits, out, Batch::ALL)
+        let mut total = Fed::default();
+        loop {
+            let fed = self.feed_some(
+                session,
+                &bytes[total.used..],
+                broker,
+                limits,
+                out,
+                Batch::ALL,
+            );
+            total.frames += fed.frames;
+            total.heart_beats += fed.heart_beats;
+            total.used += fed.used;
+            if !fed.authenticate {
+                return total;
+            }
+            // No lock to leave here: the CONNECT is judged inline.
+            if let Some(credentials) = self.take_credentials() {
+                let verdict = broker
+                    .authenticator()
+                    .map_or(Ok(None), |auth| auth(&credentials.request()));
+                broker.authenticated(session, verdict);
+            }
+        }
     }
 
     /// [`Link::feed`], but stops at the end of a `batch`: whatever follows is left unused (`Fed::used` says where),
@@ -119,10 +152,17 @@ impl Link {
             buf.extend_from_slice(bytes);
             let (mut fed, used, stopped) = self.run(session, &buf, broker, limits, out, batch);
             fed.used = bytes.len();
-            if stopped {
+            if stopped && used < old {
+                // Stopped before the frame the pending bytes begin (a CONNECT to authenticate):
+                // they stay pending, and none of `bytes` is used.
+                buf.truncate(old);
+                buf.drain(..used);
+                self.pending = buf;
+                fed.used = 0;
+            } else if stopped {
                 // The pending bytes were an incomplete frame, now handled: what is left is a
                 // tail of `bytes`.
-                fed.used = used.saturating_sub(old);
+                fed.used = used - old;
             } else if !self.failed {
                 buf.drain(..used);
                 self.pending = buf;
@@ -150,6 +190,11 @@ impl Link {
             }
             match parse(&buf[pos..], limits, broker.version(session)) {
                 Ok(Status::Complete(frame, used)) => {
+                    if let Some(credentials) = broker.needs_authentication(session, &frame) {
+                        self.credentials = Some(credentials);
+                        fed.authenticate = true;
+                        return (fed, pos, true);
+                    }
                     pos += used;
                     fed.frames += 1;
                     broker.handle(session, &frame, out);
@@ -209,6 +254,7 @@ mod tests {
                     frames: 3,
                     heart_beats: 3,
                     used: STREAM.len(),
+                    authenticate: false,
                 }
             );
             sent_to(&out, 1)
@@ -340,5 +386,108 @@ mod tests {
         assert!(frames[0].starts_with("ERROR\n"), "{frames:?}");
         assert!(frames[0].contains("message:"), "{frames:?}");
         assert!(matches!(out.last(), Some(Action::Close { to: 1 })));
+    }
+
+    /// A broker whose authenticator counts its calls and lets in passcode "right".
+    fn judged() -> (Broker, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let config = BrokerConfig {
+            authenticator: Some(std::sync::Arc::new(
+                move |req: &crate::broker::ConnectRequest<'_>| {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    match req.passcode {
+                        Some("right") => Ok(req.login.map(str::to_owned)),
+                        _ => Err("bad login or passcode".to_owned().into()),
+                    }
+                },
+            )),
+            ..BrokerConfig::default()
+        };
+        (Broker::new(config), calls)
+    }
+
+    const LOGIN: &[u8] = b"CONNECT\naccept-version:1.2\nlogin:ann\npasscode:right\n\n\0";
+
+    #[test]
+    fn a_connect_is_judged_outside_the_broker_then_offered_again() {
+        let (mut broker, calls) = judged();
+        broker.opened(1, "127.0.0.7".parse().expect("address"));
+        let mut link = Link::new();
+        let mut out = Vec::new();
+        let limits = Limits::default();
+        let mut bytes = b"\n".to_vec();
+        bytes.extend_from_slice(LOGIN);
+        bytes.extend_from_slice(b"SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        // The broker never calls the authenticator itself: the link stops before the CONNECT.
+        let fed = link.feed_some(1, &bytes, &mut broker, &limits, &mut out, Batch::ALL);
+        assert!(fed.authenticate);
+        assert_eq!(
+            fed.used, 1,
+            "only the heart-beat before the CONNECT is used"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(out.is_empty());
+        let credentials = link.take_credentials().expect("the CONNECT's credentials");
+        assert_eq!(credentials.login.as_deref(), Some("ann"));
+        assert_eq!(credentials.peer, "127.0.0.7".parse().ok());
+        // What the server does with the broker unlocked, then the rest is offered again.
+        let auth = broker.authenticator().expect("an authenticator");
+        broker.authenticated(1, auth(&credentials.request()));
+        let fed = link.feed_some(1, &bytes[1..], &mut broker, &limits, &mut out, Batch::ALL);
+        assert!(!fed.authenticate);
+        assert_eq!(fed.frames, 2);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(broker.user(1), Some("ann"));
+        assert!(sent_to(&out, 1)[0].starts_with("CONNECTED\n"));
+    }
+
+    #[test]
+    fn a_connect_split_over_reads_stays_pending_while_it_is_judged() {
+        for cut in 1..LOGIN.len() {
+            let (mut broker, calls) = judged();
+            let mut link = Link::new();
+            let mut out = Vec::new();
+            let limits = Limits::default();
+            let (head, tail) = LOGIN.split_at(cut);
+            let fed = link.feed_some(1, head, &mut broker, &limits, &mut out, Batch::ALL);
+            assert_eq!(
+                (fed.used, fed.authenticate),
+                (head.len(), false),
+                "cut {cut}"
+            );
+            let fed = link.feed_some(1, tail, &mut broker, &limits, &mut out, Batch::ALL);
+            assert!(fed.authenticate, "cut {cut}");
+            assert_eq!(
+                fed.used, 0,
+                "cut {cut}: the CONNECT began in the pending bytes"
+            );
+            let credentials = link.take_credentials().expect("credentials");
+            let auth = broker.authenticator().expect("an authenticator");
+            broker.authenticated(1, auth(&credentials.request()));
+            let fed = link.feed_some(1, tail, &mut broker, &limits, &mut out, Batch::ALL);
+            assert_eq!((fed.used, fed.frames), (tail.len(), 1), "cut {cut}");
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "cut {cut}"
+            );
+            assert!(sent_to(&out, 1)[0].starts_with("CONNECTED\n"), "cut {cut}");
+            assert_eq!(link.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn feed_judges_a_connect_inline() {
+        let (mut broker, calls) = judged();
+        let mut link = Link::new();
+        let mut out = Vec::new();
+        let wrong = b"CONNECT\naccept-version:1.2\nlogin:ann\npasscode:wrong\n\n\0";
+        let fed = link.feed(1, wrong, &mut broker, &Limits::default(), &mut out);
+        assert_eq!((fed.used, fed.frames), (wrong.len(), 1));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let frames = sent_to(&out, 1);
+        assert!(frames[0].starts_with("ERROR\n"), "{frames:?}");
+        assert!(frames[0].contains("not authorized"), "{frames:?}");
     }
 }

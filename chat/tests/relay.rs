@@ -32,10 +32,12 @@ struct SockeyeUpstream {
 impl SockeyeUpstream {
     fn start_at(tcp: SocketAddr) -> StompServer {
         let mut stomp = StompConfig::default();
-        stomp.broker.authenticator = Some(Box::new(|req| match (req.login, req.passcode) {
-            (Some("relay"), Some("right")) => Ok(Some("relay".into())),
-            _ => Err("bad login or passcode".into()),
-        }));
+        stomp.broker.authenticator = Some(std::sync::Arc::new(
+            |req: &sockeye_chat::broker::ConnectRequest<'_>| match (req.login, req.passcode) {
+                (Some("relay"), Some("right")) => Ok(Some("relay".into())),
+                _ => Err("bad login or passcode".into()),
+            },
+        ));
         StompServer::start(
             any(),
             Some(tcp),

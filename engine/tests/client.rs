@@ -84,7 +84,18 @@ fn send(client: &mut Client, kind: DataKind, bytes: &[u8], mode: Mode) {
 /// One message of `len` bytes through the echo server and back, byte-identical.
 fn round_trip(kind: DataKind, mode: Mode, len: usize) {
     let server = echo_server();
-    let mut client = client(&server.url("/"));
+    // A debug build reassembles and checks a whole multi-MiB message before the first byte of
+    // its echo leaves; on a loaded machine that took more than the usual 5 s (16 MiB, text,
+    // fragmented). Reads of big messages get longer; every wait is still bounded.
+    let config = ClientConfig {
+        io_timeout: Some(if len >= 1 << 20 {
+            Duration::from_secs(60)
+        } else {
+            IO_TIMEOUT
+        }),
+        ..client_config()
+    };
+    let mut client = client_with(&server.url("/"), &config);
     let payload = match kind {
         DataKind::Text => text_of(len).into_bytes(),
         DataKind::Binary => pattern(len),

@@ -8,11 +8,13 @@
 //! output compared in constant time); an unknown user is checked against a dummy hash, so that
 //! the answer takes as long as for a known one.
 //!
-//! The broker calls the authenticator under its lock, and one argon2 verification takes tens of
-//! milliseconds by design: so a passcode verified once is remembered as a BLAKE2b digest keyed
-//! with a random per-process key, and the same user's next CONNECT with it (a page reload, a
-//! reconnect) is checked against that in constant time. Failures always pay argon2 (and the
-//! [`throttle`]).
+//! One argon2 verification takes tens of milliseconds by design. The server calls the
+//! authenticator with the broker unlocked (`Broker::needs_authentication`): the CONNECT's
+//! session waits, others on other workers do not; those on the same worker thread wait for it
+//! (a pool of verifying threads would spare them too; not done). A passcode verified once is
+//! remembered as a BLAKE2b digest keyed with a random per-process key, and the same user's next
+//! CONNECT with it (a page reload, a reconnect) is checked against that in constant time.
+//! Failures always pay argon2 (and the [`throttle`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -219,7 +221,7 @@ pub fn hash_password_with(password: &str, params: Params) -> Result<String, Stri
 /// without, `login` (if any) names the user unchecked, the development default.
 pub fn authenticator(users: Option<Users>) -> Authenticator {
     let Some(users) = users else {
-        return Box::new(|req: &ConnectRequest<'_>| match req.login {
+        return std::sync::Arc::new(|req: &ConnectRequest<'_>| match req.login {
             None | Some("") => Ok(None),
             Some(login) if valid_login(login) => Ok(Some(login.to_owned())),
             Some(_) => Err("invalid login (holds '/' or a control character)".into()),
@@ -227,7 +229,7 @@ pub fn authenticator(users: Option<Users>) -> Authenticator {
     };
     let failed = Mutex::new(FailedLogins::default());
     let started = Instant::now();
-    Box::new(move |req: &ConnectRequest<'_>| {
+    std::sync::Arc::new(move |req: &ConnectRequest<'_>| {
         let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let lock = || failed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ip) = req.peer {

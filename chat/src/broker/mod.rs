@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -170,9 +171,36 @@ impl Action {
     }
 }
 
-/// Decides who may connect: `Ok(user)` (`None`: anonymous), or why not.
+/// Decides who may connect: `Ok(user)` (`None`: anonymous), or why not. It may be slow (a
+/// password hash): the server calls it outside the broker lock (see
+/// [`Broker::needs_authentication`]); shared so that it can.
 pub type Authenticator =
-    Box<dyn Fn(&ConnectRequest<'_>) -> Result<Option<String>, AuthRefusal> + Send + Sync>;
+    Arc<dyn Fn(&ConnectRequest<'_>) -> Result<Option<String>, AuthRefusal> + Send + Sync>;
+
+/// What the [`Authenticator`] decided about one CONNECT.
+pub type Verdict = Result<Option<String>, AuthRefusal>;
+
+/// A CONNECT's credentials, owned, for checking outside the broker lock.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub login: Option<String>,
+    pub passcode: Option<String>,
+    pub host: Option<String>,
+    pub session: SessionId,
+    pub peer: Option<IpAddr>,
+}
+
+impl Credentials {
+    pub fn request(&self) -> ConnectRequest<'_> {
+        ConnectRequest {
+            login: self.login.as_deref(),
+            passcode: self.passcode.as_deref(),
+            host: self.host.as_deref(),
+            session: self.session,
+            peer: self.peer,
+        }
+    }
+}
 
 /// What a CONNECT carried, for the [`Authenticator`].
 #[derive(Debug)]
@@ -368,6 +396,8 @@ pub struct Broker {
     now_ms: u64,
     /// The session whose CONNECT is being handled as trusted, if any.
     trusting: Option<SessionId>,
+    /// Verdicts on CONNECTs reached outside the lock, each taken by the CONNECT it was for.
+    verdicts: HashMap<SessionId, Verdict>,
 }
 
 impl fmt::Debug for Broker {
@@ -413,7 +443,46 @@ impl Broker {
             per_address: Census::default(),
             now_ms: 0,
             trusting: None,
+            verdicts: HashMap::new(),
         }
+    }
+
+    /// The credentials of `frame` when it is a CONNECT from `session` that the authenticator
+    /// has yet to judge. The server then stops handing this session's frames to the broker,
+    /// calls [`authenticator`](Self::authenticator) with the broker unlocked (a password hash
+    /// costs tens of milliseconds: under the lock every other session would wait),
+    /// gives the verdict to [`authenticated`](Self::authenticated) and offers the CONNECT again.
+    /// `None`: handle the frame now.
+    pub fn needs_authentication(
+        &self,
+        session: SessionId,
+        frame: &Frame<'_>,
+    ) -> Option<Credentials> {
+        let connect = matches!(frame.command, Command::Connect | Command::Stomp);
+        if !connect
+            || self.config.authenticator.is_none()
+            || self.sessions.contains_key(&session)
+            || self.verdicts.contains_key(&session)
+        {
+            return None;
+        }
+        Some(Credentials {
+            login: frame.header("login").map(str::to_owned),
+            passcode: frame.header("passcode").map(str::to_owned),
+            host: frame.header("host").map(str::to_owned),
+            session,
+            peer: self.address(session),
+        })
+    }
+
+    /// The authenticator, to call outside the lock.
+    pub fn authenticator(&self) -> Option<Authenticator> {
+        self.config.authenticator.clone()
+    }
+
+    /// The verdict on `session`'s pending CONNECT, reached outside the lock.
+    pub fn authenticated(&mut self, session: SessionId, verdict: Verdict) {
+        self.verdicts.insert(session, verdict);
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -627,7 +696,11 @@ impl Broker {
         };
         let user = match &self.config.authenticator {
             _ if trusted => None,
-            Some(auth) => match auth(&request) {
+            Some(auth) => match self
+                .verdicts
+                .remove(&session)
+                .unwrap_or_else(|| auth(&request))
+            {
                 Ok(user) => user,
                 Err(AuthRefusal { reason, delay_ms }) if delay_ms > 0 => {
                     let mut actions = Vec::new();
@@ -1477,6 +1550,7 @@ impl Broker {
     /// open transactions are discarded, unacknowledged queue messages are redelivered.
     pub fn closed(&mut self, session: SessionId, out: &mut Vec<Action>) {
         self.addresses.remove(&session);
+        self.verdicts.remove(&session);
         let Some(state) = self.sessions.get(&session) else {
             return;
         };

@@ -122,7 +122,7 @@ fn unsupported_version_and_frames_before_connect_are_errors() {
 #[test]
 fn authentication_hook_names_or_refuses() {
     let config = BrokerConfig {
-        authenticator: Some(Box::new(|req: &ConnectRequest<'_>| {
+        authenticator: Some(std::sync::Arc::new(|req: &ConnectRequest<'_>| {
             match (req.login, req.passcode) {
                 (Some(u), Some("secret")) => Ok(Some(u.to_owned())),
                 _ => Err("bad credentials".into()),
@@ -266,7 +266,7 @@ fn held_queue_is_bounded() {
 #[test]
 fn user_destinations_reach_all_sessions_of_that_user_only() {
     let config = BrokerConfig {
-        authenticator: Some(Box::new(|req: &ConnectRequest<'_>| {
+        authenticator: Some(std::sync::Arc::new(|req: &ConnectRequest<'_>| {
             Ok(req.login.map(str::to_owned))
         })),
         ..BrokerConfig::default()
@@ -551,7 +551,7 @@ fn application_only_destinations_refuse_clients_sends_but_not_the_application() 
 #[test]
 fn the_applications_own_sessions_skip_passcodes_rules_and_limits() {
     let config = BrokerConfig {
-        authenticator: Some(Box::new(|_: &ConnectRequest<'_>| {
+        authenticator: Some(std::sync::Arc::new(|_: &ConnectRequest<'_>| {
             Err("login and passcode required".into())
         })),
         permissions: Permissions::new(
@@ -587,7 +587,7 @@ fn the_applications_own_sessions_skip_passcodes_rules_and_limits() {
 #[test]
 fn another_users_destination_cannot_be_subscribed_to() {
     let config = BrokerConfig {
-        authenticator: Some(Box::new(|req: &ConnectRequest<'_>| {
+        authenticator: Some(std::sync::Arc::new(|req: &ConnectRequest<'_>| {
             Ok(req.login.map(str::to_owned))
         })),
         ..BrokerConfig::default()

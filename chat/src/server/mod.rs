@@ -419,6 +419,16 @@ impl Hub {
             };
             used += fed.used;
             self.execute(actions, Some(session));
+            if fed.authenticate {
+                // A CONNECT to judge: the authenticator (argon2, tens of ms) runs with the
+                // broker unlocked, then the CONNECT is offered again with its verdict.
+                if let Some(credentials) = session.data_mut().link().take_credentials() {
+                    let auth = self.broker().authenticator();
+                    let verdict = auth.map_or(Ok(None), |auth| auth(&credentials.request()));
+                    self.broker().authenticated(id, verdict);
+                }
+                continue;
+            }
             if used >= bytes.len() || session.is_read_paused() {
                 return used;
             }

@@ -104,7 +104,9 @@ impl Node {
             ..StompConfig::default()
         };
         // A CONNECT's login names its user (for /user destinations), as sockeye-chat's default.
-        stomp.broker.authenticator = Some(Box::new(|req| Ok(req.login.map(str::to_owned))));
+        stomp.broker.authenticator = Some(std::sync::Arc::new(
+            |req: &sockeye_chat::broker::ConnectRequest<'_>| Ok(req.login.map(str::to_owned)),
+        ));
         let server = StompServer::start(
             any(),
             Some(any()),

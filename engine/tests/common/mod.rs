@@ -681,7 +681,7 @@ pub fn read_event(client: &mut sockeye::client::Client, what: &str) -> sockeye::
     match client.read() {
         Ok(event) => event,
         Err(sockeye::client::ClientError::Timeout) => {
-            panic!("no {what} within the client's I/O timeout ({IO_TIMEOUT:?})")
+            panic!("no {what} within the client's I/O timeout ({IO_TIMEOUT:?} unless the test set another)")
         }
         Err(e) => panic!("reading {what}: {e}"),
     }
