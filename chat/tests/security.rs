@@ -433,7 +433,8 @@ fn a_thousand_sends_a_second_end_in_error_while_others_stay_flat() {
     let mut writer = flooder.try_clone_stream();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
-    let flood = std::thread::spawn(move || {
+    let (done, flood) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let frame = b"SEND\ndestination:/topic/flood\n\nx\0";
         let started = Instant::now();
         let mut sent = 0u64;
@@ -446,7 +447,7 @@ fn a_thousand_sends_a_second_end_in_error_while_others_stay_flat() {
             }
             sent += 10;
         }
-        sent
+        let _ = done.send(sent);
     });
     std::thread::sleep(Duration::from_millis(200));
     let under_flood = median_round_trip(&mut other, 21);
@@ -454,7 +455,11 @@ fn a_thousand_sends_a_second_end_in_error_while_others_stay_flat() {
         .frame_within("the ERROR of a flooding session", Duration::from_secs(15))
         .expect("an ERROR within 15 s of flooding");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = flood.join().expect("the flood thread");
+    // The flood thread stops at the flag, at a refused write (each bounded by the socket's
+    // write timeout), or after 20,000 SENDs.
+    let sent = flood
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the flood thread did not end within 30 s of being told to stop");
     assert_eq!(f.command, "ERROR", "{f:?}");
     assert_eq!(
         f.header("message"),
