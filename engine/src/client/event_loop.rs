@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use super::{ClientConfig, ClientError, WsUrl};
+use super::{ClientConfig, ClientError, UrlError, WsUrl};
 use crate::driver::{Message, Tag};
 
 mod conn;
@@ -137,6 +137,9 @@ impl Target {
     /// A `ws://` URL, resolved now (a blocking look-up; the first address is taken).
     pub fn from_url(url: &str) -> Result<Self, ClientError> {
         let url = WsUrl::parse(url).map_err(ClientError::Url)?;
+        if url.secure {
+            return Err(ClientError::Url(UrlError::Scheme("wss".into())));
+        }
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .map_err(ClientError::Io)?

@@ -11,10 +11,10 @@ use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mio::net::TcpStream;
 
 use super::gate::Flow;
 use super::inbox::{Inbox, SessionHandle};
+use super::transport::Transport;
 use super::{Counters, Overflow, ServerConfig, Shared};
 use crate::connection::{DataKind, Sender};
 use crate::deflate::codec::{stored_blocks, MAX_STORED};
@@ -86,7 +86,7 @@ pub(crate) struct Out<'a> {
 
 /// A session's way out.
 pub(crate) enum Wire<'a> {
-    Socket(&'a mut TcpStream),
+    Socket(&'a mut Transport),
     SockJs(&'a mut SockOut),
 }
 
@@ -113,7 +113,7 @@ impl Out<'_> {
     }
 
     /// The socket of a session that has one (every session but a SockJS one over HTTP).
-    pub fn socket(&mut self) -> &mut TcpStream {
+    pub fn socket(&mut self) -> &mut Transport {
         match &mut self.wire {
             Wire::Socket(s) => s,
             Wire::SockJs(_) => unreachable!("only sessions with a socket are read and flushed"),
