@@ -32,6 +32,8 @@ pub use gate::Gate;
 pub use handler::{Handler, HttpResponse, Message, Rejection, SessionError, Upgrading};
 pub use inbox::{broadcast, PostError, SessionHandle};
 pub use session::{Outgoing, SendStatus, Session};
+#[cfg(all(unix, feature = "tls"))]
+pub use signals::reload_tls_on_sighup;
 #[cfg(unix)]
 pub use signals::shutdown_on_signals;
 
