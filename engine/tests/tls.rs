@@ -628,3 +628,84 @@ fn bad_pem_is_an_error_not_a_panic() {
     assert!(ServerTls::from_pem(leaf.chain.as_bytes(), other.key.as_bytes()).is_err());
     assert!(ClientTls::with_roots_pem(b"nothing").is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The event-loop client
+// ---------------------------------------------------------------------------------------------
+
+/// Each connection sends `count` messages of `size` bytes one at a time, each echo checked,
+/// then closes; reports (echoes, closes with 1000) at the end.
+struct Pinger {
+    count: usize,
+    size: usize,
+    report: mpsc::Sender<Result<usize, String>>,
+}
+
+impl sockeye::client::ClientHandler for Pinger {
+    type Data = usize;
+
+    fn on_open(&mut self, conn: &mut sockeye::client::ClientConn<'_, usize>) {
+        let _ = conn.send_binary(&pattern(self.size));
+    }
+
+    fn on_message(&mut self, conn: &mut sockeye::client::ClientConn<'_, usize>, m: Message<'_>) {
+        assert!(m == Message::Binary(&pattern(self.size)), "echo differs");
+        *conn.data_mut() += 1;
+        if *conn.data() == self.count {
+            let _ = conn.close(1000, "done");
+        } else {
+            let _ = conn.send_binary(&pattern(self.size));
+        }
+    }
+
+    fn on_error(&mut self, _id: sockeye::client::ClientId, _d: &mut usize, e: &ClientError) {
+        let _ = self.report.send(Err(e.to_string()));
+    }
+
+    fn on_close(
+        &mut self,
+        _id: sockeye::client::ClientId,
+        echoes: &mut usize,
+        code: u16,
+        _r: &str,
+    ) {
+        let _ = self.report.send(if code == 1000 {
+            Ok(*echoes)
+        } else {
+            Err(format!("close {code}"))
+        });
+    }
+}
+
+#[test]
+fn the_event_loop_client_speaks_wss() {
+    let server = start(server_tls(&ca().leaf(&["localhost"])));
+    let (tx, rx) = mpsc::channel();
+    let url = format!("wss://localhost:{}/", server.addr().port());
+    let worker = spawn_bounded(move || {
+        let target = sockeye::client::Target::from_url(&url).expect("target");
+        assert!(target.secure);
+        assert_eq!(target.server_name(), "localhost");
+        let config = sockeye::client::LoopConfig {
+            client: wss_config(ca().roots()),
+            ..sockeye::client::LoopConfig::default()
+        };
+        let mut lp = sockeye::client::EventLoop::new(config).expect("loop");
+        for _ in 0..20 {
+            lp.connect(&target, 0).expect("connect");
+        }
+        let mut pinger = Pinger {
+            count: 10,
+            size: 100_000,
+            report: tx,
+        };
+        lp.run_until(&mut pinger, Instant::now() + IO_TIMEOUT * 2)
+            .expect("run");
+    });
+    for i in 0..20 {
+        let got = recv(&rx, &format!("the end of connection {i} of 20"));
+        assert_eq!(got, Ok(10), "connection {i}");
+    }
+    worker.join(IO_TIMEOUT * 3, "the client loop");
+    server.finish();
+}

@@ -25,7 +25,6 @@ mod inbox;
 mod session;
 #[cfg(unix)]
 mod signals;
-mod transport;
 mod worker;
 
 pub use gate::Gate;

@@ -14,12 +14,12 @@ use bytes::Bytes;
 
 use super::gate::Flow;
 use super::inbox::{Inbox, SessionHandle};
-use super::transport::Transport;
 use super::{Counters, Overflow, ServerConfig, Shared};
 use crate::connection::{DataKind, Sender};
 use crate::deflate::codec::{stored_blocks, MAX_STORED};
 use crate::deflate::Pool;
 use crate::driver::out::{queue_frame, Backlog, Cork, Payload};
+use crate::driver::transport::Transport;
 pub use crate::driver::SendStatus;
 use crate::driver::{Message, Tag};
 use crate::error::SendError;

@@ -1,5 +1,5 @@
-//! [`TlsStream`]: a rustls server connection over a non-blocking socket, read and written like
-//! the socket itself, so the event loop treats both alike.
+//! [`TlsStream`]: a rustls connection (server or client) over a non-blocking socket, read and
+//! written like the socket itself, so the event loops treat both alike.
 //!
 //! The contract the loop relies on, the same as a plain socket's:
 //! - `read` returns a short count (or `WouldBlock`) only once the socket itself said
@@ -17,25 +17,25 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
-use rustls::ServerConnection;
+use rustls::Connection;
 
 /// Most plaintext one `write` encrypts: four full records. Bounds the ciphertext rustls holds
 /// beyond the caller's backlog.
 pub(crate) const MAX_WRITE: usize = 64 << 10;
 
-/// A TLS server connection over a socket.
+/// A TLS connection over a socket.
 pub(crate) struct TlsStream<S> {
     pub(crate) sock: S,
-    pub(crate) tls: ServerConnection,
+    pub(crate) tls: Connection,
     /// The socket has reported EOF.
     eof: bool,
 }
 
 impl<S: Read + Write> TlsStream<S> {
-    pub(crate) fn new(sock: S, tls: ServerConnection) -> Self {
+    pub(crate) fn new(sock: S, tls: impl Into<Connection>) -> Self {
         TlsStream {
             sock,
-            tls,
+            tls: tls.into(),
             eof: false,
         }
     }

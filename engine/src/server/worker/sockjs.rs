@@ -1152,7 +1152,7 @@ impl<D> Loop<D> {
     }
 
     /// A connection another worker handed over: registered here, its request served.
-    pub(super) fn adopt(&mut self, mut stream: crate::server::transport::Transport, head: Vec<u8>) {
+    pub(super) fn adopt(&mut self, mut stream: crate::driver::transport::Transport, head: Vec<u8>) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if self

@@ -1,6 +1,7 @@
-//! [`Transport`]: what a server connection reads and writes, a plain socket or (feature `tls`) a
-//! TLS session over one. The loop uses both alike; the few places where TLS differs (pending
-//! ciphertext, `close_notify`, failures to log) are methods here that are no-ops for plain TCP.
+//! [`Transport`]: what a connection of the server's or the client's event loop reads and writes,
+//! a plain socket or (feature `tls`) a TLS session over one. The loops use both alike; the few
+//! places where TLS differs (pending ciphertext, `close_notify`, failures to log) are methods
+//! here that are no-ops for plain TCP.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -12,7 +13,7 @@ use mio::{Interest, Registry, Token};
 #[cfg(feature = "tls")]
 use crate::tls::stream::TlsStream;
 
-/// A server connection's byte stream.
+/// A connection's byte stream.
 pub(crate) enum Transport {
     Plain(TcpStream),
     /// Boxed: the rustls state is about a kilobyte, and plain connections should not pay it.
