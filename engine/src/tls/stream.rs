@@ -2,8 +2,10 @@
 //! written like the socket itself, so the event loops treat both alike.
 //!
 //! The contract the loop relies on, the same as a plain socket's:
-//! - `read` returns a short count (or `WouldBlock`) only once the socket itself said
-//!   `WouldBlock` (or EOF): an edge-triggered loop that stops at a short read loses no edge.
+//! - `read` returns a short count only once the socket itself said `WouldBlock` or EOF, or
+//!   returned less than it was asked for (on Linux an edge-triggered socket is then drained,
+//!   the rule the loops already apply to plain sockets, which saves the read that would only
+//!   say `EAGAIN`: one syscall per message at depth 1); `WouldBlock` only from the socket.
 //!   Plaintext already decrypted is handed out first, and the socket is read only when rustls
 //!   holds none, so rustls never buffers more than one read's worth.
 //! - `write` takes bytes only while no ciphertext is waiting: if the socket still refuses what
@@ -70,14 +72,20 @@ impl<S: Read + Write> TlsStream<S> {
         let _ = self.flush_pending();
     }
 
-    /// Reads ciphertext into rustls and processes it. `Ok(false)`: the socket had nothing.
-    fn pull(&mut self) -> io::Result<bool> {
-        match self.tls.read_tls(&mut self.sock) {
+    /// Reads ciphertext into rustls and processes it. `Some(short)`: bytes came, and `short`
+    /// says the socket returned less than rustls asked for; `None`: the socket had nothing.
+    fn pull(&mut self) -> io::Result<Option<bool>> {
+        let mut probe = Probe {
+            sock: &mut self.sock,
+            short: false,
+        };
+        match self.tls.read_tls(&mut probe) {
             Ok(0) => self.eof = true,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return Err(e),
         }
+        let short = probe.short;
         if let Err(e) = self.tls.process_new_packets() {
             // rustls has queued the alert that tells the peer why.
             let _ = self.flush_pending();
@@ -86,7 +94,7 @@ impl<S: Read + Write> TlsStream<S> {
         // Handshake flights (and tickets) go out at once; a full socket raises a writable edge.
         match self.flush_pending() {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-            _ => Ok(true),
+            _ => Ok(Some(short)),
         }
     }
 }
@@ -94,6 +102,8 @@ impl<S: Read + Write> TlsStream<S> {
 impl<S: Read + Write> Read for TlsStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
+        // The last socket read returned less than asked: drained (Linux, edge-triggered).
+        let mut drained = false;
         while filled < buf.len() {
             match self.tls.reader().read(&mut buf[filled..]) {
                 // The peer's close_notify: a clean end of the stream.
@@ -107,13 +117,13 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
                 Err(e) => return Err(e),
             }
-            if self.eof {
+            if self.eof || (drained && filled > 0) {
                 return Ok(filled);
             }
             match self.pull() {
-                Ok(true) => {}
-                Ok(false) if filled > 0 => return Ok(filled),
-                Ok(false) => return Err(io::ErrorKind::WouldBlock.into()),
+                Ok(Some(short)) => drained = cfg!(target_os = "linux") && short,
+                Ok(None) if filled > 0 => return Ok(filled),
+                Ok(None) => return Err(io::ErrorKind::WouldBlock.into()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -157,6 +167,20 @@ impl<S: Read + Write> Write for TlsStream<S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_pending()
+    }
+}
+
+/// The socket as rustls reads it, noting whether a read returned less than was asked for.
+struct Probe<'a, S> {
+    sock: &'a mut S,
+    short: bool,
+}
+
+impl<S: Read> Read for Probe<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
 
