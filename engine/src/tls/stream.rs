@@ -199,3 +199,21 @@ pub(crate) fn describe(e: &rustls::Error) -> &'static str {
         _ => "TLS failure",
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// What an idle TLS connection holds besides its slab slot: the box with the rustls state
+    /// (its heap parts, chiefly the 4 KiB receive buffer and the record keys, come on top;
+    /// benches/TLS.md has the measured total).
+    #[test]
+    fn the_tls_state_stays_boxed_and_small() {
+        use std::mem::size_of;
+        let boxed = size_of::<TlsStream<mio::net::TcpStream>>();
+        let transport = size_of::<crate::driver::transport::Transport>();
+        eprintln!("TlsStream {boxed} B (boxed), Transport {transport} B inline");
+        assert!(transport <= 16, "Transport is {transport} bytes inline");
+        assert!(boxed <= 1536, "TlsStream is {boxed} bytes");
+    }
+}
