@@ -200,9 +200,19 @@ fn wss_config(roots: ClientTls) -> ClientConfig {
 
 /// A `wss://` client that connects to `addr` but names `host` (for SNI and the name check).
 fn wss_as(addr: SocketAddr, host: &str, roots: ClientTls) -> Result<Client, ClientError> {
+    wss_from(addr, host, roots).1
+}
+
+/// [`wss_as`], also saying which local address (the server's `peer=` in its logs) it used.
+fn wss_from(
+    addr: SocketAddr,
+    host: &str,
+    roots: ClientTls,
+) -> (SocketAddr, Result<Client, ClientError>) {
     let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    let local = tcp.local_addr().expect("local addr");
     let url = WsUrl::parse(&format!("wss://{host}:{}/", addr.port())).expect("url");
-    Client::handshake(tcp, &url, &wss_config(roots))
+    (local, Client::handshake(tcp, &url, &wss_config(roots)))
 }
 
 /// A raw rustls client over a bounded socket (for what the blocking client does not do).
@@ -548,9 +558,11 @@ fn the_client_refuses_a_certificate_for_another_name() {
     let (tx, rx) = mpsc::channel();
     let addr = server.addr();
     std::thread::spawn(move || {
-        let _ = tx.send(wss_as(addr, "127.0.0.1", ca().roots()).map(|_| ()));
+        let (local, result) = wss_from(addr, "127.0.0.1", ca().roots());
+        let _ = tx.send((local, result.map(|_| ())));
     });
-    match recv(&rx, "the wrong-name connect's result") {
+    let (local, result) = recv(&rx, "the wrong-name connect's result");
+    match result {
         Err(ClientError::Tls(rustls::Error::InvalidCertificate(e))) => {
             assert!(
                 matches!(
@@ -563,6 +575,8 @@ fn the_client_refuses_a_certificate_for_another_name() {
         }
         other => panic!("expected a wrong-name refusal, got {other:?}"),
     }
+    // The server hears why from the client's alert.
+    expect_log(local, "TLS handshake failed: the client sent an alert");
     still_serves(&server);
     server.finish();
 }
@@ -574,7 +588,8 @@ fn the_client_refuses_an_expired_certificate() {
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     });
     let server = start(server_tls(&expired));
-    match wss_as(server.addr(), "localhost", ca().roots()) {
+    let (local, result) = wss_from(server.addr(), "localhost", ca().roots());
+    match result {
         Err(ClientError::Tls(rustls::Error::InvalidCertificate(e))) => {
             assert!(
                 matches!(
@@ -587,6 +602,7 @@ fn the_client_refuses_an_expired_certificate() {
         }
         other => panic!("expected an expired-certificate refusal, got {other:?}"),
     }
+    expect_log(local, "TLS handshake failed: the client sent an alert");
     server.finish();
 }
 
