@@ -617,24 +617,8 @@ impl<D> Loop<D> {
         readable: bool,
         hup: bool,
     ) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        if !self.flush_pending(handler, key) {
             return;
-        };
-        // TLS records written earlier and refused by the socket then: this event may be the
-        // room they waited for.
-        if let Err(e) = conn.stream.flush_pending() {
-            debug!(peer = %conn.peer(), error = %e, "socket error");
-            match conn.phase {
-                Phase::Open(_) => {
-                    let _ = self.end(handler, key, Some(SessionError::Io(e)));
-                }
-                // Its own write fails next and ends it the SockJS way.
-                Phase::Receiving(_) => {}
-                _ => return self.remove(key),
-            }
-            if !matches!(self.conns[key].phase, Phase::Receiving(_)) {
-                return self.remove(key);
-            }
         }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -650,6 +634,29 @@ impl<D> Loop<D> {
             self.remove(key);
         }
     }
+
+    /// Writes the TLS records the socket refused earlier (this event may be the room they
+    /// waited for; nothing to do for plain TCP). False if the connection failed and is gone.
+    fn flush_pending<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Err(e) = conn.stream.flush_pending() else {
+            return true;
+        };
+        debug!(peer = %conn.peer(), error = %e, "socket error");
+        match conn.phase {
+            // Its own write fails next and ends it the SockJS way.
+            Phase::Receiving(_) => return true,
+            Phase::Open(_) => {
+                let _ = self.end(handler, key, Some(SessionError::Io(e)));
+            }
+            _ => {}
+        }
+        self.remove(key);
+        false
+    }
+
     /// Reads what is there into `head`. `Err` when the peer hung up or the socket failed.
     /// Reads what is there into `head`, up to `cap`. `Ok(true)` when the peer has half-closed
     /// (what arrived before its FIN still deserves an answer).
