@@ -4,7 +4,9 @@
 AB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 AB_ROOT="$(cd "$AB_DIR/.." && pwd)"
 AB_VENV="$AB_DIR/.venv"
-AB_REPORTS="$AB_DIR/reports"
+# Each family of suites writes its own reports folder (the tokio wrappers set
+# AB_REPORTS_DIR=reports-tokio), so the mio and tokio suites can run at once.
+AB_REPORTS="$AB_DIR/${AB_REPORTS_DIR:-reports}"
 AB_TARGET="${CARGO_TARGET_DIR:-$AB_ROOT/target}"
 # Upper bound for one whole wstest run (the full suite takes a few minutes).
 AB_TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"

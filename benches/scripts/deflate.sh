@@ -22,6 +22,8 @@
 # (default 1). Raw output under $OUT (default target/deflate/<date>); the RESULT lines in
 # $OUT/results.jsonl; a markdown summary on stdout.
 set -euo pipefail
+# Load from one address at any rate: the per-session SEND rate and per-address session limits off.
+UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0 --max-sessions-per-user 0"
 cd "$(dirname "$0")/../.."
 
 REPS=${REPS:-3}
@@ -117,7 +119,7 @@ for shape in $SHAPES; do
                     flag=()
                     [ "$mode" = on ] && flag=(--deflate)
                     run fanout "deflate-$mode" "$rep" target/release/sockeye-chat --data-dir off \
-                        --workers 1 --listen "127.0.0.1:$PORT" --stomp-listen off --deflate "$mode" -- \
+                        --workers 1 --listen "127.0.0.1:$PORT" --stomp-listen off --deflate "$mode" $UNLIMITED -- \
                         fanout --transport ws --url "ws://127.0.0.1:$PORT/ws" --subs 1000 --size 100 \
                         --seconds "$SECS" --warmup 2 "${flag[@]}"
                 done

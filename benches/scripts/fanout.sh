@@ -76,6 +76,8 @@ cargo build --release -q -p sockeye-benches --bin loadgen
 # Copies: other builds in this tree may replace target/release binaries during the runs.
 cp target/release/sockeye-chat target/release/loadgen "$OUT/bin/"
 CHAT=$OUT/bin/sockeye-chat
+# Load from one address at any rate: the per-session SEND rate and per-address session limits off.
+UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0 --max-sessions-per-user 0"
 LOADGEN=$OUT/bin/loadgen
 
 port_open() {
@@ -131,7 +133,7 @@ run() {
         sockeye)
             ensure_free "$WS_PORT" "$TCP_PORT"
             RUST_LOG=warn taskset -c "$SERVER_CPU" "$CHAT" --listen "127.0.0.1:$WS_PORT" \
-                --stomp-listen "127.0.0.1:$TCP_PORT" --data-dir off --workers 1 \
+                --stomp-listen "127.0.0.1:$TCP_PORT" --data-dir off --workers 1 $UNLIMITED \
                 "${SOCKEYE_POLICY[@]}" > "$OUT/server-$server.log" 2>&1 &
             pid=$!
             wait_listening "$WS_PORT"

@@ -78,6 +78,8 @@ cargo build --release -q -p sockeye-benches --bin loadgen
 # Copies: other builds in this tree may replace target/release binaries during the runs.
 cp target/release/sockeye-chat target/release/loadgen "$OUT/bin/"
 CHAT=$OUT/bin/sockeye-chat
+# Load from one address at any rate: the per-session SEND rate and per-address session limits off.
+UNLIMITED="--max-send-rate 0 --max-sessions-per-address 0 --max-sessions-per-user 0"
 LOADGEN=$OUT/bin/loadgen
 
 port_open() {
@@ -158,7 +160,7 @@ start_nodes() {
     for port in "${ports[@]:0:$n}"; do
         RUST_LOG=warn taskset -c "$SERVER_CPU" "$CHAT" \
             --relay "stomp://guest:guest@127.0.0.1:$RABBIT_STOMP_PORT/" --data-dir off \
-            --listen "127.0.0.1:$port" --stomp-listen off --workers 1 \
+            --listen "127.0.0.1:$port" --stomp-listen off --workers 1 $UNLIMITED \
             > "$OUT/node-$port-$NODE_LOG.log" 2>&1 &
         NODE_PIDS+=("$!")
     done
@@ -266,7 +268,7 @@ run() {
             # One node, its own broker (as in FANOUT.md): no RabbitMQ.
             ensure_free "$PORT_A"
             RUST_LOG=warn taskset -c "$SERVER_CPU" "$CHAT" --data-dir off \
-                --listen "127.0.0.1:$PORT_A" --stomp-listen off --workers 1 \
+                --listen "127.0.0.1:$PORT_A" --stomp-listen off --workers 1 $UNLIMITED \
                 > "$OUT/node-$PORT_A-$NODE_LOG.log" 2>&1 &
             NODE_PIDS+=("$!")
             wait_listening "$PORT_A"

@@ -579,7 +579,15 @@ def test_users_file_checks_passcodes(tmp_path):
     if not binary:
         pytest.skip("SOCKEYE_CHAT_BIN not set")
     users = tmp_path / "users.json"
-    users.write_text(json.dumps({"ann": "ann-secret", "bob": "bob-secret"}))
+    # The users file holds argon2id hashes, made by the binary's own hash-password tool (a
+    # plain-text passcode is refused at start).
+    def hashed(password):
+        made = subprocess.run(
+            [binary, "hash-password"], input=password, capture_output=True, text=True, timeout=WAIT * 2, check=True
+        )
+        return made.stdout.strip()
+
+    users.write_text(json.dumps({"ann": hashed("ann-secret"), "bob": hashed("bob-secret")}))
     proc = subprocess.Popen(
         [binary, "--listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0", "--data-dir", "off", "--users", str(users)],
         stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::broker::{AppMessage, BrokerEvent};
 use crate::http;
+use crate::rooms::quota::RoomQuota;
 use crate::rooms::{json_headers, room_topic, Chat, Effect, ErrorBody, Store, ERRORS_DESTINATION};
 use crate::server::{Application, Messaging};
 
@@ -42,6 +43,8 @@ pub struct ChatApp {
     /// Reloads started and not finished, and whether the broker is away (cluster mode):
     /// noting the other nodes' messages for the pages ends when neither holds.
     recovery: Arc<Mutex<Recovery>>,
+    /// Rooms created per address per hour (`None`: no limit).
+    room_quota: Option<Mutex<RoomQuota>>,
 }
 
 /// See [`ChatApp::recovery`].
@@ -72,7 +75,15 @@ impl ChatApp {
             relay: Mutex::new(Relay::Unknown),
             reloads: Mutex::new(Vec::new()),
             recovery: Arc::default(),
+            room_quota: None,
         }
+    }
+
+    /// Limits `POST /api/rooms` to `per_hour` rooms per client address in any hour (0: no
+    /// limit); over it, 429 with `Retry-After`.
+    pub fn with_room_quota(mut self, per_hour: usize) -> Self {
+        self.room_quota = (per_hour > 0).then(|| Mutex::new(RoomQuota::new(per_hour)));
+        self
     }
 
     fn chat(&self) -> MutexGuard<'_, Chat> {
@@ -219,6 +230,42 @@ impl ChatApp {
 }
 
 impl Application for ChatApp {
+    fn readiness(&self) -> Result<(), String> {
+        match &self.store {
+            Some(store) if !store.is_writing() => {
+                Err(format!("the store ({store}) cannot be written to"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn metrics(&self, out: &mut crate::server::metrics::Exposition) {
+        let rooms = lock(&self.chat).rooms().len();
+        out.single("sockeye_chat_rooms", "gauge", "Chat rooms.", rooms as f64);
+        let Some(store) = &self.store else { return };
+        out.single(
+            "sockeye_store_queue_depth",
+            "gauge",
+            "Store writes queued and not yet written.",
+            store.backlog() as f64,
+        );
+        out.single(
+            "sockeye_store_dropped_total",
+            "counter",
+            "Store writes dropped because the queue was full.",
+            store.dropped() as f64,
+        );
+        let (writes, micros) = store.write_time();
+        out.family(
+            "sockeye_store_write_seconds",
+            "summary",
+            "Time of the store's batch writes.",
+            &[],
+        );
+        out.sample("sockeye_store_write_seconds_sum", micros as f64 / 1e6);
+        out.sample("sockeye_store_write_seconds_count", writes as f64);
+    }
+
     fn on_app_message(&self, message: &AppMessage, messaging: &Messaging) {
         if *lock(&self.relay) == Relay::Down && message.destination.starts_with("/chat.") {
             // Nothing could reach the room: the sender is told at once, and nothing is kept
@@ -240,6 +287,33 @@ impl Application for ChatApp {
             self.relay_changed(*available, messaging);
         }
         self.run(messaging, |chat, now| chat.handle_event(event, now));
+    }
+
+    fn on_http_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+        messaging: &Messaging,
+    ) -> HttpResponse {
+        let creating = req.method == "POST" && req.path() == "/api/rooms";
+        let (Some(quota), Some(ip), true) = (&self.room_quota, peer, creating) else {
+            return self.on_http(req, body, messaging);
+        };
+        let creator = ip.to_string();
+        let now = messaging.now_ms();
+        if let Err(secs) = lock(quota).check(&creator, now) {
+            warn!(peer = %creator, retry_after_s = secs, "room not created: rooms per hour used up");
+            let mut r =
+                HttpResponse::text(429, "too many rooms created from this address; try later\n");
+            r.headers.push(("Retry-After".into(), secs.to_string()));
+            return r;
+        }
+        let response = self.on_http(req, body, messaging);
+        if response.status == 201 {
+            lock(quota).record(&creator, now);
+        }
+        response
     }
 
     fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {

@@ -1,6 +1,7 @@
 //! STOMP broker and chat rooms on the Sockeye engine.
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod http;

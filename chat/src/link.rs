@@ -16,6 +16,8 @@ pub struct Link {
     pending: Vec<u8>,
     /// Set once an ERROR was sent: everything after is ignored.
     failed: bool,
+    /// The address the connection came from, when the transport said.
+    peer: Option<std::net::IpAddr>,
 }
 
 /// What one [`Link::feed`] saw.
@@ -47,6 +49,18 @@ impl Batch {
 impl Link {
     pub fn new() -> Self {
         Link::default()
+    }
+
+    /// A link for a connection from `peer`.
+    pub fn from_peer(peer: Option<std::net::IpAddr>) -> Self {
+        Link {
+            peer,
+            ..Link::default()
+        }
+    }
+
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer
     }
 
     /// True after a protocol error: the connection is being closed.
@@ -139,10 +153,7 @@ impl Link {
                     pos += used;
                     fed.frames += 1;
                     broker.handle(session, &frame, out);
-                    if out
-                        .iter()
-                        .any(|a| matches!(a, Action::Close { to } if *to == session))
-                    {
+                    if out.iter().any(|a| a.ends(session)) {
                         // ERROR or DISCONNECT: nothing after it is read.
                         self.failed = true;
                         self.pending = Vec::new();

@@ -1,14 +1,15 @@
 //! Echo server: every text or binary message comes back unchanged.
 //!
-//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001 [MAX_BACKPRESSURE] [DEFLATE]`
+//! `cargo run --release -p sockeye --example echo -- 127.0.0.1:9001 [MAX_BACKPRESSURE] [DEFLATE] [WORKERS]`
 //!
 //! permessage-deflate is on (DEFLATE `on`, the default: no context takeover either way, so
 //! the sessions share the worker's compressor); `takeover` lets both sides keep their context
 //! (a compressor and an inflater per session), `off` turns it off.
 //! Limits are raised to what the Autobahn testsuite sends (16 MiB messages, 4 MiB in 64-byte
 //! fragments), and the send queue cap (`max_backpressure`, the second argument, in bytes) to
-//! hold a few of them: 64 MiB by default. One worker: the testsuite opens
-//! one connection at a time. No automatic pings: the testsuite checks every frame it receives.
+//! hold a few of them: 64 MiB by default. One worker unless WORKERS says more (the testsuite
+//! opens one connection at a time; `benches/scripts/scale.sh` runs 1, 2, 4, …).
+//! No automatic pings: the testsuite checks every frame it receives.
 //! SIGINT / SIGTERM shut it down gracefully (a second one exits at once).
 //!
 //! Built with feature `tls`, `SOCKEYE_TLS_CERT=chain.pem SOCKEYE_TLS_KEY=key.pem` make it a
@@ -72,8 +73,17 @@ fn main() -> std::io::Result<()> {
             ))
         }
     };
+    let workers = match std::env::args().nth(4) {
+        Some(n) => n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad WORKERS {n:?}: a count of at least 1"),
+            )
+        })?,
+        None => 1,
+    };
     let mut config = ServerConfig {
-        workers: 1,
+        workers,
         max_backpressure,
         ping_interval: None,
         deflate,

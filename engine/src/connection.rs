@@ -252,6 +252,31 @@ impl Receiver {
         self.msg.as_ref().map_or(0, |m| m.buf.capacity())
     }
 
+    /// The length of the frame at the start of `input` when waiting for all of it lets
+    /// [`read`](Self::read) lend the message out of `input` without a copy: an uncompressed
+    /// binary message in one frame, masked as the role wants and within the limits, no message
+    /// in progress, not all in `input` yet. `None` when reading now is as good, or needed:
+    /// text is validated as it arrives so that a bad byte fails fast, and anything the header
+    /// already breaks is reported by `read`. A driver that can hold that many bytes may read
+    /// until it has them before it calls `read`.
+    pub fn whole_frame_len(&self, input: &[u8]) -> Option<usize> {
+        if self.state != RxState::Open || self.msg.as_ref().is_some_and(|m| !m.complete) {
+            return None;
+        }
+        let Ok(Status::Complete(h, hlen)) = FrameHeader::parse(input) else {
+            return None;
+        };
+        let plain = h.opcode == OpCode::Binary && h.fin && h.rsv == 0;
+        let masked_as_wanted = h.mask.is_some() == (self.role == Role::Server);
+        let within = h.payload_len <= self.limits.max_frame_size as u64
+            && h.payload_len <= self.limits.max_message_size as u64;
+        if !(plain && masked_as_wanted && within) {
+            return None;
+        }
+        let total = hlen + h.payload_len as usize;
+        (input.len() < total).then_some(total)
+    }
+
     /// Consumes a prefix of `input` and returns at most one event. See the module docs.
     /// Compressed messages inflate with a throwaway [`Pool`]; drivers that keep one use
     /// [`Receiver::read_with`].

@@ -2044,3 +2044,53 @@ fn the_first_fault_of_a_compressed_message_wins_however_it_is_split() {
         "{closed}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// whole_frame_len: when a driver may wait for a whole frame to get it lent out
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_partial_single_frame_binary_message_is_worth_waiting_for() {
+    let rx = Receiver::new(Role::Server, Limits::default());
+    let bytes = stream(&[binary(vec![5u8; 1000])]);
+    let total = bytes.len();
+    // From a complete header on, until the last byte is here.
+    for have in [4 + 4, 100, total - 1] {
+        assert_eq!(
+            rx.whole_frame_len(&bytes[..have]),
+            Some(total),
+            "{have} bytes"
+        );
+    }
+    assert_eq!(rx.whole_frame_len(&bytes), None, "all here: read now");
+    assert_eq!(rx.whole_frame_len(&bytes[..3]), None, "header incomplete");
+}
+
+#[test]
+fn nothing_else_is_waited_for_whole() {
+    let rx = Receiver::new(Role::Server, Limits::default());
+    let partial = |frames: &[Frame]| {
+        let bytes = stream(frames);
+        rx.whole_frame_len(&bytes[..bytes.len() - 1])
+    };
+    assert_eq!(partial(&[text("fails fast if bad")]), None, "text");
+    assert_eq!(partial(&[binary("ab").fin(false)]), None, "not FIN");
+    assert_eq!(
+        partial(&[binary("xy").rsv(4)]),
+        None,
+        "compressed or reserved bits"
+    );
+    assert_eq!(
+        partial(&[binary("x").mask(None)]),
+        None,
+        "unmasked from a client"
+    );
+    assert_eq!(partial(&[ping("p")]), None, "control");
+    let small = Receiver::new(Role::Server, limits(10, 10, 4));
+    let big = stream(&[binary(vec![0u8; 11])]);
+    assert_eq!(
+        small.whole_frame_len(&big[..big.len() - 1]),
+        None,
+        "over the limit"
+    );
+}

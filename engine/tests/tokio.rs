@@ -243,46 +243,47 @@ fn an_oversized_frame_is_closed_with_1009() {
     }));
 }
 
-#[test]
-fn bad_utf8_is_closed_with_1007() {
+/// Sends `frames` raw to a server that reads once: the close code the peer gets, and what the
+/// server's `next()` said.
+fn violation(frames: &[u8]) -> (Option<u16>, Option<Result<Message, Error>>) {
     let local = tokio::task::LocalSet::new();
     run(local.run_until(async {
         let (addr, task) = server(Config::default(), |mut ws| async move {
             within("the error", ws.next()).await
         })
         .await;
-        let mut frames = Vec::new();
-        masked()
-            .send(DataKind::Text, &[b'a', 0xff, 0xfe], &mut frames)
-            .expect("frame");
-        let reason = close_code_after(addr, &frames).await;
-        assert_eq!(reason.map(|r| r.code), Some(code::INVALID_PAYLOAD));
-        match within("the server", task).await.expect("server task") {
-            Some(Err(Error::Protocol(ProtocolError::InvalidUtf8))) => {}
-            other => panic!("expected invalid UTF-8, got {other:?}"),
-        }
-    }));
+        let reason = close_code_after(addr, frames).await;
+        let seen = within("the server", task).await.expect("server task");
+        (reason.map(|r| r.code), seen)
+    }))
+}
+
+#[test]
+fn bad_utf8_is_closed_with_1007() {
+    let mut frames = Vec::new();
+    masked()
+        .send(DataKind::Text, &[b'a', 0xff, 0xfe], &mut frames)
+        .expect("frame");
+    let (code, seen) = violation(&frames);
+    assert_eq!(code, Some(code::INVALID_PAYLOAD));
+    match seen {
+        Some(Err(Error::Protocol(ProtocolError::InvalidUtf8))) => {}
+        other => panic!("expected invalid UTF-8, got {other:?}"),
+    }
 }
 
 #[test]
 fn an_unmasked_client_frame_is_closed_with_1002() {
-    let local = tokio::task::LocalSet::new();
-    run(local.run_until(async {
-        let (addr, task) = server(Config::default(), |mut ws| async move {
-            within("the error", ws.next()).await
-        })
-        .await;
-        let mut frames = Vec::new();
-        Sender::server()
-            .send(DataKind::Text, b"no mask", &mut frames)
-            .expect("frame");
-        let reason = close_code_after(addr, &frames).await;
-        assert_eq!(reason.map(|r| r.code), Some(code::PROTOCOL_ERROR));
-        match within("the server", task).await.expect("server task") {
-            Some(Err(Error::Protocol(ProtocolError::UnmaskedFrame))) => {}
-            other => panic!("expected an unmasked frame error, got {other:?}"),
-        }
-    }));
+    let mut frames = Vec::new();
+    Sender::server()
+        .send(DataKind::Text, b"no mask", &mut frames)
+        .expect("frame");
+    let (code, seen) = violation(&frames);
+    assert_eq!(code, Some(code::PROTOCOL_ERROR));
+    match seen {
+        Some(Err(Error::Protocol(ProtocolError::UnmaskedFrame))) => {}
+        other => panic!("expected an unmasked frame error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -430,5 +431,43 @@ fn permessage_deflate_round_trips_when_both_ends_enable_it() {
         let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         ws.send(Message::binary(big.clone())).await.expect("send");
         assert_eq!(recv(&mut ws).await, Message::binary(big));
+    }));
+}
+
+#[test]
+fn a_compressed_message_inflating_past_the_limit_is_closed_with_1009() {
+    // 4 MiB of zeros compress to a few KiB; the server's limit is 64 KiB of inflated message.
+    let limit = 64 << 10;
+    let deflating = |limits: Limits| Config {
+        limits,
+        deflate: Some(sockeye::deflate::DeflateConfig::with_context_takeover()),
+        ..Config::default()
+    };
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let server_limits = limited(limit).limits;
+        let (addr, task) = server(deflating(server_limits), |mut ws| async move {
+            within("the error", ws.next()).await
+        })
+        .await;
+        let connect =
+            WebSocketStream::connect_tcp(addr.to_string(), "/", deflating(Limits::default()));
+        let mut ws = within("the client handshake", connect)
+            .await
+            .expect("connect");
+        assert!(ws.deflates(), "permessage-deflate was not agreed");
+        ws.send(Message::binary(vec![0u8; 4 << 20]))
+            .await
+            .expect("send");
+        match recv(&mut ws).await {
+            Message::Close(Some(reason)) => assert_eq!(reason.code, code::MESSAGE_TOO_BIG),
+            other => panic!("expected a 1009 close, got {other:?}"),
+        }
+        match within("the server", task).await.expect("server task") {
+            Some(Err(Error::Protocol(ProtocolError::MessageTooLarge { max, .. }))) => {
+                assert_eq!(max, limit)
+            }
+            other => panic!("expected a message too large, got {other:?}"),
+        }
     }));
 }

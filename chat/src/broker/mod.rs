@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 
 use bytes::{Bytes, BytesMut};
 
@@ -29,9 +30,13 @@ use crate::stomp::{
 };
 
 pub mod destination;
+pub mod limits;
+pub mod permissions;
 mod relayed;
 
 use destination::{Kind, Prefixes};
+use limits::{Bucket, Census, SendRate};
+use permissions::{Permissions, Verb};
 pub use relayed::{RelayMode, RelayOp, USER_DESTINATION_HEADER};
 
 /// Identifies a transport connection (assigned by the transport, unique per broker).
@@ -145,11 +150,29 @@ pub enum Action {
     Event(BrokerEvent),
     /// For the relay to the external broker (relay mode only).
     Relay(RelayOp),
+    /// Carry out `actions` (for session `to`) only after `delay_ms`, reading nothing more from
+    /// `to` meanwhile: a refused CONNECT from an address that keeps failing is answered late,
+    /// so that guessing passcodes is slow (see [`AuthRefusal::delay_ms`]).
+    Later {
+        to: SessionId,
+        delay_ms: u64,
+        actions: Vec<Action>,
+    },
 }
 
-/// Decides who may connect: `Ok(user)` (`None`: anonymous), or `Err(reason)`.
+impl Action {
+    /// Whether this action ends `session` (now or later): nothing it sends after is read.
+    pub fn ends(&self, session: SessionId) -> bool {
+        match self {
+            Action::Close { to } | Action::Later { to, .. } => *to == session,
+            _ => false,
+        }
+    }
+}
+
+/// Decides who may connect: `Ok(user)` (`None`: anonymous), or why not.
 pub type Authenticator =
-    Box<dyn Fn(&ConnectRequest<'_>) -> Result<Option<String>, String> + Send + Sync>;
+    Box<dyn Fn(&ConnectRequest<'_>) -> Result<Option<String>, AuthRefusal> + Send + Sync>;
 
 /// What a CONNECT carried, for the [`Authenticator`].
 #[derive(Debug)]
@@ -158,6 +181,31 @@ pub struct ConnectRequest<'a> {
     pub passcode: Option<&'a str>,
     pub host: Option<&'a str>,
     pub session: SessionId,
+    /// The address the session came from, when the transport said (see [`Broker::opened`]).
+    pub peer: Option<IpAddr>,
+}
+
+/// A refused CONNECT: the reason (after `not authorized: ` in the ERROR) and how long to wait
+/// before answering (0: at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRefusal {
+    pub reason: String,
+    pub delay_ms: u64,
+}
+
+impl From<String> for AuthRefusal {
+    fn from(reason: String) -> Self {
+        AuthRefusal {
+            reason,
+            delay_ms: 0,
+        }
+    }
+}
+
+impl From<&str> for AuthRefusal {
+    fn from(reason: &str) -> Self {
+        AuthRefusal::from(reason.to_owned())
+    }
 }
 
 /// Broker settings.
@@ -188,6 +236,15 @@ pub struct BrokerConfig {
     /// ERROR): what other code trusts as the application's own words, such as the chat's
     /// room topics and its cluster topic. Default none.
     pub app_only: Vec<String>,
+    /// Who may SEND and SUBSCRIBE where (see [`permissions`]). Default: no rules, all allowed.
+    pub permissions: Permissions,
+    /// SENDs per session (a token bucket, see [`limits`]); over it, ERROR and close. Default
+    /// none (the chat server sets one). Needs the transport's clock ([`Broker::set_now`]).
+    pub max_send_rate: Option<SendRate>,
+    /// Connected sessions one user may hold (the next CONNECT gets ERROR). Default none.
+    pub max_sessions_per_user: Option<usize>,
+    /// Connected sessions from one address (as [`Broker::opened`] said). Default none.
+    pub max_sessions_per_address: Option<usize>,
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -214,6 +271,10 @@ impl Default for BrokerConfig {
             authenticator: None,
             relay: None,
             app_only: Vec::new(),
+            permissions: Permissions::default(),
+            max_send_rate: None,
+            max_sessions_per_user: None,
+            max_sessions_per_address: None,
         }
     }
 }
@@ -276,6 +337,12 @@ struct SessionState {
     subscriptions: Vec<usize>,
     transactions: HashMap<String, Vec<TxOp>>,
     attributes: HashMap<String, String>,
+    /// SENDs allowed (with [`BrokerConfig::max_send_rate`]).
+    sends: Option<Bucket>,
+    /// The address it was counted under (sessions per address).
+    address: Option<IpAddr>,
+    /// The application's own session ([`Broker::connect_trusted`]): no rules, no limits.
+    trusted: bool,
 }
 
 /// The broker.
@@ -292,6 +359,15 @@ pub struct Broker {
     next_message: u64,
     /// The frame being handled handed its receipt to the relay (relay mode).
     receipt_taken: bool,
+    /// Where each open transport session came from (connected or not), as the transport said.
+    addresses: HashMap<SessionId, IpAddr>,
+    /// Connected sessions per user and per address.
+    per_user: Census<String>,
+    per_address: Census<IpAddr>,
+    /// The transport's clock, in ms (see [`Broker::set_now`]).
+    now_ms: u64,
+    /// The session whose CONNECT is being handled as trusted, if any.
+    trusting: Option<SessionId>,
 }
 
 impl fmt::Debug for Broker {
@@ -332,6 +408,11 @@ impl Broker {
             round_robin: HashMap::new(),
             next_message: 0,
             receipt_taken: false,
+            addresses: HashMap::new(),
+            per_user: Census::default(),
+            per_address: Census::default(),
+            now_ms: 0,
+            trusting: None,
         }
     }
 
@@ -347,6 +428,11 @@ impl Broker {
     /// Subscriptions of every session.
     pub fn subscription_count(&self) -> usize {
         self.subs.len()
+    }
+
+    /// Destinations with subscribers (exact names and patterns) or held messages.
+    pub fn destination_count(&self) -> usize {
+        self.exact.len() + self.patterns.len() + self.held.len()
     }
 
     /// The negotiated version of a session (for the transport's parser).
@@ -372,12 +458,32 @@ impl Broker {
             .map(String::as_str)
     }
 
+    /// A transport session opened from `peer` (before its CONNECT): the address the
+    /// authenticator and the per-address limits see. Forgotten at [`Broker::closed`].
+    pub fn opened(&mut self, session: SessionId, peer: IpAddr) {
+        self.addresses.insert(session, peer);
+    }
+
+    /// The time, in ms from any fixed start, for the SEND rate: the transport sets it before
+    /// handing over frames (the broker reads no clock).
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The address `session` came from, if the transport said.
+    pub fn address(&self, session: SessionId) -> Option<IpAddr> {
+        self.addresses.get(&session).copied()
+    }
+
     /// A frame arrived from `session`.
     pub fn handle(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
         let receipt = frame.header("receipt").map(str::to_owned);
         self.receipt_taken = false;
         let result = match (frame.command, self.sessions.contains_key(&session)) {
-            (Command::Connect | Command::Stomp, false) => self.connect(session, frame, out),
+            (Command::Connect | Command::Stomp, false) => {
+                let trusted = self.trusting.take() == Some(session);
+                self.connect(session, frame, trusted, out)
+            }
             (Command::Connect | Command::Stomp, true) => Err(refuse("already connected")),
             (_, false) => Err(refuse(format!("{} before CONNECT", frame.command))),
             (Command::Send, true) => self.send(session, frame, out),
@@ -484,10 +590,24 @@ impl Broker {
         }
     }
 
+    /// A CONNECT of the application's own (its internal subscriptions): no authenticator, and
+    /// the session is exempt from the permission rules and limits, which are for clients.
+    pub fn connect_trusted(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        self.trusting = Some(session);
+        self.handle(session, frame, out);
+        self.trusting = None;
+    }
+
     fn connect(
         &mut self,
         session: SessionId,
         frame: &Frame<'_>,
+        trusted: bool,
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
         let version = Version::negotiate(frame.header("accept-version"), &self.config.versions)
@@ -503,13 +623,33 @@ impl Broker {
             passcode: frame.header("passcode"),
             host: frame.header("host"),
             session,
+            peer: self.address(session),
         };
         let user = match &self.config.authenticator {
-            Some(auth) => {
-                auth(&request).map_err(|reason| refuse(format!("not authorized: {reason}")))?
-            }
+            _ if trusted => None,
+            Some(auth) => match auth(&request) {
+                Ok(user) => user,
+                Err(AuthRefusal { reason, delay_ms }) if delay_ms > 0 => {
+                    let mut actions = Vec::new();
+                    let refusal = refuse(format!("not authorized: {reason}"));
+                    self.error(session, refusal, frame.header("receipt"), &mut actions);
+                    out.push(Action::Later {
+                        to: session,
+                        delay_ms,
+                        actions,
+                    });
+                    self.receipt_taken = true;
+                    return Ok(());
+                }
+                Err(AuthRefusal { reason, .. }) => {
+                    return Err(refuse(format!("not authorized: {reason}")))
+                }
+            },
             None => None,
         };
+        if !trusted {
+            self.check_session_limits(user.as_deref(), request.peer)?;
+        }
         let (send_every, expect_every) = match frame.header("heart-beat") {
             None => (0, 0),
             Some(value) => {
@@ -522,6 +662,13 @@ impl Broker {
                 (send, expect)
             }
         };
+        let address = self.address(session);
+        if let Some(u) = &user {
+            self.per_user.add(u.clone());
+        }
+        if let Some(ip) = address {
+            self.per_address.add(ip);
+        }
         self.sessions.insert(
             session,
             SessionState {
@@ -530,6 +677,12 @@ impl Broker {
                 subscriptions: Vec::new(),
                 transactions: HashMap::new(),
                 attributes: HashMap::new(),
+                sends: (!trusted)
+                    .then_some(self.config.max_send_rate)
+                    .flatten()
+                    .map(|r| Bucket::full(r, self.now_ms)),
+                address,
+                trusted,
             },
         );
         let heart_beat = format!("{send_every},{expect_every}");
@@ -569,12 +722,58 @@ impl Broker {
         Ok(())
     }
 
+    /// Sessions per user and per address, at CONNECT.
+    fn check_session_limits(
+        &self,
+        user: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        if let (Some(max), Some(user)) = (self.config.max_sessions_per_user, user) {
+            if self.per_user.count(&user.to_owned()) >= max {
+                return Err(refuse(format!(
+                    "too many sessions of user {user} (at most {max})"
+                )));
+            }
+        }
+        if let (Some(max), Some(ip)) = (self.config.max_sessions_per_address, peer) {
+            if self.per_address.count(&ip) >= max {
+                return Err(refuse(format!(
+                    "too many sessions from {ip} (at most {max})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_trusted(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_some_and(|s| s.trusted)
+    }
+
+    /// Takes a token of the session's SEND rate, or refuses.
+    fn check_send_rate(&mut self, session: SessionId) -> Result<(), Refusal> {
+        let (Some(rate), now) = (self.config.max_send_rate, self.now_ms) else {
+            return Ok(());
+        };
+        let bucket = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.sends.as_mut());
+        match bucket.is_none_or(|b| b.take(rate, now)) {
+            true => Ok(()),
+            false => Err(refuse(format!(
+                "SEND rate over {} a second (bursts of {})",
+                rate.per_second, rate.burst
+            ))),
+        }
+    }
+
     fn send(
         &mut self,
         session: SessionId,
         frame: &Frame<'_>,
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
+        self.check_send_rate(session)?;
         let destination = frame
             .header("destination")
             .ok_or_else(|| refuse("SEND without destination"))?;
@@ -595,6 +794,12 @@ impl Broker {
             return Err(refuse(format!(
                 "{destination} is the application's (clients cannot send to it)"
             )));
+        }
+        if !self.is_trusted(session) {
+            self.config
+                .permissions
+                .check(self.user(session), Verb::Send, destination)
+                .map_err(|denied| refuse(denied.to_string()))?;
         }
         let headers: Vec<(String, String)> = frame
             .headers
@@ -974,6 +1179,14 @@ impl Broker {
                     .prefixes
                     .strip_user(requested)
                     .ok_or_else(|| refuse(format!("invalid user destination {requested}")))?;
+                if self.config.prefixes.kind(inner).is_none() {
+                    // `/user/{name}/...`: a destination to SEND to, never to read from.
+                    return Err(refuse(format!(
+                        "cannot subscribe to {requested} (another user's destinations are \
+                         theirs; subscribe to {}/queue/... for your own)",
+                        self.config.prefixes.user
+                    )));
+                }
                 (
                     inner.to_owned(),
                     true,
@@ -988,6 +1201,12 @@ impl Broker {
             Some(kind) => (requested.to_owned(), false, kind),
             None => return Err(refuse(format!("unknown destination {requested}"))),
         };
+        if !state.trusted {
+            self.config
+                .permissions
+                .check(state.user.as_deref(), Verb::Subscribe, requested)
+                .map_err(|denied| refuse(denied.to_string()))?;
+        }
         let user = state.user.clone();
         let key = self.subs.insert(Subscription {
             session,
@@ -1257,6 +1476,7 @@ impl Broker {
     /// The transport connection is gone (DISCONNECT, ERROR, close, drop): subscriptions go,
     /// open transactions are discarded, unacknowledged queue messages are redelivered.
     pub fn closed(&mut self, session: SessionId, out: &mut Vec<Action>) {
+        self.addresses.remove(&session);
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
@@ -1267,6 +1487,12 @@ impl Broker {
             pending.extend(self.detach_subscription(key, out));
         }
         if let Some(state) = self.sessions.remove(&session) {
+            if let Some(u) = &state.user {
+                self.per_user.remove(u);
+            }
+            if let Some(ip) = &state.address {
+                self.per_address.remove(ip);
+            }
             out.push(Action::Event(BrokerEvent::Disconnected {
                 session,
                 user: state.user,

@@ -547,3 +547,67 @@ fn application_only_destinations_refuse_clients_sends_but_not_the_application() 
     );
     assert_eq!(frames_to(&out, 2).len(), 1);
 }
+
+#[test]
+fn the_applications_own_sessions_skip_passcodes_rules_and_limits() {
+    let config = BrokerConfig {
+        authenticator: Some(Box::new(|_: &ConnectRequest<'_>| {
+            Err("login and passcode required".into())
+        })),
+        permissions: Permissions::new(
+            serde_json::from_str(
+                r#"[{"user": "*", "command": "*", "destination": "/**", "access": "deny"}]"#,
+            )
+            .unwrap(),
+        ),
+        max_send_rate: Some(SendRate {
+            per_second: 1,
+            burst: 1,
+        }),
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    let actions = h.send(1, "CONNECT\naccept-version:1.2\n\n");
+    assert!(closed(&actions, 1), "a client needs a passcode");
+    h.broker
+        .connect_trusted(2, &frame("CONNECT\naccept-version:1.2\n\n"), &mut h.out);
+    let actions = std::mem::take(&mut h.out);
+    assert!(frames_to(&actions, 2)[0].starts_with("CONNECTED\n"));
+    let actions = h.send(2, "SUBSCRIBE\nid:a\ndestination:/topic/**\nreceipt:r\n\n");
+    assert!(
+        frames_to(&actions, 2)[0].starts_with("RECEIPT\n"),
+        "{actions:?}"
+    );
+    for _ in 0..3 {
+        let actions = h.send(2, "SEND\ndestination:/topic/x\n\nhi");
+        assert!(!closed(&actions, 2), "no rate for the application");
+    }
+}
+
+#[test]
+fn another_users_destination_cannot_be_subscribed_to() {
+    let config = BrokerConfig {
+        authenticator: Some(Box::new(|req: &ConnectRequest<'_>| {
+            Ok(req.login.map(str::to_owned))
+        })),
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.send(1, "CONNECT\naccept-version:1.2\nlogin:ann\n\n");
+    for dest in ["/user/bob/queue/x", "/user/ann/queue/x", "/user/**"] {
+        let mut h2 = Harness::new();
+        h2.connect(1);
+        let actions = h2.send(1, &format!("SUBSCRIBE\nid:a\ndestination:{dest}\n\n"));
+        let error = &frames_to(&actions, 1)[0];
+        assert_eq!(
+            header(error, "message").map(|m| m.starts_with("cannot subscribe to")),
+            Some(true),
+            "{dest}: {error}"
+        );
+    }
+    let actions = h.send(
+        1,
+        "SUBSCRIBE\nid:a\ndestination:/user/queue/x\nreceipt:r\n\n",
+    );
+    assert!(frames_to(&actions, 1)[0].starts_with("RECEIPT\n"));
+}

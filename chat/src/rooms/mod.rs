@@ -35,6 +35,7 @@ use crate::broker::{AppMessage, BrokerEvent, SessionId};
 
 pub mod cluster;
 mod model;
+pub mod quota;
 mod store;
 mod validate;
 
@@ -81,10 +82,16 @@ pub struct ChatConfig {
     pub history_limit: usize,
     /// Longest message, in characters. Default 2,000.
     pub max_message_chars: usize,
+    /// Longest room name, in characters (after trimming). Default 64.
+    pub max_room_name_chars: usize,
     /// Most rooms there can be. Default 1,000.
     pub max_rooms: usize,
     /// Largest application message body accepted, in bytes. Default 16 KiB.
     pub max_body_bytes: usize,
+    /// Whether a JOIN's nickname is the session's authenticated user, whatever the JSON's
+    /// `sender` says (set when CONNECT checks passcodes). Default false: the development mode,
+    /// where the page picks a nickname.
+    pub sender_is_user: bool,
 }
 
 impl Default for ChatConfig {
@@ -92,8 +99,10 @@ impl Default for ChatConfig {
         ChatConfig {
             history_limit: HISTORY_LIMIT,
             max_message_chars: MAX_MESSAGE_CHARS,
+            max_room_name_chars: MAX_ROOM_NAME_CHARS,
             max_rooms: 1000,
             max_body_bytes: 16 * 1024,
+            sender_is_user: false,
         }
     }
 }
@@ -480,7 +489,8 @@ impl Chat {
         name: &str,
         now_ms: u64,
     ) -> Result<(RoomSummary, Vec<Effect>), ChatError> {
-        let name = validate_room_name(name).map_err(ChatError::RoomName)?;
+        let name =
+            validate_name(name, self.config.max_room_name_chars).map_err(ChatError::RoomName)?;
         if self.rooms.len() >= self.config.max_rooms {
             return Err(ChatError::TooManyRooms(self.config.max_rooms));
         }
@@ -565,7 +575,7 @@ impl Chat {
                     MessageType::Join => self.join(
                         msg.session,
                         room,
-                        body.sender.as_deref().unwrap_or(""),
+                        self.sender(msg, &body),
                         client_token(body.client_id.as_deref()),
                         now_ms,
                         &mut effects,
@@ -585,6 +595,15 @@ impl Chat {
             effects.push(self.error_effect(msg.session, &e, room_id));
         }
         effects
+    }
+
+    /// Who a JOIN says it is: the authenticated user when [`ChatConfig::sender_is_user`],
+    /// else the JSON's `sender`.
+    fn sender<'a>(&self, msg: &'a AppMessage, body: &'a ClientMessage) -> &'a str {
+        match (&msg.user, self.config.sender_is_user) {
+            (Some(user), true) => user,
+            _ => body.sender.as_deref().unwrap_or(""),
+        }
     }
 
     /// A broker event: [`BrokerEvent::Disconnected`] is [`Chat::session_closed`]; others

@@ -42,6 +42,7 @@ fn run(hub: Weak<Hub>) {
         if hub.stopping.load(Ordering::SeqCst) {
             return;
         }
+        hub.run_due();
         let now = hub.elapsed_ms();
         let Ok(peers) = hub.peers.read() else { return };
         hub.let_go_stuck(&peers);

@@ -31,7 +31,7 @@ use sockeye::server::{
     Upgrading,
 };
 use sockeye::DataKind;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::broker::{
     Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, RelayMode, SessionId,
@@ -42,10 +42,15 @@ use crate::stomp::Limits;
 
 pub mod heartbeat;
 mod internal;
+pub mod metrics;
+mod ops;
+pub mod origin;
 mod relayed;
 pub mod slow;
 
 pub use internal::{Delivered, Listener, SubscribeError};
+use metrics::Counter;
+pub use origin::OriginPolicy;
 pub use slow::{SlowConsumer, SlowStats};
 
 /// Frames (at most) and input bytes (about) of a STOMP-over-TCP read handled per broker lock,
@@ -78,6 +83,25 @@ pub trait Application: Send + Sync + 'static {
     ) -> HttpResponse {
         HttpResponse::not_found()
     }
+
+    /// [`Application::on_http`] with the client's address (if known); the default ignores it.
+    fn on_http_from(
+        &self,
+        _peer: Option<std::net::IpAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+        messaging: &Messaging,
+    ) -> HttpResponse {
+        self.on_http(req, body, messaging)
+    }
+
+    /// Whether the application can do its work (`GET /readyz`); the reason when not.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The application's own metrics, added to `GET /metrics`.
+    fn metrics(&self, _out: &mut metrics::Exposition) {}
 }
 
 /// Lets the caller keep a handle on the application the hub owns.
@@ -92,6 +116,24 @@ impl<T: Application> Application for Arc<T> {
 
     fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {
         (**self).on_http(req, body, messaging)
+    }
+
+    fn on_http_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+        messaging: &Messaging,
+    ) -> HttpResponse {
+        (**self).on_http_from(peer, req, body, messaging)
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        (**self).readiness()
+    }
+
+    fn metrics(&self, out: &mut metrics::Exposition) {
+        (**self).metrics(out)
     }
 }
 
@@ -121,6 +163,8 @@ pub struct StompConfig {
     /// Hand topics, queues and users' destinations to an external broker (see
     /// [`crate::relay`]); `None` (the default) keeps the embedded broker.
     pub relay: Option<RelayConfig>,
+    /// Which web pages may open sessions (see [`origin`]); same-origin by default.
+    pub origins: OriginPolicy,
 }
 
 impl Default for StompConfig {
@@ -132,6 +176,7 @@ impl Default for StompConfig {
             sockjs_path: Some("/sockjs".into()),
             slow_consumer: SlowConsumer::default(),
             relay: None,
+            origins: OriginPolicy::default(),
         }
     }
 }
@@ -158,6 +203,7 @@ pub struct Hub {
     app: Box<dyn Application>,
     limits: Limits,
     ws_path: String,
+    origins: OriginPolicy,
     started: Instant,
     stopping: AtomicBool,
     slow: SlowConsumer,
@@ -167,6 +213,11 @@ pub struct Hub {
     relay_config: Option<RelayConfig>,
     /// The application's own subscriptions (see [`internal`]).
     internal: RwLock<HashMap<SessionId, Listener>>,
+    /// Deferred actions ([`Action::Later`]) with when they are due (ms since `started`), run
+    /// by the heart-beat thread's tick.
+    later: Mutex<Vec<(u64, Vec<Action>)>>,
+    /// The engine's counters, once the server is bound ([`Hub::set_engine`]).
+    engine: OnceLock<sockeye::server::ShutdownHandle>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -278,6 +329,7 @@ impl Hub {
             app,
             limits: config.limits,
             ws_path: config.ws_path,
+            origins: config.origins,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             slow: config.slow_consumer,
@@ -285,6 +337,8 @@ impl Hub {
             relay: OnceLock::new(),
             relay_config,
             internal: RwLock::default(),
+            later: Mutex::default(),
+            engine: OnceLock::new(),
         });
         hub.start_relay()?;
         Ok(hub)
@@ -353,6 +407,7 @@ impl Hub {
             let mut actions = Vec::new();
             let fed = {
                 let mut broker = self.broker();
+                broker.set_now(self.elapsed_ms());
                 session.data_mut().link().feed_some(
                     id,
                     &bytes[used..],
@@ -367,6 +422,57 @@ impl Hub {
             if used >= bytes.len() || session.is_read_paused() {
                 return used;
             }
+        }
+    }
+
+    /// One line per ERROR sent: why, to whom (session, user, address).
+    fn log_error(&self, to: SessionId, frame: &OutFrame) {
+        let head = String::from_utf8_lossy(&frame.head);
+        let error = head
+            .lines()
+            .find_map(|l| l.strip_prefix("message:"))
+            .unwrap_or("")
+            .replace("\\c", ":");
+        let kind = metrics::error_kind(&error);
+        metrics::bump(kind);
+        if kind == Counter::ErrorAuth {
+            metrics::bump(Counter::RefusedAuth);
+        } else if error.starts_with("too many sessions") {
+            metrics::bump(Counter::RefusedSessionLimit);
+        }
+        let (user, peer) = {
+            let broker = self.broker();
+            (broker.user(to).map(str::to_owned), broker.address(to))
+        };
+        info!(
+            session = to,
+            user = user.as_deref().unwrap_or(""),
+            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+            %error,
+            "STOMP ERROR sent; closing"
+        );
+    }
+
+    /// Gives the hub the engine's handle, for its counters in `GET /metrics`.
+    pub fn set_engine(&self, handle: sockeye::server::ShutdownHandle) {
+        let _ = self.engine.set(handle);
+    }
+
+    /// Carries out the deferred actions that are due (called on the heart-beat tick).
+    fn run_due(self: &Arc<Self>) {
+        let now = self.elapsed_ms();
+        let due: Vec<Vec<Action>> = match self.later.lock() {
+            Ok(mut later) if !later.is_empty() => {
+                let (due, keep) = std::mem::take(&mut *later)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
+                *later = keep;
+                due.into_iter().map(|(_, actions)| actions).collect()
+            }
+            _ => return,
+        };
+        for actions in due {
+            self.execute(actions, None);
         }
     }
 
@@ -394,8 +500,10 @@ impl Hub {
             match action {
                 Action::Relay(op) => relayed.push(op),
                 Action::Send { to, frame } => {
+                    count_out(&frame);
                     if frame.head.starts_with(b"ERROR\n") {
                         errored.push(to);
+                        self.log_error(to, &frame);
                     }
                     match current.as_deref_mut() {
                         Some(s) if s.session_id() == to => s.send_frame(&frame),
@@ -434,8 +542,30 @@ impl Hub {
                         peer.expect_every.store(expect_every, Ordering::Relaxed);
                     }
                 }
+                Action::Later {
+                    to,
+                    delay_ms,
+                    actions,
+                } => {
+                    debug!(session = to, delay_ms, "answer deferred");
+                    let due = self.elapsed_ms() + delay_ms;
+                    if let Ok(mut later) = self.later.lock() {
+                        later.push((due, actions));
+                    }
+                }
                 Action::App(message) => app_messages.push(message),
-                Action::Event(event) => events.push(event),
+                Action::Event(event) => {
+                    if let BrokerEvent::Connected { session, user } = &event {
+                        let peer = self.broker().address(*session);
+                        info!(
+                            session,
+                            user = user.as_deref().unwrap_or(""),
+                            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                            "STOMP session connected"
+                        );
+                    }
+                    events.push(event)
+                }
             }
         }
         if !relayed.is_empty() {
@@ -480,6 +610,20 @@ impl Hub {
         if let SlowConsumer::Throttle { .. } = self.slow {
             peer.handle.gate().pass();
         }
+    }
+}
+
+/// Counts a frame sent (by its command).
+fn count_out(frame: &OutFrame) {
+    metrics::bump(Counter::FramesOut);
+    metrics::add(Counter::BytesOut, frame.len() as u64);
+    if frame.head.starts_with(b"MESSAGE\n") {
+        metrics::bump(Counter::Deliveries);
+        if memchr::memmem::find(&frame.head, b"\nredelivered:true\n").is_some() {
+            metrics::bump(Counter::Redeliveries);
+        }
+    } else if frame.head.starts_with(b"RECEIPT\n") {
+        metrics::bump(Counter::Receipts);
     }
 }
 
@@ -549,6 +693,7 @@ impl StompServer {
         }
         let hub = Hub::new(stomp, app)?;
         let mut server = sockeye::server::Server::bind(ws, config)?;
+        hub.set_engine(server.shutdown_handle());
         let ws_addr = server.local_addr();
         let tcp_addr = match tcp {
             Some(addr) => Some(server.bind_stream(addr)?),
@@ -615,6 +760,23 @@ impl AsLink for Link {
     }
 }
 
+/// How a session reached the server (the label of its metrics).
+enum Transport {
+    Ws,
+    Sockjs,
+    Tcp,
+}
+
+fn transport<D>(session: &Session<'_, D>) -> Transport {
+    if session.is_stream() {
+        Transport::Tcp
+    } else if session.is_sockjs() {
+        Transport::Sockjs
+    } else {
+        Transport::Ws
+    }
+}
+
 /// The engine handler of a STOMP server: one per worker.
 #[derive(Clone, Debug)]
 pub struct StompHandler {
@@ -635,34 +797,69 @@ impl Handler for StompHandler {
         req: &Request<'_, '_>,
         upgrading: &mut Upgrading,
     ) -> Result<Link, Rejection> {
+        if let Err(refused) = self
+            .hub
+            .origins
+            .check(req.header_str("origin"), req.header_str("host"))
+        {
+            let peer = upgrading.peer.map(|p| p.to_string()).unwrap_or_default();
+            metrics::bump(Counter::RefusedOrigin);
+            warn!(%peer, origin = %refused.origin, host = %refused.host, path = req.path(), "session refused: origin not allowed (same-origin only unless --allowed-origins lists it)");
+            return Err(Rejection::new(403, refused.to_string()));
+        }
+        let from = upgrading.peer.map(|p| p.ip());
         // The engine routes only the SockJS service's own URLs here.
         if upgrading.sockjs.is_some() {
-            return Ok(Link::new());
+            return Ok(Link::from_peer(from));
         }
         if req.path() != self.hub.ws_path {
+            metrics::bump(Counter::RefusedPath);
             return Err(Rejection::new(
                 404,
                 format!("no WebSocket endpoint at {}", req.path()),
             ));
         }
         // The sub-protocol was chosen from the server's list; a client offering none is welcome.
-        Ok(Link::new())
+        Ok(Link::from_peer(from))
     }
 
     fn on_http(&mut self, req: &Request<'_, '_>, body: &[u8]) -> HttpResponse {
+        self.on_http_from(None, req, body)
+    }
+
+    fn on_http_from(
+        &mut self,
+        peer: Option<SocketAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+    ) -> HttpResponse {
         if req.path() == self.hub.ws_path {
             return HttpResponse::text(426, "this endpoint speaks STOMP over WebSocket\n");
         }
-        self.hub.app.on_http(req, body, &self.hub.messaging())
+        if let Some(response) = ops::answer(&self.hub, req) {
+            return response;
+        }
+        let peer = peer.map(|p| p.ip());
+        self.hub
+            .app
+            .on_http_from(peer, req, body, &self.hub.messaging())
     }
 
     fn on_stream_open(&mut self, peer: SocketAddr) -> Option<Link> {
         debug!(%peer, "STOMP over TCP connection");
-        Some(Link::new())
+        Some(Link::from_peer(Some(peer.ip())))
     }
 
     fn on_open(&mut self, session: &mut Session<'_, Link>) {
+        if let Some(ip) = session.data().peer() {
+            self.hub.broker().opened(session.id(), ip);
+        }
         self.hub.register(session.id(), session.handle());
+        metrics::bump(match transport(session) {
+            Transport::Ws => Counter::AcceptedWs,
+            Transport::Sockjs => Counter::AcceptedSockjs,
+            Transport::Tcp => Counter::AcceptedTcp,
+        });
     }
 
     fn on_message(&mut self, session: &mut Session<'_, Link>, message: Message<'_>) {
@@ -670,12 +867,21 @@ impl Handler for StompHandler {
             Message::Text(text) => text.as_bytes(),
             Message::Binary(bytes) => bytes,
         };
+        let (messages, in_bytes) = match transport(session) {
+            Transport::Sockjs => (Counter::MessagesInSockjs, Counter::BytesInSockjs),
+            _ => (Counter::MessagesInWs, Counter::BytesInWs),
+        };
+        metrics::bump(messages);
+        metrics::add(in_bytes, bytes.len() as u64);
         // A WebSocket message is handled whole: the engine pauses between messages.
         self.hub.feed(session, bytes, Batch::ALL);
     }
 
     fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) -> usize {
-        self.hub.feed(session, bytes, STREAM_BATCH)
+        let used = self.hub.feed(session, bytes, STREAM_BATCH);
+        metrics::bump(Counter::MessagesInTcp);
+        metrics::add(Counter::BytesInTcp, used as u64);
+        used
     }
 
     fn on_drain(&mut self, session: &mut Session<'_, Link>) {
@@ -691,7 +897,33 @@ impl Handler for StompHandler {
     }
 
     fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {
-        debug!(session = session.id(), code, reason, "STOMP session closed");
+        let (connected, user) = {
+            let broker = self.hub.broker();
+            let id = session.id();
+            (
+                broker.version(id).is_some(),
+                broker.user(id).map(str::to_owned),
+            )
+        };
+        if connected {
+            // Connected sessions only: a refused or unfinished one was logged as such.
+            let peer = session.data().peer();
+            info!(
+                session = session.id(),
+                user = user.as_deref().unwrap_or(""),
+                peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                code,
+                reason,
+                "STOMP session closed"
+            );
+        } else {
+            debug!(session = session.id(), code, reason, "STOMP session closed");
+        }
+        metrics::bump(match transport(session) {
+            Transport::Ws => Counter::ClosedWs,
+            Transport::Sockjs => Counter::ClosedSockjs,
+            Transport::Tcp => Counter::ClosedTcp,
+        });
         self.hub.closed(session.id());
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use sockeye_chat::stomp::{parse, Limits, Status, Version};
 
+pub mod binary;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A frame as received.
@@ -39,17 +41,32 @@ pub struct Stomp {
 }
 
 impl Stomp {
-    /// Connects and sends CONNECT (1.2, `login` if any); waits for CONNECTED.
-    pub fn connect(addr: SocketAddr, name: &str, login: Option<&str>) -> Stomp {
+    /// Opens the TCP connection only (the caller sends CONNECT).
+    pub fn open(addr: SocketAddr, name: &str) -> Stomp {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("{name}: connecting to {addr}: {e}"));
+        Stomp::over(stream, name)
+    }
+
+    /// A client over a connected stream (the caller sends CONNECT).
+    pub fn over(stream: TcpStream, name: &str) -> Stomp {
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut c = Stomp {
+        Stomp {
             stream,
             buf: Vec::new(),
             name: name.to_owned(),
-        };
+        }
+    }
+
+    /// A second handle on the socket (to write from another thread).
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the socket")
+    }
+
+    /// Connects and sends CONNECT (1.2, `login` if any); waits for CONNECTED.
+    pub fn connect(addr: SocketAddr, name: &str, login: Option<&str>) -> Stomp {
+        let mut c = Stomp::open(addr, name);
         let login = login.map(|l| format!("login:{l}\n")).unwrap_or_default();
         c.send(&format!(
             "CONNECT\naccept-version:1.2\nhost:localhost\n{login}\n"

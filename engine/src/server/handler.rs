@@ -123,6 +123,17 @@ pub trait Handler: 'static {
         HttpResponse::not_found()
     }
 
+    /// [`Handler::on_http`] with the client's address (if known), for handlers that limit or log per
+    /// client; the default ignores it and calls `on_http`.
+    fn on_http_from(
+        &mut self,
+        _peer: Option<std::net::SocketAddr>,
+        req: &Request<'_, '_>,
+        body: &[u8],
+    ) -> HttpResponse {
+        self.on_http(req, body)
+    }
+
     /// A connection arrived on a stream listener ([`Server::bind_stream`]): accept it with its
     /// data, or refuse it (`None`: the socket is closed).
     ///

@@ -282,6 +282,11 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    /// The server's counters now (as [`RunningServer::stats`], from any thread).
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for waker in self

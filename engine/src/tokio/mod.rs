@@ -89,6 +89,11 @@ impl Utf8Bytes {
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
+
+    /// The bytes, shared (no copy).
+    pub(crate) fn as_bytes_shared(&self) -> &Bytes {
+        &self.0
+    }
 }
 
 impl From<String> for Utf8Bytes {

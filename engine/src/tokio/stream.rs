@@ -7,9 +7,14 @@
 //! stalls its own stream instead of growing ours. Output under the cap is written just before
 //! the stream would wait for the socket: replies [`fed`](WebSocketStream::feed) while a batch
 //! of buffered messages is handed out go out in one write.
+//!
+//! Output is the frames in `out`, preceded by `queued`: sealed pieces written with vectored
+//! I/O. A server's large uncompressed payload handed in as [`Bytes`] (an echo of a message
+//! the stream handed out, say) is queued as it is, behind its header, instead of being copied.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -21,6 +26,24 @@ use crate::close::code;
 use crate::connection::{DataKind, Event, MaskKeys, Read, Receiver, Role, Sender};
 use crate::deflate::{Negotiated, Pool};
 use crate::error::ProtocolError;
+use crate::frame::OpCode;
+
+/// Payloads at least this long, sent by a server from [`Bytes`] without compression, are
+/// written from the caller's buffer rather than copied into the output: under it a copy costs
+/// less than the extra piece of a vectored write.
+const ZERO_COPY_MIN: usize = 16 << 10;
+
+/// A binary message in one frame up to this long that is not all read yet is waited for whole
+/// (its room reserved), so that it is handed out of the read buffer without a copy. Longer ones
+/// are assembled by the core as they arrive; a header alone never reserves more than this.
+const HOLD_MAX: usize = 256 << 10;
+
+/// At most this many pieces per vectored write.
+const MAX_SLICES: usize = 16;
+
+/// Pending output under this many bytes is copied out when a large payload is queued behind
+/// it, so `out` keeps its allocation; more is handed over as it is.
+const SEAL_COPY_MAX: usize = 4 << 10;
 
 /// A WebSocket over `S`. Read with [`next`](Self::next), write with [`send`](Self::send);
 /// both take `&mut self`, so one task drives the connection (a split into halves is not
@@ -33,7 +56,11 @@ pub struct WebSocketStream<S> {
     pool: Pool,
     /// Received bytes the core has not consumed yet.
     inbuf: BytesMut,
-    /// Frames to write: `out[written..]` is still to go.
+    /// Output that goes before `out`: sealed frame bytes and large payloads, in order.
+    queued: VecDeque<Bytes>,
+    /// Bytes in `queued`.
+    queued_len: usize,
+    /// Frames to write after `queued`: `out[written..]` is still to go.
     out: Vec<u8>,
     written: usize,
     config: Config,
@@ -148,6 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             tx,
             pool,
             inbuf,
+            queued: VecDeque::new(),
+            queued_len: 0,
             out: Vec::new(),
             written: 0,
             config,
@@ -170,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Output bytes not yet taken by the socket.
     pub fn write_buffered(&self) -> usize {
-        self.out.len() - self.written
+        self.queued_len + self.out.len() - self.written
     }
 
     /// Bytes held for reading: received but not consumed, and a message in assembly.
@@ -248,6 +277,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// violation, kept in `failed`).
     fn decode(&mut self) -> Option<Message> {
         loop {
+            if let Some(total) = self.rx.whole_frame_len(&self.inbuf) {
+                if total <= HOLD_MAX {
+                    // Read the rest first: then the core lends the message out of `inbuf`
+                    // instead of assembling a copy.
+                    self.inbuf.reserve(total - self.inbuf.len());
+                    return None;
+                }
+            }
             let base = self.inbuf.as_ptr() as usize;
             let len = self.inbuf.len();
             let read =
@@ -294,10 +331,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Writes output until at most `cap` bytes are left (all of it, and a flush, for 0).
     fn poll_write_out(&mut self, cx: &mut Context<'_>, cap: usize) -> Poll<io::Result<()>> {
-        while self.written < self.out.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+        while self.write_buffered() > 0 {
+            let result = if self.queued.is_empty() {
+                Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut n = 0;
+                for piece in self.queued.iter().take(MAX_SLICES - 1) {
+                    slices[n] = IoSlice::new(piece);
+                    n += 1;
+                }
+                if self.queued.len() < MAX_SLICES && self.written < self.out.len() {
+                    slices[n] = IoSlice::new(&self.out[self.written..]);
+                    n += 1;
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])
+            };
+            match result {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Ok(n)) => self.advance(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending if self.write_buffered() > cap => return Poll::Pending,
                 Poll::Pending => return Poll::Ready(Ok(())),
@@ -311,6 +363,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         }
     }
 
+    /// Marks `n` written bytes as gone: queued pieces first, then `out`.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            match self.queued.front_mut() {
+                Some(piece) => {
+                    let k = n.min(piece.len());
+                    piece.advance(k);
+                    self.queued_len -= k;
+                    n -= k;
+                    if piece.is_empty() {
+                        self.queued.pop_front();
+                    }
+                }
+                None => {
+                    self.written += n;
+                    n = 0;
+                }
+            }
+        }
+    }
+
+    /// Moves what `out` still holds to the end of `queued`, so that a piece queued next goes
+    /// after it.
+    fn seal(&mut self) {
+        let pending = self.out.len() - self.written;
+        if pending > 0 {
+            let piece = if pending <= SEAL_COPY_MAX {
+                let piece = Bytes::copy_from_slice(&self.out[self.written..]);
+                self.out.clear();
+                piece
+            } else {
+                Bytes::from(std::mem::take(&mut self.out)).slice(self.written..)
+            };
+            self.queued_len += piece.len();
+            self.queued.push_back(piece);
+        } else {
+            self.out.clear();
+        }
+        self.written = 0;
+    }
+
     /// Writes everything and ends our side of the stream.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_out(cx, 0))?;
@@ -322,8 +415,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// at once. An echo that feeds each reply and calls `next` writes once per batch read.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         match &message {
-            Message::Text(t) => self.feed_data(DataKind::Text, t.as_bytes()).await,
-            Message::Binary(b) => self.feed_data(DataKind::Binary, b).await,
+            Message::Text(t) => self.feed_bytes(DataKind::Text, t.as_bytes_shared()).await,
+            Message::Binary(b) => self.feed_bytes(DataKind::Binary, b).await,
             Message::Ping(p) => self.feed_with(|tx, out| tx.ping(p, out)).await,
             Message::Pong(p) => self.feed_with(|tx, out| tx.pong(p, out)).await,
             Message::Close(None) => {
@@ -344,6 +437,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         // Compressed when permessage-deflate is on and the message is long enough.
         self.tx
             .send_with(kind, payload, &mut self.out, &mut self.pool)?;
+        Ok(())
+    }
+
+    /// Queues a text or binary message held in `Bytes`: a server's large uncompressed payload
+    /// goes out from it without a copy.
+    async fn feed_bytes(&mut self, kind: DataKind, payload: &Bytes) -> Result<(), Error> {
+        let len = payload.len();
+        if len < ZERO_COPY_MIN
+            || self.tx.role() != Role::Server
+            || self.tx.compresses(len, &self.pool)
+        {
+            return self.feed_data(kind, payload).await;
+        }
+        self.under_cap().await?;
+        self.tx.check_data()?;
+        let opcode = match kind {
+            DataKind::Text => OpCode::Text,
+            DataKind::Binary => OpCode::Binary,
+        };
+        let (head, n, _) = self.tx.header(opcode, true, len);
+        self.out.extend_from_slice(&head[..n]);
+        self.seal();
+        self.queued_len += len;
+        self.queued.push_back(payload.clone());
         Ok(())
     }
 
@@ -452,6 +569,29 @@ mod tests {
     }
 
     #[test]
+    fn a_large_binary_frame_read_in_parts_is_waited_for_and_handed_out_without_a_copy() {
+        let mut ws = server();
+        let payload: Vec<u8> = (0..100_000).map(|i| i as u8).collect();
+        let all = frames(&[&payload]);
+        // The first read brings the header and a part: room for the rest is reserved and
+        // the core is not asked yet.
+        ws.inbuf = BytesMut::from(&all[..1000]);
+        assert_eq!(ws.decode(), None);
+        assert!(ws.inbuf.capacity() >= all.len());
+        assert_eq!(ws.rx.buffered(), 0, "the core started assembling a copy");
+        ws.inbuf.extend_from_slice(&all[1000..]);
+        let base = ws.inbuf.as_ptr() as usize;
+        let range = base..base + ws.inbuf.len();
+        match ws.decode() {
+            Some(Message::Binary(b)) => {
+                assert_eq!(&b[..], &payload[..]);
+                assert!(within(&b, range), "the payload was copied");
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_fragmented_message_is_assembled_and_copied_out_once() {
         let mut ws = server();
         ws.inbuf = frames(&[b"two ", b"parts"]);
@@ -477,5 +617,82 @@ mod tests {
         assert_eq!(ws.failed, Some(ProtocolError::UnmaskedFrame));
         // The close frame (1002) waits in the output: 2 bytes of header, then the code.
         assert_eq!(&ws.out[2..4], &1002u16.to_be_bytes());
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime")
+    }
+
+    #[test]
+    fn a_large_payload_is_queued_as_it_is_behind_its_header() {
+        rt().block_on(async {
+            let mut ws = server();
+            ws.feed(Message::text("small")).await.expect("feed");
+            let big = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+            ws.feed(Message::Binary(big.clone())).await.expect("feed");
+            // The small frame and the big one's header were sealed ahead of the payload,
+            // which is the caller's own buffer.
+            assert_eq!(ws.queued.len(), 2);
+            assert_eq!(
+                ws.queued[1].as_ptr(),
+                big.as_ptr(),
+                "the payload was copied"
+            );
+            assert_eq!(ws.write_buffered(), 7 + 4 + ZERO_COPY_MIN);
+            // Under the threshold, and for clients (which mask), payloads are copied.
+            let small = Bytes::from(vec![1u8; ZERO_COPY_MIN - 1]);
+            ws.feed(Message::Binary(small)).await.expect("feed");
+            assert_eq!(ws.queued.len(), 2);
+        });
+    }
+
+    #[test]
+    fn queued_pieces_and_frames_arrive_whole_and_in_order_through_partial_writes() {
+        rt().block_on(async {
+            // A 1 KiB pipe: every write is partial, and pieces are split at odd places.
+            let (server_io, client_io) = tokio::io::duplex(1024);
+            let mut ws = WebSocketStream::from_upgraded(server_io, Role::Server, Config::default());
+            let mut client =
+                WebSocketStream::from_upgraded(client_io, Role::Client, Config::default());
+            let big =
+                |seed: u8| Bytes::from((0..100_000).map(|i| (i as u8) ^ seed).collect::<Vec<_>>());
+            let sent = vec![
+                Message::text("first"),
+                Message::Binary(big(1)),
+                Message::Binary(big(2)),
+                Message::text("between"),
+                Message::Binary(big(3)),
+                Message::text("last"),
+            ];
+            let expected = sent.clone();
+            let writer = async move {
+                for message in sent {
+                    ws.feed(message).await.expect("feed");
+                }
+                ws.flush().await.expect("flush");
+                ws
+            };
+            let reader = async {
+                let mut got = Vec::new();
+                while got.len() < expected.len() {
+                    match client.next().await {
+                        Some(Ok(message)) => got.push(message),
+                        other => panic!("expected a message, got {other:?}"),
+                    }
+                }
+                got
+            };
+            let writer = tokio::spawn(writer);
+            let both = async { (reader.await, writer.await.expect("writer task")) };
+            let (got, ws) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+                .await
+                .expect("timed out waiting for the six messages through a 1 KiB pipe");
+            assert_eq!(got, expected);
+            assert_eq!(ws.write_buffered(), 0);
+            assert!(ws.queued.is_empty());
+        });
     }
 }

@@ -298,6 +298,11 @@ struct Shared {
     backlog: AtomicUsize,
     /// Operations dropped because the queue was full.
     dropped: AtomicU64,
+    /// Batches written (or attempted) and the time they took, in microseconds.
+    writes: AtomicU64,
+    write_micros: AtomicU64,
+    /// In an outage now (the database unreachable).
+    away: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -405,6 +410,9 @@ impl Store {
             options,
             backlog: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            write_micros: AtomicU64::new(0),
+            away: std::sync::atomic::AtomicBool::new(false),
         });
         let writer = Writer {
             backend,
@@ -463,6 +471,19 @@ impl Store {
     /// Operations queued and not yet written.
     pub fn backlog(&self) -> usize {
         self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Batches written (or tried) so far, and the time they took in microseconds.
+    pub fn write_time(&self) -> (u64, u64) {
+        (
+            self.shared.writes.load(Ordering::Relaxed),
+            self.shared.write_micros.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether the store can take writes now: its writer runs and the database is reachable.
+    pub fn is_writing(&self) -> bool {
+        !self.shared.away.load(Ordering::Relaxed) && !self.shared.lock().writer_gone
     }
 
     /// Operations dropped, unwritten, because the queue was full (the database was away too
@@ -733,7 +754,14 @@ impl<B: Backend> Writer<B> {
     }
 
     fn write(&mut self, first: u64, ops: Vec<PersistOp>) {
-        match self.backend.write(&ops) {
+        let started = Instant::now();
+        let result = self.backend.write(&ops);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.writes.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .write_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        match result {
             Ok(()) => self.written(ops.len()),
             Err(BackendError::Unavailable(e)) => self.unavailable(first, ops, &e),
             Err(BackendError::Failed(e)) => {
@@ -773,6 +801,7 @@ impl<B: Backend> Writer<B> {
     /// `n` operations are in the database.
     fn written(&mut self, n: usize) {
         self.shared.backlog.fetch_sub(n, Ordering::Relaxed);
+        self.shared.away.store(false, Ordering::Relaxed);
         if let Some(outage) = self.outage.take() {
             tracing::info!(
                 store = %self.name,
@@ -810,6 +839,7 @@ impl<B: Backend> Writer<B> {
         }
         let queued = q.ops.len();
         drop(q);
+        self.shared.away.store(true, Ordering::Relaxed);
         match &mut self.outage {
             None => {
                 tracing::warn!(

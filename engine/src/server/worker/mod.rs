@@ -953,7 +953,7 @@ impl<D> Loop<D> {
         keep_alive: bool,
     ) -> Next {
         let peer = self.conns[key].peer();
-        let response = handler.on_http(req, body);
+        let response = handler.on_http_from(peer.0, req, body);
         let headers: Vec<(&str, &str)> = response
             .headers
             .iter()
