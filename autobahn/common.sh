@@ -67,7 +67,8 @@ ab_stop() {
 # ab_spec MODE TEMPLATE OUT URL OUTDIR CASES: writes a wstest spec from a
 # committed template. MODE is fuzzingclient (sets servers[].url) or
 # fuzzingserver (sets url). CASES is a comma-separated list, or empty to keep
-# the template's.
+# the template's. With AB_TLS_KEY and AB_TLS_CERT (PEM files) a fuzzingserver
+# spec gets them as "key" and "cert": wstest then serves wss:// URLs.
 ab_spec() {
     "$AB_VENV/bin/python" - "$@" <<'EOF'
 import json, sys
@@ -79,6 +80,10 @@ if mode == "fuzzingclient":
         server["url"] = url
 else:
     spec["url"] = url
+    import os
+    if os.environ.get("AB_TLS_KEY") and os.environ.get("AB_TLS_CERT"):
+        spec["key"] = os.environ["AB_TLS_KEY"]
+        spec["cert"] = os.environ["AB_TLS_CERT"]
 spec["outdir"] = outdir
 if cases:
     spec["cases"] = [c.strip() for c in cases.split(",") if c.strip()]

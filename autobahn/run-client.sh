@@ -21,6 +21,10 @@
 # general use): AB_EXAMPLE (default autobahn_client), AB_FEATURES (cargo features
 # for it), AB_SPEC (default fuzzingserver.json), AB_EXPECTED (default
 # expected-client.json).
+#   AB_SCHEME=wss, AB_TLS_KEY, AB_TLS_CERT: the fuzzing server speaks TLS with
+#   this key and certificate (scripts/test-ca.sh makes them); with AB_FEATURES=tls
+#   the example trusts the CA in SOCKEYE_TLS_CA. The script's own fallback
+#   /updateReports request is plain TCP and only warns then.
 # Exit status: the checker's (0 = every case OK/INFORMATIONAL and no drift).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
@@ -33,7 +37,7 @@ for arg in "$@"; do
         --quick) cases="$AB_QUICK_CASES" ;;
         --update) check_args+=(--update) ;;
         -h | --help)
-            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) ab_die "unknown argument $arg (try --help)" ;;
@@ -70,7 +74,7 @@ client_log="$AB_REPORTS/client.log"
 spec="$AB_REPORTS/fuzzingserver.run.json"
 
 port="$(ab_pick_port)"
-url="ws://127.0.0.1:$port"
+url="${AB_SCHEME:-ws}://127.0.0.1:$port"
 if [[ -n "${AUTOBAHN_CLIENT_CMD:-}" ]]; then
     client_cmd="${AUTOBAHN_CLIENT_CMD//\{url\}/$url}"
 else

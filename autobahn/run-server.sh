@@ -16,6 +16,9 @@
 # Set by run-server-tokio.sh to run the suite against another example (not for
 # general use): AB_EXAMPLE (default echo), AB_FEATURES (cargo features for it),
 # AB_SPEC (default fuzzingclient.json), AB_EXPECTED (default expected-server.json).
+#   AB_SCHEME=wss              wstest connects over TLS (it does not check the certificate);
+#                              with AB_FEATURES=tls and SOCKEYE_TLS_CERT / SOCKEYE_TLS_KEY for
+#                              the echo example (scripts/test-ca.sh makes a pair)
 # Exit status: the checker's (0 = every case OK/INFORMATIONAL and no drift).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
@@ -28,7 +31,7 @@ for arg in "$@"; do
         --quick) cases="$AB_QUICK_CASES" ;;
         --update) check_args+=(--update) ;;
         -h | --help)
-            sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) ab_die "unknown argument $arg (try --help)" ;;
@@ -90,7 +93,7 @@ server_pid=$!
 ab_wait_port "$port" "$server_pid" "the server"
 ab_log "server listening on $addr (pid $server_pid)"
 
-ab_spec fuzzingclient "$spec_template" "$spec" "ws://$addr" "$outdir" "$cases"
+ab_spec fuzzingclient "$spec_template" "$spec" "${AB_SCHEME:-ws}://$addr" "$outdir" "$cases"
 ab_log "running wstest -m fuzzingclient -s $spec${cases:+ (cases $cases)} (log: $wstest_log)"
 suite_start=$SECONDS
 wstest_status=0

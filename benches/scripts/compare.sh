@@ -8,6 +8,10 @@
 #   SHAPES="d1 d16" SERVERS="sockeye fastwebsockets" benches/scripts/compare.sh
 #   SERVERS="sockeye-tokio fastwebsockets tokio-tungstenite" ...   # the tokio adapter
 #                                 (examples/tokio_echo, one current-thread runtime) vs its peers
+#   SERVERS="sockeye-tls tokio-tungstenite-tls" SHAPES="d1 large idle10k" ...   # over TLS (wss://):
+#                                 the echo example with feature tls vs tokio-tungstenite on
+#                                 tokio-rustls, both rustls on ring, a throwaway CA made by
+#                                 scripts/test-ca.sh (the load generator trusts it: LOADGEN_CA)
 #
 # Each server is pinned to CPU $SERVER_CPU (default 0) and the load generator to CPU
 # $LOADGEN_CPU (default 1) with taskset. Every run's output is kept under $OUT
@@ -28,11 +32,24 @@ mkdir -p "$OUT"
 
 echo "building (release)..." >&2
 cargo build --release -q -p sockeye --example echo -p sockeye-benches --bin loadgen
-cargo build --release -q -p sockeye --features tokio --example tokio_echo
-for peer in fastwebsockets-echo tokio-tungstenite-echo; do
+case " $SERVERS " in *" sockeye-tokio "*)
+    cargo build --release -q -p sockeye --features tokio --example tokio_echo ;;
+esac
+# Only the peers this run compares with.
+for server in $SERVERS; do
+    case $server in
+        fastwebsockets) peer=fastwebsockets-echo ;;
+        tokio-tungstenite) peer=tokio-tungstenite-echo ;;
+        tokio-tungstenite-tls) peer=tokio-tungstenite-rustls-echo ;;
+        *) continue ;;
+    esac
     cargo build --release -q --manifest-path "benches/peers/$peer/Cargo.toml" --target-dir target/peers
 done
 LOADGEN=target/release/loadgen
+# The TLS servers' certificate (for localhost), made once.
+TLS_DIR=target/compare/tls-ca
+bash scripts/test-ca.sh "$TLS_DIR" localhost 127.0.0.1 >/dev/null
+export LOADGEN_CA=$TLS_DIR/ca.pem
 
 server_bin() {
     case $1 in
@@ -40,7 +57,31 @@ server_bin() {
         sockeye-tokio) echo target/release/examples/tokio_echo ;;
         fastwebsockets) echo target/peers/release/fastwebsockets-echo ;;
         tokio-tungstenite) echo target/peers/release/tokio-tungstenite-echo ;;
+        sockeye-tls) echo target/release/examples/echo ;;
+        tokio-tungstenite-tls) echo target/peers/release/tokio-tungstenite-rustls-echo ;;
         *) echo "unknown server $1" >&2; exit 2 ;;
+    esac
+}
+
+# Starts server $1 on port $2 pinned to $SERVER_CPU, output to $3; sets $pid and $url.
+start_server() {
+    local bin
+    bin=$(server_bin "$1")
+    case $1 in
+        sockeye-tls)
+            SOCKEYE_TLS_CERT=$TLS_DIR/server.pem SOCKEYE_TLS_KEY=$TLS_DIR/server.key \
+                taskset -c "$SERVER_CPU" "$bin" "127.0.0.1:$2" > "$3" 2>&1 &
+            ;;
+        tokio-tungstenite-tls)
+            taskset -c "$SERVER_CPU" "$bin" "127.0.0.1:$2" "$TLS_DIR/server.pem" \
+                "$TLS_DIR/server.key" > "$3" 2>&1 &
+            ;;
+        *) taskset -c "$SERVER_CPU" "$bin" "127.0.0.1:$2" > "$3" 2>&1 & ;;
+    esac
+    pid=$!
+    case $1 in
+        *-tls) url="wss://localhost:$2/" ;;
+        *) url="ws://127.0.0.1:$2/" ;;
     esac
 }
 
@@ -54,6 +95,9 @@ shape_args() {
         # The server holds 15,000 sockets; the load generator needs two processes for them
         # under the 20,000 open-files limit, spread over 16 source addresses.
         idle) echo "conns --conns 15000 --procs 2 --sources 16 --rate 5000 --hold 3 --settle 1" ;;
+        # 10,000 (TLS) connections: both sides' handshakes share the 2 cores, and at 2,000/s
+        # most timed out (10 s) on a busy machine; 400/s opened every one.
+        idle10k) echo "conns --conns 10000 --procs 2 --sources 16 --rate 400 --hold 3 --settle 1" ;;
         *) echo "unknown shape $1" >&2; exit 2 ;;
     esac
 }
@@ -87,13 +131,11 @@ for shape in $SHAPES; do
         for server in $SERVERS; do
             PORT=$((PORT + 1))
             log=$OUT/$shape.$server.$rep
-            taskset -c "$SERVER_CPU" "$(server_bin "$server")" "127.0.0.1:$PORT" \
-                > "$log.server.log" 2>&1 &
-            pid=$!
+            start_server "$server" "$PORT" "$log.server.log"
             wait_listening "$PORT"
             # shellcheck disable=SC2046
             taskset -c "$LOADGEN_CPU" "$LOADGEN" $(shape_args "$shape") \
-                --url "ws://127.0.0.1:$PORT/" --pid "$pid" > "$log.txt" 2> "$log.err" || true
+                --url "$url" --pid "$pid" > "$log.txt" 2> "$log.err" || true
             stop_server "$pid"
             result=$(grep '^RESULT ' "$log.txt" | tail -1 | cut -c8-)
             if [ -z "$result" ]; then

@@ -12,6 +12,7 @@ SHAPES = {
     "large": "10 conns × 64 KiB binary, depth 1",
     "many": "1000 conns × 512 B text, depth 1",
     "idle": "15,000 idle connections (2 load generator processes, 16 source addresses)",
+    "idle10k": "10,000 idle connections (2 load generator processes, 16 source addresses)",
 }
 ECHO = [
     ("msgs_per_sec", "messages/s", "{:,.0f}"),
@@ -75,7 +76,7 @@ def main(path):
     for shape, title in SHAPES.items():
         if not any(k[0] == shape for k in runs):
             continue
-        metrics = CONNS if shape == "idle" else ECHO
+        metrics = CONNS if shape.startswith("idle") else ECHO
         for i, (key, name, f) in enumerate(metrics):
             row = [f"**{title}**" if i == 0 else "", name]
             for s in servers:

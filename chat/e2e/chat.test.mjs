@@ -30,6 +30,9 @@ const BIN = process.env.SOCKEYE_CHAT_BIN || path.resolve(here, '../../target/rel
 // E2E_NO_WEBSOCKET=1: the pages have no WebSocket at all (an init script takes it away), so the
 // chat must work over its SockJS fallback.
 const NO_WEBSOCKET = process.env.E2E_NO_WEBSOCKET === '1';
+// E2E_TLS_DIR=DIR: the server speaks https/wss with scripts/test-ca.sh's files in DIR; Chromium
+// ignores certificate errors (the throwaway CA is not in its store).
+const TLS_DIR = process.env.E2E_TLS_DIR || '';
 const TRANSPORT = NO_WEBSOCKET ? 'over SockJS (HTTP)' : 'over WebSocket';
 const RECONNECT_WAIT = 30_000; // backoff: 0.5, 1, 2, 4 s … (with jitter) after the server is back
 
@@ -65,12 +68,14 @@ describe(`sockeye-chat in Chromium${NO_WEBSOCKET ? ', without WebSocket (SockJS)
       bin: BIN,
       port,
       dataDir,
+      tlsDir: TLS_DIR,
       logFile: path.join(ARTIFACTS, 'server.log'),
       pidFile: path.join(ARTIFACTS, 'server.pid'),
     });
     process.on('exit', () => server.killNow());
     await server.start();
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    const args = TLS_DIR ? [...CHROMIUM_ARGS, '--ignore-certificate-errors'] : CHROMIUM_ARGS;
+    browser = await chromium.launch({ executablePath: CHROMIUM, args, timeout: 30_000 });
     ctxA = await newContext();
     ctxB = await newContext();
     pageA = await newPage(ctxA, 'ann');

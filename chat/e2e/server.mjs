@@ -35,6 +35,8 @@ export class ChatServer {
    * @param {number} o.port     HTTP + WebSocket port (127.0.0.1)
    * @param {string} [o.dataDir] --data-dir (none: the server's default, or what `args` say)
    * @param {string[]} [o.args] more arguments (e.g. --node-id, --relay, --database)
+   * @param {string} [o.tlsDir] serve https/wss with DIR/server.pem and DIR/server.key
+   *   (scripts/test-ca.sh); node's own requests then need NODE_EXTRA_CA_CERTS=DIR/ca.pem
    * @param {RegExp} [o.readyLog] after it answers HTTP, start also waits until this run's log
    *   matches this (e.g. the relay's "external broker available")
    * @param {string} [o.name]   what messages call it (default "the server")
@@ -55,7 +57,7 @@ export class ChatServer {
   }
 
   get url() {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tlsDir ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   /**
@@ -73,6 +75,9 @@ export class ChatServer {
       '--stomp-listen', 'off',
       ...(this.dataDir ? ['--data-dir', this.dataDir] : []),
       '--workers', '2',
+      ...(this.tlsDir
+        ? ['--tls-cert', `${this.tlsDir}/server.pem`, '--tls-key', `${this.tlsDir}/server.key`]
+        : []),
       ...(this.args || []),
     ];
     const child = spawn(this.bin, args, { stdio: ['ignore', log, log] });

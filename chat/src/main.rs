@@ -12,7 +12,8 @@ use clap::Parser;
 use serde::Deserialize;
 use sockeye::deflate::DeflateConfig;
 use sockeye::handshake::Origins;
-use sockeye::server::{shutdown_on_signals, Server, ServerConfig};
+use sockeye::server::{reload_tls_on_sighup, shutdown_on_signals, Server, ServerConfig};
+use sockeye::tls::ServerTls;
 use sockeye_chat::app::ChatApp;
 use sockeye_chat::auth::{authenticator, hash_password, Users};
 use sockeye_chat::broker::limits::SendRate;
@@ -127,6 +128,17 @@ struct Args {
     /// ERROR and per refusal; nothing per message).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// PEM certificate chain (leaf first): serve the pages, the API, /ws and /sockjs over
+    /// https and wss (with --tls-key). SIGHUP reloads it and the key without dropping open
+    /// sessions.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Also speak TLS on the STOMP over TCP port (with --tls-cert and --tls-key).
+    #[arg(long)]
+    stomp_tls: bool,
     /// A JSON file with any of the settings above (snake_case keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -190,6 +202,30 @@ struct FileConfig {
     /// `sockeye_chat::broker::permissions`).
     #[serde(default)]
     permissions: Vec<Rule>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    stomp_tls: Option<bool>,
+}
+
+/// `--tls-cert` and `--tls-key` (both or neither), and whether the STOMP port gets TLS too.
+#[derive(Debug)]
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    stomp: bool,
+}
+
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    stomp: bool,
+) -> Result<Option<TlsFiles>, String> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key, stomp })),
+        (None, None) if stomp => Err("--stomp-tls needs --tls-cert and --tls-key".into()),
+        (None, None) => Ok(None),
+        _ => Err("--tls-cert and --tls-key go together".into()),
+    }
 }
 
 fn load_file(path: &PathBuf) -> Result<FileConfig, String> {
@@ -312,6 +348,11 @@ fn run(args: Args) -> Result<(), String> {
         args.database.or(file.database),
         args.data_dir.or(file.data_dir),
     )?;
+    let tls = tls_files(
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+        args.stomp_tls || file.stomp_tls.unwrap_or(false),
+    )?;
     let origins = match args.allowed_origins.or(file.allowed_origins) {
         Some(value) => OriginPolicy::parse(&value)?,
         None => OriginPolicy::SameOrigin,
@@ -379,6 +420,15 @@ fn run(args: Args) -> Result<(), String> {
     config.handshake.allowed_origins = Origins::Any;
     // The STOMP heart-beat is the liveness check here; WebSocket pings stay on as a backstop.
     config.ping_interval = Some(Duration::from_secs(30));
+    if let Some(files) = &tls {
+        let server_tls = ServerTls::from_pem_files(&files.cert, &files.key)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        info!(cert = %files.cert.display(), stomp = files.stomp, "TLS on (rustls, ring)");
+        // STOMP clients offer no ALPN; the clone shares the certificates (and their reloads).
+        config.stream_tls = files.stomp.then(|| server_tls.with_alpn(Vec::new()));
+        config.tls = Some(server_tls);
+    }
+    let reload = config.tls.clone();
 
     let relay = match args.relay.or(file.relay) {
         Some(url) => Some(RelayConfig::from_url(&url).map_err(|e| format!("--relay: {e}"))?),
@@ -507,14 +557,28 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot start: {e}"))?;
     shutdown_on_signals(running.shutdown_handle())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    println!("sockeye-chat: open http://{http_addr}/ in a browser");
+    if let (Some(server_tls), Some(files)) = (reload, &tls) {
+        reload_tls_on_sighup(server_tls, files.cert.clone(), files.key.clone())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    }
+    let (http, ws) = match tls {
+        Some(_) => ("https", "wss"),
+        None => ("http", "ws"),
+    };
+    println!("sockeye-chat: open {http}://{http_addr}/ in a browser");
     println!(
-        "sockeye-chat: STOMP over WebSocket at ws://{http_addr}/ws (sub-protocols {})",
+        "sockeye-chat: STOMP over WebSocket at {ws}://{http_addr}/ws (sub-protocols {})",
         SUB_PROTOCOLS.join(", ")
     );
-    println!("sockeye-chat: STOMP over SockJS at http://{http_addr}/sockjs (fallback transports)");
+    println!(
+        "sockeye-chat: STOMP over SockJS at {http}://{http_addr}/sockjs (fallback transports)"
+    );
     if let Some(addr) = tcp_addr {
-        println!("sockeye-chat: STOMP over TCP at {addr}");
+        let over = match tls {
+            Some(TlsFiles { stomp: true, .. }) => "TCP with TLS",
+            _ => "TCP",
+        };
+        println!("sockeye-chat: STOMP over {over} at {addr}");
     }
     let result = running.join();
     // The sessions have left (their LEAVEs published): say bye, then stop the relay.
@@ -632,5 +696,18 @@ mod tests {
         assert!(!bad.contains("secret"), "{bad}");
         let shown = StoreConfig::Postgres(url.into()).to_string();
         assert_eq!(shown, "PostgreSQL postgres://ann:***@127.0.0.1:5432/chat");
+    }
+
+    #[test]
+    fn tls_wants_both_files() {
+        let (c, k) = (Some(PathBuf::from("c.pem")), Some(PathBuf::from("k.pem")));
+        assert!(tls_files(None, None, false).unwrap().is_none());
+        let files = tls_files(c.clone(), k.clone(), true).unwrap().unwrap();
+        assert!(files.stomp);
+        assert!(tls_files(c, None, false).is_err());
+        assert!(tls_files(None, k, false).is_err());
+        assert!(tls_files(None, None, true)
+            .unwrap_err()
+            .contains("--stomp-tls"));
     }
 }

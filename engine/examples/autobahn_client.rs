@@ -2,6 +2,9 @@
 //! what it is sent, then asks the fuzzing server to write its reports.
 //!
 //! `cargo run --release -p sockeye --example autobahn_client -- ws://127.0.0.1:9001`
+//!
+//! With feature `tls`, a `wss://` URL is trusted through the CA in the PEM file that
+//! `SOCKEYE_TLS_CA` names (the platform's roots without it).
 
 use std::time::Duration;
 
@@ -22,6 +25,13 @@ fn config() -> ClientConfig {
         server_no_context_takeover: false,
         ..DeflateConfig::default()
     });
+    #[cfg(feature = "tls")]
+    if let Some(ca) = std::env::var_os("SOCKEYE_TLS_CA") {
+        match sockeye::tls::ClientTls::with_roots_file(ca.as_ref()) {
+            Ok(roots) => config.tls = Some(roots),
+            Err(e) => eprintln!("SOCKEYE_TLS_CA: {e} (using the platform's roots)"),
+        }
+    }
     config
 }
 

@@ -11,6 +11,9 @@
 //! opens one connection at a time; `benches/scripts/scale.sh` runs 1, 2, 4, …).
 //! No automatic pings: the testsuite checks every frame it receives.
 //! SIGINT / SIGTERM shut it down gracefully (a second one exits at once).
+//!
+//! Built with feature `tls`, `SOCKEYE_TLS_CERT=chain.pem SOCKEYE_TLS_KEY=key.pem` make it a
+//! wss:// server (scripts/test-ca.sh makes a pair).
 
 use std::net::SocketAddr;
 
@@ -86,6 +89,15 @@ fn main() -> std::io::Result<()> {
         deflate,
         ..ServerConfig::default()
     };
+    #[cfg(feature = "tls")]
+    if let (Some(cert), Some(key)) = (
+        std::env::var_os("SOCKEYE_TLS_CERT"),
+        std::env::var_os("SOCKEYE_TLS_KEY"),
+    ) {
+        let tls = sockeye::tls::ServerTls::from_pem_files(cert.as_ref(), key.as_ref())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        config.tls = Some(tls);
+    }
     config.limits.max_frame_size = 16 << 20;
     config.limits.max_message_size = 16 << 20;
     config.limits.max_fragments = 1 << 20;

@@ -29,6 +29,8 @@ pub mod client;
 pub mod driver;
 #[cfg(feature = "io")]
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

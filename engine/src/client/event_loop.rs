@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use super::{ClientConfig, ClientError, WsUrl};
+use super::{ClientConfig, ClientError, UrlError, WsUrl};
 use crate::driver::{Message, Tag};
 
 mod conn;
@@ -121,6 +121,9 @@ pub struct Target {
     /// Source address (port chosen by the kernel); `None` lets the kernel pick. Binding
     /// loopback clients to many addresses of 127.0.0.0/8 gives each its own range of ports.
     pub local: Option<IpAddr>,
+    /// `wss://`: TLS (feature `tls`), the server's certificate checked against `host` (less
+    /// its port) with [`ClientConfig::tls`](crate::client::ClientConfig)'s roots.
+    pub secure: bool,
 }
 
 impl Target {
@@ -131,12 +134,16 @@ impl Target {
             host: addr.to_string(),
             path: "/".into(),
             local: None,
+            secure: false,
         }
     }
 
     /// A `ws://` URL, resolved now (a blocking look-up; the first address is taken).
     pub fn from_url(url: &str) -> Result<Self, ClientError> {
         let url = WsUrl::parse(url).map_err(ClientError::Url)?;
+        if url.secure && cfg!(not(feature = "tls")) {
+            return Err(ClientError::Url(UrlError::Scheme("wss".into())));
+        }
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .map_err(ClientError::Io)?
@@ -147,6 +154,7 @@ impl Target {
             host: url.host_header(),
             path: url.target,
             local: None,
+            secure: url.secure,
         })
     }
 
@@ -155,6 +163,18 @@ impl Target {
         Target {
             local: Some(local),
             ..self.clone()
+        }
+    }
+
+    /// The server's name for TLS: `host` without its port (and an IPv6 literal's brackets).
+    pub fn server_name(&self) -> &str {
+        let host = self.host.as_str();
+        if let Some(rest) = host.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
         }
     }
 }

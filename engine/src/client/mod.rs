@@ -18,7 +18,10 @@ use crate::handshake::client::{
 use crate::Status;
 
 pub mod event_loop;
+mod stream;
 pub mod url;
+
+use stream::ClientStream;
 
 pub use event_loop::{ClientConn, ClientHandler, ClientId, Control, EventLoop, LoopConfig, Target};
 pub use url::{UrlError, WsUrl};
@@ -52,6 +55,10 @@ pub struct ClientConfig {
     /// [`DeflateConfig`] offers `client_no_context_takeover` (a promise: each message we send
     /// is compressed alone) and asks for `server_no_context_takeover`. Default `None`.
     pub deflate: Option<DeflateConfig>,
+    /// Roots for `wss://` URLs (the server's name, the URL's host, is always checked against
+    /// its certificate). `None`: the platform's roots, loaded at each connect. Default `None`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +72,8 @@ impl Default for ClientConfig {
             max_head_size: 8 << 10,
             io_timeout: None,
             deflate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -85,6 +94,13 @@ pub enum ClientError {
     Dropped,
     Send(SendError),
     Io(io::Error),
+    /// The TLS handshake or a TLS record failed: the server's certificate is not trusted,
+    /// expired or for another name, or the server broke TLS.
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::rustls::Error),
+    /// The TLS settings could not be made (no platform roots, a host that is no valid name).
+    #[cfg(feature = "tls")]
+    TlsConfig(crate::tls::TlsError),
 }
 
 impl fmt::Display for ClientError {
@@ -98,6 +114,10 @@ impl fmt::Display for ClientError {
             ClientError::Dropped => f.write_str("connection dropped without a close frame"),
             ClientError::Send(e) => write!(f, "cannot send: {e}"),
             ClientError::Io(e) => write!(f, "i/o error: {e}"),
+            #[cfg(feature = "tls")]
+            ClientError::Tls(e) => write!(f, "TLS failed: {e}"),
+            #[cfg(feature = "tls")]
+            ClientError::TlsConfig(e) => write!(f, "TLS settings: {e}"),
         }
     }
 }
@@ -111,6 +131,10 @@ impl From<SendError> for ClientError {
 }
 
 fn io_error(e: io::Error) -> ClientError {
+    #[cfg(feature = "tls")]
+    if let Some(failure) = crate::tls::tls_failure(&e) {
+        return ClientError::Tls(failure.clone());
+    }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
         io::ErrorKind::ConnectionRefused => ClientError::Refused(e),
@@ -144,7 +168,7 @@ impl From<Event<'_>> for OwnedEvent {
 
 /// A blocking WebSocket client.
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     conn: Connection,
     /// Received bytes `buf[start..end]` not yet consumed by the core.
     buf: Vec<u8>,
@@ -159,7 +183,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("peer", &self.stream.peer_addr().ok())
+            .field("peer", &self.stream.tcp().peer_addr().ok())
             .finish()
     }
 }
@@ -174,6 +198,9 @@ impl Client {
 
     pub fn connect_with(url: &str, config: &ClientConfig) -> Result<Client, ClientError> {
         let url = WsUrl::parse(url).map_err(ClientError::Url)?;
+        if url.secure && cfg!(not(feature = "tls")) {
+            return Err(ClientError::Url(UrlError::Scheme("wss".into())));
+        }
         let addrs = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .map_err(ClientError::Io)?;
@@ -187,16 +214,20 @@ impl Client {
         Err(last.map_or(ClientError::Io(io::ErrorKind::NotFound.into()), io_error))
     }
 
-    /// Runs the opening handshake over an already connected stream.
+    /// Runs the opening handshake (TLS first, for a `wss://` URL) over an already connected
+    /// stream.
     pub fn handshake(
-        mut stream: TcpStream,
+        stream: TcpStream,
         url: &WsUrl,
         config: &ClientConfig,
     ) -> Result<Client, ClientError> {
         stream.set_nodelay(true).map_err(ClientError::Io)?;
         stream
             .set_read_timeout(Some(config.handshake_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(config.handshake_timeout)))
             .map_err(ClientError::Io)?;
+        let mut stream = Client::secure(stream, url, config)?;
+        stream.establish().map_err(io_error)?;
         let mut nonce = [0u8; 16];
         os_random(&mut nonce);
         let key = make_key(nonce);
@@ -231,9 +262,9 @@ impl Client {
                 Err(e) => return Err(ClientError::Handshake(e)),
             }
         };
-        stream
-            .set_read_timeout(config.io_timeout)
-            .and_then(|()| stream.set_write_timeout(config.io_timeout))
+        let tcp = stream.tcp();
+        tcp.set_read_timeout(config.io_timeout)
+            .and_then(|()| tcp.set_write_timeout(config.io_timeout))
             .map_err(ClientError::Io)?;
         let mut conn = Connection::client(config.limits.clone(), MaskKeys::new(os_random));
         let pool = match (&config.deflate, accepted.deflate) {
@@ -267,9 +298,37 @@ impl Client {
         self.protocol.as_deref()
     }
 
-    /// The underlying socket (for timeouts, shutdown, addresses).
+    /// The underlying socket (for timeouts, shutdown, addresses; under TLS, writing to it
+    /// directly breaks the session).
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
+    }
+
+    /// The stream the URL asks for: TLS over `stream` for `wss://`.
+    fn secure(
+        stream: TcpStream,
+        url: &WsUrl,
+        config: &ClientConfig,
+    ) -> Result<ClientStream, ClientError> {
+        if !url.secure {
+            return Ok(ClientStream::Plain(stream));
+        }
+        #[cfg(feature = "tls")]
+        {
+            let tls = match &config.tls {
+                Some(tls) => tls.clone(),
+                None => crate::tls::ClientTls::platform().map_err(ClientError::TlsConfig)?,
+            };
+            let session = tls.connect(&url.host).map_err(ClientError::TlsConfig)?;
+            Ok(ClientStream::Tls(Box::new(rustls::StreamOwned::new(
+                session, stream,
+            ))))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (stream, config);
+            Err(ClientError::Url(UrlError::Scheme("wss".into())))
+        }
     }
 
     fn flush(&mut self) -> Result<(), ClientError> {

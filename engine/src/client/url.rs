@@ -1,10 +1,12 @@
-//! `ws://host:port/path?query` URLs, the subset a WebSocket client needs.
+//! `ws://host:port/path?query` and `wss://` URLs, the subset a WebSocket client needs.
 
 use std::fmt;
 
-/// A parsed `ws://` URL.
+/// A parsed `ws://` or `wss://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: TLS (feature `tls`).
+    pub secure: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
@@ -13,7 +15,8 @@ pub struct WsUrl {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UrlError {
-    /// Only `ws://` is spoken (TLS is for a proxy in front, for now).
+    /// Only `ws://` is spoken, and `wss://` with feature `tls` (the event-loop client
+    /// speaks `ws://` only).
     Scheme(String),
     MissingHost,
     BadPort(String),
@@ -23,7 +26,10 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UrlError::Scheme(s) => {
-                write!(f, "unsupported URL scheme {s:?} (only ws:// is supported)")
+                write!(
+                    f,
+                    "unsupported URL scheme {s:?} (ws://, and wss:// with feature `tls`)"
+                )
             }
             UrlError::MissingHost => f.write_str("URL has no host"),
             UrlError::BadPort(p) => write!(f, "invalid port {p:?}"),
@@ -38,9 +44,12 @@ impl WsUrl {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| UrlError::Scheme(url.into()))?;
-        if !scheme.eq_ignore_ascii_case("ws") {
-            return Err(UrlError::Scheme(scheme.into()));
-        }
+        let secure = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => false,
+            "wss" => true,
+            _ => return Err(UrlError::Scheme(scheme.into())),
+        };
+        let default_port = if secure { 443 } else { 80 };
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(split);
         let target = match target {
@@ -56,12 +65,13 @@ impl WsUrl {
                     p.parse::<u16>().map_err(|_| UrlError::BadPort(p.into()))?,
                 )
             }
-            _ => (authority, 80),
+            _ => (authority, default_port),
         };
         if host.is_empty() {
             return Err(UrlError::MissingHost);
         }
         Ok(WsUrl {
+            secure,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -78,7 +88,7 @@ impl WsUrl {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.secure { 443 } else { 80 } {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -108,13 +118,19 @@ mod tests {
             ("::1", 8080, "/?x=1")
         );
         assert_eq!(u.host_header(), "[::1]:8080");
+        assert!(!u.secure);
+        let u = WsUrl::parse("wss://example.com/chat").unwrap();
+        assert!(u.secure);
+        assert_eq!((u.port, u.host_header().as_str()), (443, "example.com"));
+        let u = WsUrl::parse("WSS://example.com:8443").unwrap();
+        assert_eq!(u.host_header(), "example.com:8443");
     }
 
     #[test]
     fn rejects_what_it_cannot_speak() {
         assert_eq!(
-            WsUrl::parse("wss://x/"),
-            Err(UrlError::Scheme("wss".into()))
+            WsUrl::parse("https://x/"),
+            Err(UrlError::Scheme("https".into()))
         );
         assert_eq!(
             WsUrl::parse("http//x"),

@@ -21,6 +21,7 @@
 
 pub mod out;
 pub mod timers;
+pub(crate) mod transport;
 
 pub use out::{Backlog, Cork};
 pub use timers::{Clock, Deadlines, Tag};

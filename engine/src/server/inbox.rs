@@ -80,7 +80,7 @@ pub(crate) enum Command {
     /// A connection another worker handed over, with the bytes it had read (a SockJS request
     /// for a session this worker owns).
     Adopt {
-        stream: std::net::TcpStream,
+        stream: crate::driver::transport::Transport,
         head: Vec<u8>,
     },
     /// Last words, then the close (see `Session::end_with`).

@@ -31,6 +31,8 @@ pub use gate::Gate;
 pub use handler::{Handler, HttpResponse, Message, Rejection, SessionError, Upgrading};
 pub use inbox::{broadcast, PostError, SessionHandle};
 pub use session::{Outgoing, SendStatus, Session};
+#[cfg(all(unix, feature = "tls"))]
+pub use signals::reload_tls_on_sighup;
 #[cfg(unix)]
 pub use signals::shutdown_on_signals;
 
@@ -122,6 +124,16 @@ pub struct ServerConfig {
     /// SockJS protocol, and its sessions reach the handler like WebSocket ones (with
     /// [`Upgrading::sockjs`] set). Default none.
     pub sockjs: Vec<crate::sockjs::Service>,
+    /// TLS on the main listener (https and wss): every connection there starts with a TLS
+    /// handshake, which `handshake_timeout` covers along with the request head. Default
+    /// `None` (plain TCP, or TLS ended by a proxy in front).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerTls>,
+    /// TLS on the [stream listener](Server::bind_stream) (STOMP over TLS, say); typically
+    /// [`ServerTls::with_alpn`](crate::tls::ServerTls::with_alpn) with no protocols. Its TLS
+    /// handshake must finish within `handshake_timeout` too. Default `None`.
+    #[cfg(feature = "tls")]
+    pub stream_tls: Option<crate::tls::ServerTls>,
     /// permessage-deflate (RFC 7692), `None` for off. With it, WebSocket sessions whose client
     /// offers the extension compress the messages they send (those of at least
     /// [`DeflateConfig::min_size`] bytes) and inflate what they receive, within
@@ -159,6 +171,10 @@ impl Default for ServerConfig {
             idle_timeout: None,
             max_inbox_bytes: 64 << 20,
             sockjs: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            stream_tls: None,
             deflate: None,
         }
     }

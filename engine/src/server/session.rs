@@ -11,7 +11,6 @@ use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mio::net::TcpStream;
 
 use super::gate::Flow;
 use super::inbox::{Inbox, SessionHandle};
@@ -20,6 +19,7 @@ use crate::connection::{DataKind, Sender};
 use crate::deflate::codec::{stored_blocks, MAX_STORED};
 use crate::deflate::Pool;
 use crate::driver::out::{queue_frame, Backlog, Cork, Payload};
+use crate::driver::transport::Transport;
 pub use crate::driver::SendStatus;
 use crate::driver::{Message, Tag};
 use crate::error::SendError;
@@ -86,7 +86,7 @@ pub(crate) struct Out<'a> {
 
 /// A session's way out.
 pub(crate) enum Wire<'a> {
-    Socket(&'a mut TcpStream),
+    Socket(&'a mut Transport),
     SockJs(&'a mut SockOut),
 }
 
@@ -113,7 +113,7 @@ impl Out<'_> {
     }
 
     /// The socket of a session that has one (every session but a SockJS one over HTTP).
-    pub fn socket(&mut self) -> &mut TcpStream {
+    pub fn socket(&mut self) -> &mut Transport {
         match &mut self.wire {
             Wire::Socket(s) => s,
             Wire::SockJs(_) => unreachable!("only sessions with a socket are read and flushed"),

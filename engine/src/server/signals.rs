@@ -1,4 +1,5 @@
-//! Graceful shutdown on SIGINT / SIGTERM, for server binaries.
+//! Graceful shutdown on SIGINT / SIGTERM, and (feature `tls`) certificate reload on SIGHUP, for
+//! server binaries.
 //!
 //! Built on `signal-hook`: its handler only writes to a self-pipe (the async-signal-safe part,
 //! done without `unsafe` on our side), and a thread of ours reads the pipe and calls
@@ -28,6 +29,33 @@ pub fn shutdown_on_signals(handle: ShutdownHandle) -> io::Result<()> {
             if let Some(signal) = received.next() {
                 warn!(signal, "second signal: exiting now");
                 std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}
+
+/// Starts a thread that reloads `tls`'s default certificate from `chain` and `key` (PEM files)
+/// on every SIGHUP: new handshakes get the new certificate, open sessions go on untouched. A
+/// reload that fails (a file missing, a key that does not match) is logged and changes
+/// nothing. Clones of `tls` (the stream listener's, say) share the certificates.
+#[cfg(feature = "tls")]
+pub fn reload_tls_on_sighup(
+    tls: crate::tls::ServerTls,
+    chain: std::path::PathBuf,
+    key: std::path::PathBuf,
+) -> io::Result<()> {
+    let mut signals = Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("sockeye-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match tls.reload_files(&chain, &key) {
+                    Ok(()) => info!(cert = %chain.display(), "SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!(
+                        error = %e,
+                        "SIGHUP: TLS certificate not reloaded, the old one stays"
+                    ),
+                }
             }
         })?;
     Ok(())

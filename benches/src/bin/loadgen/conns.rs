@@ -295,6 +295,7 @@ pub fn worker(args: &[String]) -> Result<bool, String> {
         ..LoopConfig::default()
     };
     config.client.deflate = deflate_config(deflate.as_deref());
+    crate::client_tls(&mut config.client)?;
     let mut lp = EventLoop::new(config).map_err(|e| format!("event loop: {e}"))?;
     let mut h = Holder {
         deflate: deflate.is_some(),

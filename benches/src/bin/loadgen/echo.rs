@@ -409,6 +409,7 @@ pub fn main(args: &[String]) -> Result<bool, String> {
     if s.deflate {
         config.client.deflate = Some(DeflateConfig::default());
     }
+    crate::client_tls(&mut config.client)?;
     let mut lp = EventLoop::new(config).map_err(|e| format!("event loop: {e}"))?;
     let open_bound = s.conns as f64 / s.rate + 15.0;
     let bound = open_bound + s.warmup + s.secs + (DRAIN + CLOSING).as_secs_f64() + 1.0;

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Only loopback servers are driven (127.0.0.0/8, ::1), and every run is bounded in time and
-//! in count. See `benches/README.md` for every option.
+//! in count. See `benches/README.md` for every option. `echo` and `conns` take `wss://` URLs
+//! too: the roots are the PEM file `$LOADGEN_CA` names (the platform's without it).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -129,6 +130,17 @@ impl Opts {
 }
 
 /// Resolves `url` and refuses anything but a loopback address.
+/// The roots for `wss://` targets: the PEM file `$LOADGEN_CA` names, if set (an environment
+/// variable, so that `conns`' worker processes inherit it).
+pub fn client_tls(config: &mut sockeye::client::ClientConfig) -> Result<(), String> {
+    if let Some(path) = std::env::var_os("LOADGEN_CA") {
+        let roots = sockeye::tls::ClientTls::with_roots_file(path.as_ref())
+            .map_err(|e| format!("LOADGEN_CA: {e}"))?;
+        config.tls = Some(roots);
+    }
+    Ok(())
+}
+
 pub fn loopback_target(url: &str) -> Result<Target, String> {
     let target = Target::from_url(url).map_err(|e| format!("{url}: {e}"))?;
     if !target.addr.ip().is_loopback() {

@@ -10,9 +10,9 @@ use crate::close::code;
 use crate::connection::{Connection, DataKind, Event, Failure, Read, Sender};
 use crate::deflate::Pool;
 use crate::driver::out::CORK_LIMIT;
+use crate::driver::transport::Transport;
 use crate::driver::{Backlog, Cork, Message, SendStatus};
 use crate::error::SendError;
-use mio::net::TcpStream;
 
 /// A connection's outgoing bytes: a cork of its own (its sends may come between turns, and are
 /// written once per turn) and its backlog, with the server's rules (see [`crate::driver`]).
@@ -40,7 +40,7 @@ pub(super) struct Env {
 /// An open connection as a callback (or the owner of the loop, between turns) sees it.
 pub struct ClientConn<'a, D> {
     pub(super) id: ClientId,
-    pub(super) stream: &'a mut TcpStream,
+    pub(super) stream: &'a mut Transport,
     pub(super) tx: &'a mut Sender,
     pub(super) out: &'a mut Output,
     pub(super) data: &'a mut D,
@@ -161,7 +161,7 @@ impl<D> ClientConn<'_, D> {
 pub(super) fn dispatch<H: ClientHandler>(
     handler: &mut H,
     id: ClientId,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     open: &mut Open,
     out: &mut Output,
     data: &mut H::Data,

@@ -17,6 +17,7 @@ use crate::close::code;
 use crate::connection::{Connection, MaskKeys};
 use crate::deflate::Pool;
 use crate::driver::out::{flush_and_drain, Backlog, Drains};
+use crate::driver::transport::Transport;
 use crate::driver::Deadlines;
 use crate::error::ProtocolError;
 use crate::handshake::client::{make_key, parse_response_with, write_request, RequestParts};
@@ -58,7 +59,7 @@ pub(super) enum Phase {
 
 #[derive(Debug)]
 pub(super) struct Slot<D> {
-    stream: TcpStream,
+    stream: Transport,
     gen: u32,
     phase: Phase,
     out: Output,
@@ -71,7 +72,7 @@ pub(super) struct Slot<D> {
 struct Draining<'a, H: ClientHandler> {
     handler: &'a mut H,
     id: ClientId,
-    stream: &'a mut TcpStream,
+    stream: &'a mut Transport,
     open: &'a mut Open,
     out: &'a mut Output,
     data: &'a mut H::Data,
@@ -202,7 +203,7 @@ impl<D> Core<D> {
             Err(e) if in_progress(&e) => {}
             Err(e) => return Err(e),
         }
-        let mut stream = TcpStream::from_std(socket.into());
+        let mut stream = self.secure(target, TcpStream::from_std(socket.into()))?;
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         self.registry.register(
@@ -333,6 +334,33 @@ impl<D> Core<D> {
         }
     }
 
+    /// The stream `target` asks for: TLS over `tcp` for a `wss://` target (feature `tls`).
+    fn secure(&self, target: &Target, tcp: TcpStream) -> io::Result<Transport> {
+        if !target.secure {
+            return Ok(Transport::Plain(tcp));
+        }
+        #[cfg(feature = "tls")]
+        {
+            let invalid = |e: crate::tls::TlsError| io::Error::new(io::ErrorKind::InvalidInput, e);
+            let tls = match &self.config.client.tls {
+                Some(tls) => tls.clone(),
+                None => crate::tls::ClientTls::platform().map_err(invalid)?,
+            };
+            let session = tls.connect(target.server_name()).map_err(invalid)?;
+            Ok(Transport::Tls(Box::new(
+                crate::tls::stream::TlsStream::new(tcp, session),
+            )))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            drop(tcp);
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "wss:// needs the engine's feature `tls`",
+            ))
+        }
+    }
+
     pub(super) fn serve<H: ClientHandler<Data = D>>(
         &mut self,
         handler: &mut H,
@@ -342,6 +370,12 @@ impl<D> Core<D> {
         let Some(id) = self.id(key) else {
             return;
         };
+        // TLS records refused by the socket earlier: this event may be the room they await.
+        if !matches!(self.slots[key].phase, Phase::Connecting { .. }) {
+            if let Err(e) = self.slots[key].stream.flush_pending() {
+                return self.settle(handler, id, Next::Fail(io_error(e)));
+            }
+        }
         let next = match self.slots[key].phase {
             Phase::Connecting { .. } => self.connected(handler, id, ready),
             Phase::Handshake { .. } if ready.readable => self.read_handshake(handler, id, ready),
@@ -379,7 +413,7 @@ impl<D> Core<D> {
         ready: Ready,
     ) -> Next {
         let slot = &mut self.slots[id.key];
-        match slot.stream.take_error() {
+        match slot.stream.tcp().take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => return Next::Fail(io_error(e)),
         }
@@ -672,8 +706,12 @@ impl<D> Core<D> {
             return;
         }
         let Slot {
-            phase, mut data, ..
+            phase,
+            mut data,
+            mut stream,
+            ..
         } = self.slots.remove(id.key);
+        stream.close();
         let Phase::Open(open) = phase else {
             if let Some(e) = &error {
                 handler.on_error(id, &mut data, e);

@@ -497,8 +497,17 @@ fn targets_come_from_ws_urls() {
         (t.host.as_str(), t.path.as_str()),
         ("127.0.0.1:9001", "/chat?x=1")
     );
-    assert!(matches!(
-        Target::from_url("wss://127.0.0.1/"),
-        Err(ClientError::Url(_))
-    ));
+    assert!(!t.secure);
+    assert_eq!(t.server_name(), "127.0.0.1");
+    // wss:// needs feature `tls` (tests/tls.rs drives it).
+    let wss = Target::from_url("wss://127.0.0.1/");
+    if cfg!(feature = "tls") {
+        let t = wss.unwrap();
+        assert!(t.secure);
+        assert_eq!((t.addr.port(), t.host.as_str()), (443, "127.0.0.1"));
+    } else {
+        assert!(matches!(wss, Err(ClientError::Url(_))));
+    }
+    let t = Target::from_url("ws://[::1]:9001/").unwrap();
+    assert_eq!(t.server_name(), "::1");
 }

@@ -19,8 +19,21 @@ impl<D> Loop<D> {
             let Some(conn) = self.conns.get(tag.key).filter(|c| c.gen == tag.gen) else {
                 continue;
             };
-            let Phase::Handshake { since, head } = &conn.phase else {
-                continue;
+            let (since, head) = match &conn.phase {
+                Phase::Handshake { since, head } => (since, head),
+                // A TLS stream connection: on `Open` from accept, but not through TLS yet.
+                Phase::Open(_) if conn.stream.is_tls_handshaking() => {
+                    info!(peer = %conn.peer(), "TLS handshake timed out");
+                    let error = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    );
+                    if let Next::Drop = self.end(handler, tag.key, Some(SessionError::Io(error))) {
+                        self.remove(tag.key);
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             // A kept-alive connection started waiting later than this deadline was armed.
             let waited = self.clock.since(*since, now);
@@ -28,7 +41,9 @@ impl<D> Loop<D> {
                 self.timers.handshakes.arm_at(now + (limit - waited), tag);
                 continue;
             }
-            if head.is_empty() && *since != 0 {
+            if conn.stream.is_tls_handshaking() {
+                info!(peer = %conn.peer(), "TLS handshake timed out");
+            } else if head.is_empty() && *since != 0 {
                 debug!(peer = %conn.peer(), "idle connection closed");
             } else {
                 info!(peer = %conn.peer(), "handshake timed out");

@@ -19,12 +19,12 @@
 
 use std::cell::OnceCell;
 use std::io::{self, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tracing::{debug, info, warn};
@@ -42,6 +42,7 @@ use super::{Counters, ServerConfig, Shared};
 use crate::close::code;
 use crate::connection::{Event, Failure, Read, Receiver, Role, Sender};
 use crate::driver::out::{flush_and_drain, Backlog, Cork, Drains};
+use crate::driver::transport::Transport;
 use crate::driver::{Clock, Deadlines, Tag};
 use crate::handshake::{self, Request, MAX_HEADERS};
 use crate::Status;
@@ -101,7 +102,7 @@ enum Phase<D> {
 }
 
 struct Conn<D> {
-    stream: TcpStream,
+    stream: Transport,
     gen: u32,
     phase: Phase<D>,
 }
@@ -438,6 +439,10 @@ impl Worker {
                 let _ = stream.write(&out);
                 continue;
             }
+            let Some(mut stream) = self.wrap(stream, is_stream, peer) else {
+                lp.release();
+                continue;
+            };
             let entry = lp.conns.vacant_entry();
             let key = entry.key();
             if let Err(e) = self.poll.registry().register(
@@ -485,6 +490,10 @@ impl Worker {
                     phase: Phase::Open(open),
                 });
                 lp.timers.idles.arm(lp.now, Tag { key, gen });
+                if lp.conns[key].stream.is_tls() {
+                    // The TLS handshake must finish within the handshake deadline.
+                    lp.timers.handshakes.arm(lp.now, Tag { key, gen });
+                }
                 lp.open_stream(handler, key);
                 continue;
             }
@@ -498,6 +507,37 @@ impl Worker {
             });
             lp.timers.handshakes.arm(lp.now, Tag { key, gen });
         }
+    }
+}
+
+impl Worker {
+    /// The accepted socket as this listener speaks it: plain, or TLS where configured.
+    fn wrap(
+        &self,
+        stream: mio::net::TcpStream,
+        is_stream: bool,
+        peer: SocketAddr,
+    ) -> Option<Transport> {
+        #[cfg(feature = "tls")]
+        {
+            let tls = match is_stream {
+                true => self.config.stream_tls.as_ref(),
+                false => self.config.tls.as_ref(),
+            };
+            if let Some(tls) = tls {
+                return match tls.accept() {
+                    Ok(session) => Some(Transport::Tls(Box::new(
+                        crate::tls::stream::TlsStream::new(stream, session),
+                    ))),
+                    Err(e) => {
+                        warn!(%peer, error = %e, "TLS session could not be made");
+                        None
+                    }
+                };
+            }
+        }
+        let _ = (is_stream, peer);
+        Some(Transport::Plain(stream))
     }
 }
 
@@ -543,8 +583,9 @@ impl<D> Loop<D> {
     /// Drops a connection (closing its socket, after it stops counting: a peer that sees the
     /// hang-up sees the count without it).
     fn remove(&mut self, key: usize) {
-        if let Some(conn) = self.conns.try_remove(key) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
             self.release();
+            conn.stream.close();
             drop(conn);
         }
     }
@@ -576,6 +617,9 @@ impl<D> Loop<D> {
         readable: bool,
         hup: bool,
     ) {
+        if !self.flush_pending(handler, key) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -590,11 +634,34 @@ impl<D> Loop<D> {
             self.remove(key);
         }
     }
+
+    /// Writes the TLS records the socket refused earlier (this event may be the room they
+    /// waited for; nothing to do for plain TCP). False if the connection failed and is gone.
+    fn flush_pending<H: Handler<Data = D>>(&mut self, handler: &mut H, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Err(e) = conn.stream.flush_pending() else {
+            return true;
+        };
+        debug!(peer = %conn.peer(), error = %e, "socket error");
+        match conn.phase {
+            // Its own write fails next and ends it the SockJS way.
+            Phase::Receiving(_) => return true,
+            Phase::Open(_) => {
+                let _ = self.end(handler, key, Some(SessionError::Io(e)));
+            }
+            _ => {}
+        }
+        self.remove(key);
+        false
+    }
+
     /// Reads what is there into `head`. `Err` when the peer hung up or the socket failed.
     /// Reads what is there into `head`, up to `cap`. `Ok(true)` when the peer has half-closed
     /// (what arrived before its FIN still deserves an answer).
     fn read_into(
-        stream: &mut TcpStream,
+        stream: &mut Transport,
         buf: &mut [u8],
         head: &mut Vec<u8>,
         cap: usize,
@@ -625,7 +692,14 @@ impl<D> Loop<D> {
         let eof = match Self::read_into(&mut conn.stream, &mut self.buf, head, cap) {
             Ok(eof) => eof,
             Err(e) => {
-                debug!(peer = %conn.peer(), error = %e, "connection failed during handshake");
+                match Transport::tls_failure(&e) {
+                    Some((what, detail)) => {
+                        info!(peer = %conn.peer(), error = %detail, "TLS handshake failed: {what}");
+                    }
+                    None => {
+                        debug!(peer = %conn.peer(), error = %e, "connection failed during handshake");
+                    }
+                }
                 return Next::Drop;
             }
         };
@@ -973,9 +1047,12 @@ impl<D> Loop<D> {
         if !backlog.is_empty() {
             return Next::Keep;
         }
+        if conn.stream.wants_write() {
+            return Next::Keep;
+        }
         if !*shut {
             *shut = true;
-            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.stream.shutdown_write();
         }
         // Discard whatever the peer still sends until it hangs up.
         loop {
@@ -1238,13 +1315,18 @@ impl<D> Loop<D> {
             return Next::Keep;
         };
         if let Some(e) = failure.or(write_error) {
-            debug!(peer = %conn.peer(), error = %e, "socket error");
+            match Transport::tls_failure(&e) {
+                Some((what, detail)) => {
+                    info!(peer = %conn.peer(), error = %detail, "TLS failed: {what}")
+                }
+                None => debug!(peer = %conn.peer(), error = %e, "socket error"),
+            }
             return self.end(handler, key, Some(SessionError::Io(e)));
         }
         // A stream has no close handshake: once our side is closing and written, it is over.
         let closed_both = (open.state.kind == Kind::Stream || open.rx.is_closed())
             && open.state.tx.is_close_sent();
-        if closed_both && open.state.backlog.is_empty() {
+        if closed_both && open.state.backlog.is_empty() && !conn.stream.wants_write() {
             // Close handshake complete and our close is written: the server drops TCP first.
             return self.end(handler, key, None);
         }

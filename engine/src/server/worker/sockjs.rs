@@ -1147,14 +1147,12 @@ impl<D> Loop<D> {
         let mut head = request.to_vec();
         head.extend_from_slice(rest);
         let Conn { stream, .. } = conn;
-        let stream: std::net::TcpStream = stream.into();
         inbox.post_control(Command::Adopt { stream, head });
         Next::Handed
     }
 
     /// A connection another worker handed over: registered here, its request served.
-    pub(super) fn adopt(&mut self, stream: std::net::TcpStream, head: Vec<u8>) {
-        let mut stream = mio::net::TcpStream::from_std(stream);
+    pub(super) fn adopt(&mut self, mut stream: crate::driver::transport::Transport, head: Vec<u8>) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if self
