@@ -385,7 +385,7 @@ mod tests {
         let frames = sent_to(&out, 1);
         assert!(frames[0].starts_with("ERROR\n"), "{frames:?}");
         assert!(frames[0].contains("message:"), "{frames:?}");
-        assert!(matches!(out.last(), Some(Action::Close { to: 1 })));
+        assert!(matches!(out.last(), Some(Action::Close { to: 1, .. })));
     }
 
     /// A broker whose authenticator counts its calls and lets in passcode "right".

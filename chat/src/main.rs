@@ -264,12 +264,8 @@ fn limit(value: Option<usize>, default: usize) -> Option<usize> {
 }
 
 fn parse_heart_beat(value: &str) -> Result<(u64, u64), String> {
-    let bad = || format!("--heart-beat wants \"send,receive\" in ms, got {value:?}");
-    let (a, b) = value.split_once(',').ok_or_else(bad)?;
-    Ok((
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    ))
+    sockeye_chat::stomp::parse_heart_beat(value)
+        .ok_or_else(|| format!("--heart-beat wants \"send,receive\" in ms, got {value:?}"))
 }
 
 /// How log lines are written.

@@ -129,6 +129,15 @@ pub enum BrokerEvent {
     Relay { available: bool },
 }
 
+/// Why the broker closes a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The client's DISCONNECT: a normal close.
+    Disconnect,
+    /// After the ERROR frame queued just before (STOMP: the server MUST close): its `message`.
+    Error(String),
+}
+
 /// What the transport must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -136,9 +145,11 @@ pub enum Action {
         to: SessionId,
         frame: OutFrame,
     },
-    /// Close the connection (after sending what was queued before this action).
+    /// Close the connection (after sending what was queued before this action), for the
+    /// reason `ending` says.
     Close {
         to: SessionId,
+        ending: Ending,
     },
     /// Heart-beats agreed at CONNECT, in milliseconds (0: none): send an EOL at least every
     /// `send_every`, and consider the peer dead after `expect_every` (plus tolerance) of silence.
@@ -165,7 +176,7 @@ impl Action {
     /// Whether this action ends `session` (now or later): nothing it sends after is read.
     pub fn ends(&self, session: SessionId) -> bool {
         match self {
-            Action::Close { to } | Action::Later { to, .. } => *to == session,
+            Action::Close { to, .. } | Action::Later { to, .. } => *to == session,
             _ => false,
         }
     }
@@ -572,7 +583,10 @@ impl Broker {
                 if let Some(r) = &receipt {
                     self.receipt(session, r, out);
                 }
-                out.push(Action::Close { to: session });
+                out.push(Action::Close {
+                    to: session,
+                    ending: Ending::Disconnect,
+                });
                 return;
             }
             (other, true) => Err(refuse(format!("{other} is a server frame"))),
@@ -604,7 +618,10 @@ impl Broker {
         if let Some(frame) = self.error_frame(session, &refusal.message, &refusal.detail, receipt) {
             out.push(Action::Send { to: session, frame });
         }
-        out.push(Action::Close { to: session });
+        out.push(Action::Close {
+            to: session,
+            ending: Ending::Error(refusal.message),
+        });
     }
 
     /// An ERROR frame for `session` in its version: `message` as the header, `detail` as the
@@ -726,8 +743,8 @@ impl Broker {
         let (send_every, expect_every) = match frame.header("heart-beat") {
             None => (0, 0),
             Some(value) => {
-                let (cx, cy) =
-                    parse_heart_beat(value).ok_or_else(|| refuse("invalid heart-beat header"))?;
+                let (cx, cy) = crate::stomp::parse_heart_beat(value)
+                    .ok_or_else(|| refuse("invalid heart-beat header"))?;
                 let (sx, sy) = self.config.heart_beat;
                 // STOMP 1.2 "Heart-beating": 0 on either side means none in that direction.
                 let send = if sx == 0 || cy == 0 { 0 } else { sx.max(cy) };
@@ -1588,12 +1605,6 @@ fn join_versions(versions: &[Version]) -> String {
         .map(|v| v.as_str())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `heart-beat: cx,cy`.
-fn parse_heart_beat(value: &str) -> Option<(u64, u64)> {
-    let (a, b) = value.split_once(',')?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 /// Header values the encoder could not escape in this version lose the offending characters

@@ -61,7 +61,7 @@ fn frames_to(actions: &[Action], session: SessionId) -> Vec<String> {
 fn closed(actions: &[Action], session: SessionId) -> bool {
     actions
         .iter()
-        .any(|a| matches!(a, Action::Close { to } if *to == session))
+        .any(|a| matches!(a, Action::Close { to, .. } if *to == session))
 }
 
 fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
@@ -468,7 +468,7 @@ fn disconnect_with_receipt_answers_then_closes() {
     h.connect(1);
     let actions = h.send(1, "DISCONNECT\nreceipt:bye\n\n");
     assert!(frames_to(&actions, 1)[0].starts_with("RECEIPT\nreceipt-id:bye"));
-    assert!(matches!(actions.last(), Some(Action::Close { to: 1 })));
+    assert!(matches!(actions.last(), Some(Action::Close { to: 1, .. })));
 }
 
 #[test]

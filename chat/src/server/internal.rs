@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Hub, Messaging};
-use crate::broker::{OutFrame, SessionId};
+use crate::broker::{Ending, OutFrame, SessionId};
 use crate::stomp::{parse, Command, Frame, Header, Limits, Status, Version};
 
 /// Where the application's sessions are numbered from (down).
@@ -87,13 +87,16 @@ impl Messaging {
         // Replies (CONNECTED) are not for anyone; an ERROR says the subscription failed.
         let mut refused = None;
         actions.retain(|a| match a {
-            crate::broker::Action::Send { to, frame } if *to == session => {
-                if frame.head.starts_with(b"ERROR\n") {
-                    refused = Some(error_message(frame));
-                }
+            crate::broker::Action::Close {
+                to,
+                ending: Ending::Error(error),
+            } if *to == session => {
+                refused = Some(error.clone());
                 false
             }
-            crate::broker::Action::Close { to } | crate::broker::Action::HeartBeat { to, .. }
+            crate::broker::Action::Send { to, .. }
+            | crate::broker::Action::Close { to, .. }
+            | crate::broker::Action::HeartBeat { to, .. }
                 if *to == session =>
             {
                 false
@@ -119,14 +122,6 @@ impl Messaging {
         hub.broker().closed(session, &mut actions);
         actions.retain(|a| !matches!(a, crate::broker::Action::Send { to, .. } if *to == session));
         hub.execute(actions, None);
-    }
-}
-
-fn error_message(frame: &OutFrame) -> String {
-    let bytes = frame.to_vec();
-    match parse(&bytes, &Limits::default(), Some(Version::V1_2)) {
-        Ok(Status::Complete(f, _)) => f.header("message").unwrap_or("refused").to_owned(),
-        _ => "refused".to_owned(),
     }
 }
 

@@ -34,7 +34,7 @@ use sockeye::DataKind;
 use tracing::{debug, info, warn};
 
 use crate::broker::{
-    Action, AppMessage, Broker, BrokerConfig, BrokerEvent, OutFrame, RelayMode, SessionId,
+    Action, AppMessage, Broker, BrokerConfig, BrokerEvent, Ending, OutFrame, RelayMode, SessionId,
 };
 use crate::link::{Batch, Link};
 use crate::relay::{Relay, RelayConfig};
@@ -435,15 +435,9 @@ impl Hub {
         }
     }
 
-    /// One line per ERROR sent: why, to whom (session, user, address).
-    fn log_error(&self, to: SessionId, frame: &OutFrame) {
-        let head = String::from_utf8_lossy(&frame.head);
-        let error = head
-            .lines()
-            .find_map(|l| l.strip_prefix("message:"))
-            .unwrap_or("")
-            .replace("\\c", ":");
-        let kind = metrics::error_kind(&error);
+    /// One line per session closed after an ERROR: why, to whom (session, user, address).
+    fn log_error(&self, to: SessionId, error: &str) {
+        let kind = metrics::error_kind(error);
         metrics::bump(kind);
         if kind == Counter::ErrorAuth {
             metrics::bump(Counter::RefusedAuth);
@@ -504,17 +498,12 @@ impl Hub {
     ) {
         let mut app_messages = Vec::new();
         let mut events = Vec::new();
-        let mut errored: Vec<SessionId> = Vec::new();
         let mut relayed = Vec::new();
         for action in actions {
             match action {
                 Action::Relay(op) => relayed.push(op),
                 Action::Send { to, frame } => {
                     count_out(&frame);
-                    if frame.head.starts_with(b"ERROR\n") {
-                        errored.push(to);
-                        self.log_error(to, &frame);
-                    }
                     match current.as_deref_mut() {
                         Some(s) if s.session_id() == to => s.send_frame(&frame),
                         _ => {
@@ -524,12 +513,13 @@ impl Hub {
                         }
                     }
                 }
-                Action::Close { to } => {
-                    // After ERROR the spec wants the connection closed; DISCONNECT is normal.
-                    let (code, reason) = if errored.contains(&to) {
-                        (1002, "STOMP error")
-                    } else {
-                        (1000, "disconnected")
+                Action::Close { to, ending } => {
+                    let (code, reason) = match &ending {
+                        Ending::Error(error) => {
+                            self.log_error(to, error);
+                            (1002, "STOMP error")
+                        }
+                        Ending::Disconnect => (1000, "disconnected"),
                     };
                     match current.as_deref_mut() {
                         Some(s) if s.session_id() == to => s.close_with(code, reason),

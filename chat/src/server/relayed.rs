@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 
 use super::Hub;
-use crate::broker::{Action, BrokerEvent, RelayOp, SessionId};
+use crate::broker::{Action, BrokerEvent, Ending, RelayOp, SessionId};
 use crate::relay::{Delivery, Downstream, Relay};
 
 impl Hub {
@@ -114,7 +114,10 @@ impl Downstream for NodeSide {
         if let Some(frame) = frame {
             actions.push(Action::Send { to: session, frame });
         }
-        actions.push(Action::Close { to: session });
+        actions.push(Action::Close {
+            to: session,
+            ending: Ending::Error(message.to_owned()),
+        });
         hub.execute(actions, None);
     }
 

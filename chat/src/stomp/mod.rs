@@ -77,3 +77,10 @@ pub use encode::{
 pub use error::{EncodeError, StompError};
 pub use frame::{Frame, Header, Status};
 pub use parse::{parse, Limits};
+
+/// A `heart-beat` value, `"cx,cy"` in milliseconds (STOMP 1.1+): the CONNECT header and the
+/// `--heart-beat` flag alike.
+pub fn parse_heart_beat(value: &str) -> Option<(u64, u64)> {
+    let (a, b) = value.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
