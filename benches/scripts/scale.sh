@@ -131,21 +131,16 @@ record() {
         "$shape" "$w" "$rep" "$joined" >> "$RESULTS"
 }
 
-run_echo() {
-    local shape=$1 w=$2 rep=$3 depth procs per logs=() pids=() i
-    case $shape in d16) depth=16 ;; d1) depth=1 ;; esac
-    procs=$(loadgen_count "$w")
-    per=$(((ECHO_CONNS + procs - 1) / procs))
-    taskset -c "$(server_cpus "$w")" "$ECHO" "127.0.0.1:$ECHO_PORT" $((64 << 20)) off "$w" \
-        > "$OUT/server-echo-$w.log" 2>&1 &
-    server_pid=$!
-    wait_listening "$ECHO_PORT"
-    for i in $(seq "$procs"); do
+# drive SHAPE W REP COUNT ARGS...: COUNT load generator processes on the load generators'
+# cores, each `loadgen ARGS` with @I@ replaced by its number (1..COUNT); then the server is
+# stopped and the run recorded.
+drive() {
+    local shape=$1 w=$2 rep=$3 count=$4 logs=() pids=() i
+    shift 4
+    for i in $(seq "$count"); do
         local log=$OUT/$shape-w$w-r$rep-p$i.txt
         logs+=("$log")
-        taskset -c "$(loadgen_cpus "$w")" "$LOADGEN" echo --url "ws://127.0.0.1:$ECHO_PORT/" \
-            --conns "$per" --size 16 --depth "$depth" --secs "$SECS" --warmup "$WARMUP" \
-            --pid "$server_pid" > "$log" 2>&1 &
+        taskset -c "$(loadgen_cpus "$w")" "$LOADGEN" "${@//@I@/$i}" > "$log" 2>&1 &
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || true; done
@@ -154,8 +149,21 @@ run_echo() {
     record "$shape" "$w" "$rep" "${logs[@]}"
 }
 
+run_echo() {
+    local shape=$1 w=$2 rep=$3 depth procs
+    case $shape in d16) depth=16 ;; d1) depth=1 ;; esac
+    procs=$(loadgen_count "$w")
+    taskset -c "$(server_cpus "$w")" "$ECHO" "127.0.0.1:$ECHO_PORT" $((64 << 20)) off "$w" \
+        > "$OUT/server-echo-$w.log" 2>&1 &
+    server_pid=$!
+    wait_listening "$ECHO_PORT"
+    drive "$shape" "$w" "$rep" "$procs" echo --url "ws://127.0.0.1:$ECHO_PORT/" \
+        --conns $(((ECHO_CONNS + procs - 1) / procs)) --size 16 --depth "$depth" \
+        --secs "$SECS" --warmup "$WARMUP" --pid "$server_pid"
+}
+
 run_fanout() {
-    local shape=$1 w=$2 rep=$3 topics subs logs=() pids=() i
+    local shape=$1 w=$2 rep=$3 topics subs
     case $shape in
         fan8) topics=8; subs=$FAN8_SUBS ;;
         fan1) topics=1; subs=$FAN1_SUBS ;;
@@ -166,19 +174,9 @@ run_fanout() {
         > "$OUT/server-chat-$w.log" 2>&1 &
     server_pid=$!
     wait_listening "$WS_PORT"
-    for i in $(seq "$topics"); do
-        local log=$OUT/$shape-w$w-r$rep-t$i.txt
-        logs+=("$log")
-        taskset -c "$(loadgen_cpus "$w")" "$LOADGEN" fanout --transport ws \
-            --url "ws://127.0.0.1:$WS_PORT/ws" --destination "/topic/scale.$i" \
-            --subs "$subs" --size 100 --window "$WINDOW" --seconds "$SECS" --warmup "$WARMUP" \
-            --server-pid "$server_pid" > "$log" 2>&1 &
-        pids+=($!)
-    done
-    for i in "${pids[@]}"; do wait "$i" || true; done
-    stop_pid "$server_pid"
-    server_pid=""
-    record "$shape" "$w" "$rep" "${logs[@]}"
+    drive "$shape" "$w" "$rep" "$topics" fanout --transport ws --url "ws://127.0.0.1:$WS_PORT/ws" \
+        --destination "/topic/scale.@I@" --subs "$subs" --size 100 --window "$WINDOW" \
+        --seconds "$SECS" --warmup "$WARMUP" --server-pid "$server_pid"
 }
 
 for rep in $(seq "$REPS"); do
