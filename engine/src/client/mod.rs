@@ -56,7 +56,7 @@ pub struct ClientConfig {
     /// is compressed alone) and asks for `server_no_context_takeover`. Default `None`.
     pub deflate: Option<DeflateConfig>,
     /// Roots for `wss://` URLs (the server's name, the URL's host, is always checked against
-    /// its certificate). `None`: the platform's roots, loaded at each connect. Default `None`.
+    /// its certificate). `None`: the platform's roots, read once per process. Default `None`.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
 }
@@ -317,7 +317,7 @@ impl Client {
         {
             let tls = match &config.tls {
                 Some(tls) => tls.clone(),
-                None => crate::tls::ClientTls::platform().map_err(ClientError::TlsConfig)?,
+                None => crate::tls::ClientTls::platform_shared().map_err(ClientError::TlsConfig)?,
             };
             let session = tls.connect(&url.host).map_err(ClientError::TlsConfig)?;
             Ok(ClientStream::Tls(Box::new(rustls::StreamOwned::new(

@@ -249,6 +249,18 @@ impl ClientTls {
         ClientTls::with_roots(roots)
     }
 
+    /// [`platform`](Self::platform), read once per process and shared: what the clients use
+    /// when given no roots (reading the system store costs milliseconds, too much per
+    /// connect). A failure is not kept: the next call reads again.
+    pub fn platform_shared() -> Result<ClientTls, TlsError> {
+        static LOADED: std::sync::OnceLock<ClientTls> = std::sync::OnceLock::new();
+        if let Some(tls) = LOADED.get() {
+            return Ok(tls.clone());
+        }
+        let tls = ClientTls::platform()?;
+        Ok(LOADED.get_or_init(|| tls).clone())
+    }
+
     fn with_roots(roots: rustls::RootCertStore) -> Result<ClientTls, TlsError> {
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?

@@ -344,7 +344,7 @@ impl<D> Core<D> {
             let invalid = |e: crate::tls::TlsError| io::Error::new(io::ErrorKind::InvalidInput, e);
             let tls = match &self.config.client.tls {
                 Some(tls) => tls.clone(),
-                None => crate::tls::ClientTls::platform().map_err(invalid)?,
+                None => crate::tls::ClientTls::platform_shared().map_err(invalid)?,
             };
             let session = tls.connect(target.server_name()).map_err(invalid)?;
             Ok(Transport::Tls(Box::new(
