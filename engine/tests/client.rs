@@ -103,7 +103,9 @@ fn round_trip(kind: DataKind, mode: Mode, len: usize) {
     assert_eq!(payload.len(), len);
     send(&mut client, kind, &payload, mode);
     let what = format!("the echo of the {kind:?} {mode:?} {len}-byte message");
-    let got = match (kind, read_event(&mut client, &what)) {
+    // A debug build on a loaded machine has taken over 30 s for the 16 MiB round trip: the
+    // server's keep-alive ping may come first.
+    let got = match (kind, read_data(&mut client, &what)) {
         (DataKind::Text, OwnedEvent::Text(text)) => text.into_bytes(),
         (DataKind::Binary, OwnedEvent::Binary(bytes)) => bytes,
         (_, other) => panic!(

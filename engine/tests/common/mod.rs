@@ -699,10 +699,21 @@ pub fn expect_dropped(client: &mut sockeye::client::Client, what: &str) {
     }
 }
 
-/// Sends a text message and expects it back unchanged.
+/// The next event that is not a ping or a pong (the client answers pings itself; a server's
+/// keep-alive ping may come while a slow test waits for data). Bounded like [`read_event`].
+pub fn read_data(client: &mut sockeye::client::Client, what: &str) -> sockeye::client::OwnedEvent {
+    loop {
+        match read_event(client, what) {
+            sockeye::client::OwnedEvent::Ping(_) | sockeye::client::OwnedEvent::Pong(_) => {}
+            other => return other,
+        }
+    }
+}
+
+/// Sends a text message and expects it back unchanged (pings and pongs on the way skipped).
 pub fn echo_text(client: &mut sockeye::client::Client, text: &str) {
     client.send_text(text).expect("send text");
-    match read_event(client, &format!("the echo of {text:?}")) {
+    match read_data(client, &format!("the echo of {text:?}")) {
         sockeye::client::OwnedEvent::Text(got) => assert_eq!(got, text, "echoed text"),
         other => panic!("expected the text echoed, got {other:?}"),
     }
