@@ -271,7 +271,8 @@ fn logged_in(chat: &Chat, login: &str, passcode: &str) -> Stomp {
 }
 
 /// `POST /api/rooms {"name": name}`; returns the new room's id.
-fn create_room(chat: &Chat, name: &str) -> String {
+/// `POST /api/rooms {"name": name}`: the whole HTTP response.
+fn post_room(chat: &Chat, name: &str) -> String {
     use std::io::{Read, Write};
     let body = serde_json::json!({ "name": name }).to_string();
     let mut s = std::net::TcpStream::connect_timeout(&chat.http, TIMEOUT).expect("connect HTTP");
@@ -285,7 +286,12 @@ fn create_room(chat: &Chat, name: &str) -> String {
     .expect("write POST");
     let mut response = String::new();
     s.read_to_string(&mut response)
-        .unwrap_or_else(|e| panic!("reading the answer to POST /api/rooms: {e}"));
+        .unwrap_or_else(|e| panic!("reading the answer to POST /api/rooms {name:?}: {e}"));
+    response
+}
+
+fn create_room(chat: &Chat, name: &str) -> String {
+    let response = post_room(chat, name);
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let json = response.split("\r\n\r\n").nth(1).expect("a body");
     let room: serde_json::Value = serde_json::from_str(json).expect("JSON room");
@@ -503,20 +509,8 @@ fn subscription_and_session_limits_answer_error() {
 /// a longer TALK gets a `/user/queue/errors` reply and nothing in the room.
 #[test]
 fn room_name_and_message_lengths_are_limited() {
-    use std::io::{Read, Write};
     let chat = start(&["--max-room-name", "8", "--max-chat-message", "5"]);
-    let body = r#"{"name":"A long room name"}"#;
-    let mut s = std::net::TcpStream::connect_timeout(&chat.http, TIMEOUT).expect("connect HTTP");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "POST /api/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response)
-        .expect("the answer to POST /api/rooms");
+    let response = post_room(&chat, "A long room name");
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     let room = create_room(&chat, "Short");
     let mut ann = Stomp::connect(chat.stomp, "ann", Some("ann"));
@@ -582,22 +576,10 @@ fn json_logs_name_session_peer_and_user() {
 /// gets 429 with `Retry-After`.
 #[test]
 fn rooms_per_hour_are_limited_per_address() {
-    use std::io::{Read, Write};
     let chat = start(&["--max-rooms-per-hour", "2"]);
     create_room(&chat, "One");
     create_room(&chat, "Two");
-    let body = r#"{"name":"Three"}"#;
-    let mut s = std::net::TcpStream::connect_timeout(&chat.http, TIMEOUT).expect("connect HTTP");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "POST /api/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response)
-        .expect("the answer to a third POST /api/rooms");
+    let response = post_room(&chat, "Three");
     assert!(response.starts_with("HTTP/1.1 429"), "{response}");
     assert!(
         response.to_ascii_lowercase().contains("retry-after: 36"),
