@@ -129,7 +129,7 @@ impl Gate {
     }
 
     /// Registers a session to resume when the gate opens; false if it is open already.
-    fn wait(&self, inbox: &Arc<Inbox>, tag: Tag) -> bool {
+    pub(crate) fn wait(&self, inbox: &Arc<Inbox>, tag: Tag) -> bool {
         let mut waiting = self.lock();
         // Checked under the lock: `open` clears the flag before it takes the waiters, so a
         // waiter is either seen by it or sees the gate open.

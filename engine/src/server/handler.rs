@@ -182,6 +182,12 @@ pub trait Handler: 'static {
     /// go with [`Session::end_with`].
     fn on_overflow(&mut self, _session: &mut Session<'_, Self::Data>, _dropped: u32) {}
 
+    /// A [`Task`](super::Task) posted to this worker through [`Workers::post`](super::Workers::post),
+    /// on this worker's thread, in order with the other commands the poster sent here. Sends
+    /// through `out` to this worker's sessions are applied with them, without another post.
+    /// The default drops it.
+    fn on_task(&mut self, _task: super::Task, _out: &mut super::TaskOut<'_>) {}
+
     /// Called before `on_close` when the session ends because of an error.
     fn on_error(&mut self, _session: &mut Session<'_, Self::Data>, _error: &SessionError) {}
 

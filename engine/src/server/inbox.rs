@@ -83,6 +83,10 @@ pub(crate) enum Command {
         stream: crate::driver::transport::Transport,
         head: Vec<u8>,
     },
+    /// Work for the handler (see [`super::task`]).
+    Task(super::task::Task),
+    /// Stop reading the session until `gate` opens (if it is still closed when applied).
+    Hold { to: Tag, gate: Arc<Gate> },
     /// Last words, then the close (see `Session::end_with`).
     End {
         to: Tag,
@@ -112,7 +116,30 @@ pub(crate) struct Inbox {
     gate: Arc<Gate>,
 }
 
+thread_local! {
+    /// The address of the inbox of the worker running on this thread (0 elsewhere).
+    static OWN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as the loop that takes `inbox`: what it posts there itself needs no
+/// wake-up (the loop looks at its inbox before it sleeps, see [`Inbox::has_commands`]).
+pub(crate) fn enlist(inbox: &Arc<Inbox>) {
+    OWN.with(|own| own.set(Arc::as_ptr(inbox) as usize));
+}
+
 impl Inbox {
+    /// Whether posting here must wake the loop: not from the loop's own thread, which looks
+    /// before it sleeps.
+    fn needs_wake(&self) -> bool {
+        OWN.with(|own| own.get() != self as *const Inbox as usize)
+    }
+
+    /// Whether anything waits to be taken (the loop checks before it sleeps: its own posts
+    /// did not wake it).
+    pub fn has_commands(&self) -> bool {
+        !self.lock().commands.is_empty()
+    }
+
     pub fn new(waker: Arc<Waker>, limit: usize) -> Inbox {
         Inbox {
             queue: Mutex::default(),
@@ -138,7 +165,7 @@ impl Inbox {
         if queue.bytes > 0 && queue.bytes + bytes > self.limit {
             return Err(PostError::Full);
         }
-        let wake = queue.commands.is_empty();
+        let wake = queue.commands.is_empty() && self.needs_wake();
         queue.commands.push(command);
         queue.bytes += bytes;
         if queue.bytes > self.limit / 4 {
@@ -153,6 +180,11 @@ impl Inbox {
         Ok(())
     }
 
+    /// Queues a task (see [`super::task::Workers::post`]).
+    pub(crate) fn post_task(&self, command: Command, cost: usize) -> Result<(), PostError> {
+        self.post(command, cost)
+    }
+
     /// Queues a command that must not be refused for want of room (closes, resumes: small,
     /// and what frees room in the end). Dropped only when the worker has stopped.
     pub(crate) fn post_control(&self, command: Command) {
@@ -160,7 +192,7 @@ impl Inbox {
         if queue.stopped {
             return;
         }
-        let wake = queue.commands.is_empty();
+        let wake = queue.commands.is_empty() && self.needs_wake();
         queue.commands.push(command);
         drop(queue);
         if wake {
@@ -334,8 +366,47 @@ impl SessionHandle {
         self.post_control(command)
     }
 
+    /// Whether the session lives on the worker that owns `inbox`.
+    pub(crate) fn is_on(&self, inbox: &Arc<Inbox>) -> bool {
+        Arc::ptr_eq(&self.inbox, inbox)
+    }
+
+    /// A send applied by the session's own worker (not counted in its flow: it never waits
+    /// in the inbox).
+    pub(crate) fn local_command(
+        &self,
+        kind: DataKind,
+        prefix: Bytes,
+        payload: Bytes,
+        bounded: bool,
+    ) -> Command {
+        self.send_command(kind, prefix, payload, bounded, false)
+    }
+
+    /// Stops reading this session until `gate` opens (from any thread): a producer that feeds
+    /// what is behind, found so on another worker (where a [`Gate::pass`] would pause nobody).
+    /// Applied on the session's worker a moment later; nothing happens if the gate is open
+    /// by then. Never refused for a full inbox.
+    pub fn hold_until(&self, gate: &Arc<Gate>) -> Result<(), PostError> {
+        self.post_control(Command::Hold {
+            to: self.tag,
+            gate: gate.clone(),
+        })
+    }
+
     fn command(&self, kind: DataKind, prefix: Bytes, payload: Bytes, bounded: bool) -> Command {
         let counted = self.flow.posted(prefix.len() + payload.len());
+        self.send_command(kind, prefix, payload, bounded, counted)
+    }
+
+    fn send_command(
+        &self,
+        kind: DataKind,
+        prefix: Bytes,
+        payload: Bytes,
+        bounded: bool,
+        counted: bool,
+    ) -> Command {
         Command::Send {
             to: self.tag,
             head: Head::data(kind, prefix.len() + payload.len()),

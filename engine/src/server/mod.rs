@@ -4,7 +4,8 @@
 //! spreads connections across them), a slab of connections, one read buffer, one cork buffer,
 //! its timers and an inbox for sends from other threads. Connections never move between
 //! workers. See `worker/mod.rs` for the loop itself, [`handler`] for the application's callbacks,
-//! [`Session`] for sending with backpressure and [`SessionHandle`] for sending from anywhere.
+//! [`Session`] for sending with backpressure, [`SessionHandle`] for sending from anywhere and
+//! [`task`] for state kept per worker and reached from anywhere (one post per worker).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -25,6 +26,7 @@ mod inbox;
 mod session;
 #[cfg(unix)]
 mod signals;
+pub mod task;
 mod worker;
 
 pub use gate::Gate;
@@ -35,6 +37,7 @@ pub use session::{Outgoing, SendStatus, Session};
 pub use signals::reload_tls_on_sighup;
 #[cfg(unix)]
 pub use signals::shutdown_on_signals;
+pub use task::{Task, TaskOut, Workers};
 
 /// What happens to a message that would push a session's queued bytes over
 /// [`ServerConfig::max_backpressure`]. Either way the message is dropped and the sender sees
@@ -269,6 +272,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Each worker's inbox, by worker index (for handing a connection to another worker).
     pub inboxes: Mutex<Vec<Arc<inbox::Inbox>>>,
+    /// The same inboxes, set once every worker exists (before any runs), for tasks.
+    pub workers: std::sync::OnceLock<Vec<Arc<inbox::Inbox>>>,
     /// Which worker owns each live SockJS session (`prefix/session-id`): requests for it that
     /// land elsewhere are handed over.
     pub sockjs_owners: Mutex<std::collections::HashMap<Box<str>, usize>>,
@@ -382,6 +387,12 @@ impl Server {
         }
     }
 
+    /// The workers, for posting [`Task`]s to their handlers (before the server runs, posts
+    /// are refused).
+    pub fn workers(&self) -> Workers {
+        Workers::new(self.shared.clone(), self.listeners.len())
+    }
+
     /// Starts the workers in background threads; `factory` makes each worker's handler.
     pub fn spawn<H, F>(self, factory: F) -> io::Result<RunningServer>
     where
@@ -391,14 +402,26 @@ impl Server {
         let factory = Arc::new(factory);
         let mut threads = Vec::new();
         let mut stream_listeners = self.stream_listeners.into_iter();
+        let mut workers = Vec::new();
         for (index, std_listener) in self.listeners.into_iter().enumerate() {
-            let worker = worker::Worker::new(
+            workers.push(worker::Worker::new(
                 index,
                 std_listener,
                 stream_listeners.next(),
                 self.config.clone(),
                 self.shared.clone(),
-            )?;
+            )?);
+        }
+        // Every inbox exists before any worker runs: a task posted from a handler finds them all.
+        let inboxes = self
+            .shared
+            .inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _ = self.shared.workers.set(inboxes);
+        for worker in workers {
+            let index = worker.index();
             let factory = factory.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sockeye-{index}"))
@@ -457,6 +480,11 @@ impl RunningServer {
     /// The server's counters now.
     pub fn stats(&self) -> ServerStats {
         self.handle.shared.counters.snapshot()
+    }
+
+    /// The workers, for posting [`Task`]s to their handlers.
+    pub fn workers(&self) -> Workers {
+        Workers::new(self.handle.shared.clone(), self.threads.len())
     }
 
     /// Graceful shutdown, then waits for the workers.

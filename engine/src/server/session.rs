@@ -174,6 +174,17 @@ impl<D> Session<'_, D> {
         self.state.id
     }
 
+    /// Every worker of the server, for posting [`Task`](super::Task)s.
+    pub fn workers(&self) -> super::Workers {
+        let count = self.out.env.shared.workers.get().map_or(1, Vec::len);
+        super::Workers::new(self.out.env.shared.clone(), count)
+    }
+
+    /// The index of the worker this session lives on.
+    pub fn worker_index(&self) -> usize {
+        self.out.env.index
+    }
+
     pub fn data(&self) -> &D {
         &self.state.data
     }

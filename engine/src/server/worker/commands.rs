@@ -10,6 +10,7 @@ use crate::error::SendError;
 use crate::server::handler::Handler;
 use crate::server::inbox::Command;
 use crate::server::session::Session;
+use crate::server::task::TaskOut;
 
 impl<D> Loop<D> {
     /// Applies what other threads posted. Commands are grouped by session — a stable sort, so
@@ -35,15 +36,19 @@ impl<D> Loop<D> {
                 }
             }
         }
+        if commands.iter().any(|c| matches!(c, Command::Task(_))) {
+            commands = self.run_tasks(handler, commands);
+        }
         let mut order = std::mem::take(&mut self.command_order);
         for (index, command) in commands.iter().enumerate() {
             match command {
                 Command::Send { to, .. }
                 | Command::Close { to, .. }
                 | Command::Resume { to }
-                | Command::End { to, .. } => order.push((*to, index)),
+                | Command::End { to, .. }
+                | Command::Hold { to, .. } => order.push((*to, index)),
                 Command::Broadcast { to, .. } => order.extend(to.iter().map(|t| (*t, index))),
-                Command::Adopt { .. } => {}
+                Command::Adopt { .. } | Command::Task(_) => {}
             }
         }
         order.sort_by_key(|(tag, _)| tag.key);
@@ -93,7 +98,8 @@ impl<D> Loop<D> {
                     });
                 }
                 Command::Resume { .. } => self.resume_gate(to),
-                Command::Adopt { .. } => {}
+                Command::Hold { gate, .. } => self.hold_gate(to, gate),
+                Command::Adopt { .. } | Command::Task(_) => {}
                 Command::End {
                     head,
                     payload,
@@ -115,6 +121,25 @@ impl<D> Loop<D> {
         self.command_order = order;
         commands.clear();
         self.commands = commands;
+    }
+
+    /// Hands the tasks among `commands` to the handler; what they send to this worker's
+    /// sessions takes their place, so it is applied in order with the rest.
+    fn run_tasks<H: Handler<Data = D>>(
+        &mut self,
+        handler: &mut H,
+        commands: Vec<Command>,
+    ) -> Vec<Command> {
+        let mut expanded = Vec::with_capacity(commands.len());
+        for command in commands {
+            match command {
+                Command::Task(task) => {
+                    handler.on_task(task, &mut TaskOut::new(&self.env.inbox, &mut expanded))
+                }
+                other => expanded.push(other),
+            }
+        }
+        expanded
     }
 
     /// Runs `act` on the session `to` names, if it is still there. The cork holds one

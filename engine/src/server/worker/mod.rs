@@ -315,8 +315,14 @@ impl Worker {
         })
     }
 
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn run<H: Handler>(mut self, mut handler: H) -> io::Result<()> {
         gate::enlist();
+        super::task::enlist(self.index);
+        super::inbox::enlist(&self.inbox);
         let now = Instant::now();
         let mut lp = Loop::<H::Data> {
             conns: Slab::new(),
@@ -598,7 +604,8 @@ impl<D> Loop<D> {
     }
 
     fn timeout(&self, stop_at: Option<Instant>) -> Option<Duration> {
-        if !self.pending.is_empty() {
+        // What this loop posted to itself woke nobody: take it before sleeping.
+        if !self.pending.is_empty() || self.env.inbox.has_commands() {
             return Some(Duration::ZERO);
         }
         let next = [self.timers.next(), self.sockjs.next_deadline(), stop_at]
@@ -1401,6 +1408,20 @@ impl<D> Loop<D> {
             self.pending.push(key);
         }
         Ok(())
+    }
+
+    /// A producer on another thread found that what this session feeds is behind: stop
+    /// reading it until `gate` opens (nothing if it is open already).
+    fn hold_gate(&mut self, tag: Tag, gate: &Arc<gate::Gate>) {
+        if !self.is_open(tag) {
+            return;
+        }
+        if let Phase::Open(open) = &mut self.conns[tag.key].phase {
+            if !open.paused_gate && gate.wait(&self.env.inbox, tag) {
+                open.paused_gate = true;
+                Counters::bump(&self.env.counters().gate_pauses);
+            }
+        }
     }
 
     /// A gate the session waited for opened: read it again (unless its own queue still holds
