@@ -320,6 +320,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Reads once into the spare room of `inbuf`; sets `eof` at the end of the stream.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let chunk = self.config.read_chunk;
+        if self.inbuf.is_empty() && self.inbuf.capacity() < chunk {
+            // All read bytes are consumed and reads have moved into the chunk: once no message
+            // handed out still shares the allocation, read into its start again (memory still
+            // in cache) instead of walking on through it. Asking for more than the spare room
+            // moves the empty buffer to the front when it can, and never allocates. (A buffer
+            // still at its front has a whole chunk of room: nothing to ask.)
+            let _ = self.inbuf.try_reclaim(self.inbuf.capacity() + 1);
+        }
         if self.inbuf.capacity() - self.inbuf.len() < chunk / 4 {
             self.inbuf.reserve(chunk);
         }
@@ -624,6 +632,36 @@ mod tests {
             .enable_all()
             .build()
             .expect("a current-thread runtime")
+    }
+
+    #[test]
+    fn reads_go_to_the_start_of_the_read_buffer_once_its_messages_are_dropped() {
+        rt().block_on(async {
+            let (server_io, mut client_io) = tokio::io::duplex(1 << 16);
+            let mut ws = WebSocketStream::from_upgraded(server_io, Role::Server, Config::default());
+            let mut start = None;
+            for i in 0..200u32 {
+                let frame = frames(&[&i.to_be_bytes().repeat(16)]);
+                tokio::io::AsyncWriteExt::write_all(&mut client_io, &frame)
+                    .await
+                    .expect("write to the duplex pipe");
+                let next = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next());
+                match next.await.expect("timed out waiting for a message") {
+                    Some(Ok(Message::Binary(b))) => {
+                        assert_eq!(&b[..4], &i.to_be_bytes());
+                        let at = b.as_ptr() as usize;
+                        // Each message is read where the first one was: 200 of them would
+                        // walk 14 KB into the 64 KiB chunk without the reclaim.
+                        assert_eq!(
+                            *start.get_or_insert(at),
+                            at,
+                            "message {i} was read further on"
+                        );
+                    }
+                    other => panic!("expected message {i}, got {other:?}"),
+                }
+            }
+        });
     }
 
     #[test]
