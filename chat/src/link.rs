@@ -7,7 +7,44 @@
 //! caller's slice when no partial frame is pending, and only an incomplete tail is copied.
 
 use crate::broker::{Action, Broker, Credentials, SessionId};
-use crate::stomp::{parse, Limits, Status};
+use crate::stomp::{parse, Frame, Limits, Status, StompError, Version};
+
+/// Where a link's frames go: the broker itself, or a transport's router in front of it (see
+/// `crate::server::router`).
+pub trait Sink {
+    /// The session's negotiated version (`None` before CONNECT), for the parser.
+    fn version(&self, session: SessionId) -> Option<Version>;
+    /// See [`Broker::needs_authentication`].
+    fn needs_authentication(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+    ) -> Option<Credentials>;
+    fn handle(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>);
+    fn parse_error(&mut self, session: SessionId, error: &StompError, out: &mut Vec<Action>);
+}
+
+impl Sink for Broker {
+    fn version(&self, session: SessionId) -> Option<Version> {
+        Broker::version(self, session)
+    }
+
+    fn needs_authentication(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+    ) -> Option<Credentials> {
+        Broker::needs_authentication(self, session, frame)
+    }
+
+    fn handle(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
+        Broker::handle(self, session, frame, out)
+    }
+
+    fn parse_error(&mut self, session: SessionId, error: &StompError, out: &mut Vec<Action>) {
+        Broker::parse_error(self, session, error, out)
+    }
+}
 
 /// One connection's side of the STOMP stream.
 #[derive(Debug, Default)]
@@ -18,8 +55,29 @@ pub struct Link {
     failed: bool,
     /// The address the connection came from, when the transport said.
     peer: Option<std::net::IpAddr>,
-    /// A CONNECT's credentials waiting to be judged outside the broker lock.
-    credentials: Option<Credentials>,
+    /// A CONNECT's credentials waiting to be judged outside the broker lock (boxed: rare,
+    /// and large next to the rest).
+    credentials: Option<Box<Credentials>>,
+    /// What the transport keeps of the session once connected (see [`Ticket`]).
+    ticket: Option<Ticket>,
+    /// The session's topic subscriptions in its worker's table (their keys there), when the
+    /// transport keeps them per worker.
+    topics: Vec<u32>,
+    /// When the transport last stamped the session's liveness (its own clock, in seconds).
+    pub touched: u32,
+}
+
+/// What a transport keeps of a connected session so that its SENDs to topics and
+/// application destinations need no broker lock: its version, its user and its SEND
+/// allowance (see `crate::server::router`).
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    pub version: Version,
+    pub user: Option<std::sync::Arc<str>>,
+    pub sends: Option<crate::broker::limits::Bucket>,
+    /// Subscriptions the broker holds for the session (queues, users' destinations): a new
+    /// topic subscription's id is checked against them only when there are any.
+    pub broker_subscriptions: u32,
 }
 
 /// What one [`Link::feed`] saw.
@@ -58,7 +116,12 @@ impl Link {
 
     /// The credentials of the CONNECT the last feed stopped before ([`Fed::authenticate`]).
     pub fn take_credentials(&mut self) -> Option<Credentials> {
-        self.credentials.take()
+        self.credentials.take().map(|c| *c)
+    }
+
+    /// The session's [`Ticket`] and topic subscription keys (the transport's to keep).
+    pub fn session_state(&mut self) -> (&mut Option<Ticket>, &mut Vec<u32>) {
+        (&mut self.ticket, &mut self.topics)
     }
 
     /// A link for a connection from `peer`.
@@ -122,11 +185,11 @@ impl Link {
     /// [`Link::feed`], but stops at the end of a `batch`: whatever follows is left unused (`Fed::used` says where),
     /// not buffered, so that a transport that can hold input back (a TCP stream whose reading
     /// pauses) offers it again later. Only an incomplete last frame is buffered, as always.
-    pub fn feed_some(
+    pub fn feed_some<S: Sink + ?Sized>(
         &mut self,
         session: SessionId,
         bytes: &[u8],
-        broker: &mut Broker,
+        broker: &mut S,
         limits: &Limits,
         out: &mut Vec<Action>,
         batch: Batch,
@@ -173,11 +236,11 @@ impl Link {
 
     /// Parses and hands over frames; returns what it saw, the bytes used, and whether it
     /// stopped at the batch's limit with input left.
-    fn run(
+    fn run<S: Sink + ?Sized>(
         &mut self,
         session: SessionId,
         buf: &[u8],
-        broker: &mut Broker,
+        broker: &mut S,
         limits: &Limits,
         out: &mut Vec<Action>,
         batch: Batch,
@@ -191,7 +254,7 @@ impl Link {
             match parse(&buf[pos..], limits, broker.version(session)) {
                 Ok(Status::Complete(frame, used)) => {
                     if let Some(credentials) = broker.needs_authentication(session, &frame) {
-                        self.credentials = Some(credentials);
+                        self.credentials = Some(Box::new(credentials));
                         fed.authenticate = true;
                         return (fed, pos, true);
                     }
@@ -231,12 +294,25 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send { to, frame } if *to == session => {
-                    Some(String::from_utf8_lossy(&frame.to_vec()).into_owned())
-                }
+                Action::Send { to, frame } if *to == session => Some(without_message_id(
+                    &String::from_utf8_lossy(&frame.to_vec()),
+                )),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Message ids are numbered process-wide (tests run side by side): left out of
+    /// comparisons.
+    fn without_message_id(frame: &str) -> String {
+        frame
+            .lines()
+            .map(|l| match l.starts_with("message-id:") {
+                true => "message-id:*",
+                false => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     const STREAM: &[u8] = b"CONNECT\naccept-version:1.2\n\n\0\nSUBSCRIBE\nid:0\ndestination:/topic/a\nreceipt:r\n\n\0\r\nSEND\ndestination:/topic/a\ncontent-length:3\n\na\0b\0\n";

@@ -59,9 +59,9 @@ impl SockeyeUpstream {
 
     fn counts(&self) -> (usize, usize) {
         self.server.as_ref().map_or((0, 0), |s| {
-            s.hub()
-                .messaging()
-                .with_broker(|b| (b.session_count(), b.subscription_count()))
+            let hub = s.hub();
+            let sessions = hub.messaging().with_broker(|b| b.session_count());
+            (sessions, hub.subscription_count())
         })
     }
 }

@@ -18,26 +18,48 @@
 //!   subscriber.
 //! * SEND and ACK inside `BEGIN`…`COMMIT` take effect at `COMMIT`; `ABORT` or a disconnect
 //!   discards them.
+//!
+//! The [`Broker`]'s methods are spread over submodules by concern; this file holds the types,
+//! the accessors and the dispatch ([`Broker::handle`], [`Broker::closed`]):
+//! * `connect`: CONNECT, authentication, session limits and the SEND rate.
+//! * `routing`: SEND, publish, subscription matching, queues, fan-out, SUBSCRIBE, UNSUBSCRIBE.
+//! * `acks`: ACK and NACK, redelivery.
+//! * `transactions`: BEGIN, COMMIT, ABORT and the frames a transaction holds.
+//! * `replies`: the broker's own ERROR, RECEIPT and CONNECTED frames.
+//! * `relayed`: relay mode (an external broker does the routing); `destination`, `limits` and
+//!   `permissions`: destination names, rate and census counters, and the permission rules.
+//! * [`topics`]: a worker's own table of topic subscriptions and the shared published message,
+//!   for transports that keep clients' topic subscriptions per worker
+//!   ([`BrokerConfig::shard_topics`], what the chat server does with the embedded broker):
+//!   the broker then checks a topic SUBSCRIBE and hands it over, and a publish to a topic
+//!   becomes one [`Action::Publish`] that every worker delivers from its own table.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::stomp::{
-    encode, encode_message_head, Command, EncodeOptions, Frame, MessageTail, StompError, Version,
-};
+use crate::stomp::{Command, Frame, StompError, Version};
 
+mod acks;
+mod connect;
 pub mod destination;
 pub mod limits;
 pub mod permissions;
 mod relayed;
+mod replies;
+mod routing;
+pub mod topics;
+
+pub(crate) use replies::{error_frame_in, receipt_frame_in};
+pub(crate) use routing::{check_send, check_subscribe, message_headers};
+mod transactions;
 
 use destination::{Kind, Prefixes};
 use limits::{Bucket, Census, SendRate};
-use permissions::{Permissions, Verb};
+use permissions::Permissions;
 pub use relayed::{RelayMode, RelayOp, USER_DESTINATION_HEADER};
 
 /// Identifies a transport connection (assigned by the transport, unique per broker).
@@ -162,6 +184,18 @@ pub enum Action {
     Event(BrokerEvent),
     /// For the relay to the external broker (relay mode only).
     Relay(RelayOp),
+    /// A message for the topic subscriptions the transport keeps per worker
+    /// ([`BrokerConfig::shard_topics`]): every worker matches it against its own table.
+    Publish(Arc<topics::Published>),
+    /// A topic subscription for the transport's per-worker table (`shard_topics`): the
+    /// broker checked it and keeps only its id.
+    TopicSubscribe {
+        to: SessionId,
+        id: String,
+        target: String,
+        version: Version,
+        ack: AckMode,
+    },
     /// Carry out `actions` (for session `to`) only after `delay_ms`, reading nothing more from
     /// `to` meanwhile: a refused CONNECT from an address that keeps failing is answered late,
     /// so that guessing passcodes is slow (see [`AuthRefusal::delay_ms`]).
@@ -284,6 +318,15 @@ pub struct BrokerConfig {
     pub max_sessions_per_user: Option<usize>,
     /// Connected sessions from one address (as [`Broker::opened`] said). Default none.
     pub max_sessions_per_address: Option<usize>,
+    /// Topic subscriptions of clients' sessions are kept by the transport, per worker, not
+    /// here: a SUBSCRIBE to a topic is checked and answered [`Action::TopicSubscribe`], a
+    /// publish to a topic gives [`Action::Publish`] (plus MESSAGEs for the application's own
+    /// subscriptions, which stay here). The transport then owns those subscriptions: it
+    /// refuses a duplicate id before the broker sees the SUBSCRIBE, handles their
+    /// UNSUBSCRIBE and their end at close, and tells the broker how many a session holds
+    /// ([`Broker::set_topic_subscriptions`]) for the per-session limit. Off by default (and
+    /// in relay mode): the broker delivers to every subscription itself.
+    pub shard_topics: bool,
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -314,6 +357,7 @@ impl Default for BrokerConfig {
             max_send_rate: None,
             max_sessions_per_user: None,
             max_sessions_per_address: None,
+            shard_topics: false,
         }
     }
 }
@@ -374,11 +418,23 @@ struct SessionState {
     version: Option<Version>,
     user: Option<String>,
     subscriptions: Vec<usize>,
-    transactions: HashMap<String, Vec<TxOp>>,
-    attributes: HashMap<String, String>,
+    /// Topic subscriptions the transport keeps for it ([`BrokerConfig::shard_topics`]).
+    topic_subscriptions: u32,
+    /// Open transactions and the application's attributes: most sessions have neither, so
+    /// each is boxed once used (a box is 8 bytes where an empty map is 48).
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes inline instead of an empty map's 48"
+    )]
+    transactions: Option<Box<HashMap<String, Vec<TxOp>>>>,
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes inline instead of an empty map's 48"
+    )]
+    attributes: Option<Box<HashMap<String, String>>>,
     /// SENDs allowed (with [`BrokerConfig::max_send_rate`]).
     sends: Option<Bucket>,
-    /// The address it was counted under (sessions per address).
+    /// The address it came from (what the per-address limit counted it under).
     address: Option<IpAddr>,
     /// The application's own session ([`Broker::connect_trusted`]): no rules, no limits.
     trusted: bool,
@@ -387,7 +443,9 @@ struct SessionState {
 /// The broker.
 pub struct Broker {
     config: BrokerConfig,
-    sessions: HashMap<SessionId, SessionState>,
+    /// Boxed: the table's buckets stay small (an idle connection's cost is mostly tables like
+    /// this one, whose empty buckets are all touched).
+    sessions: HashMap<SessionId, Box<SessionState>>,
     subs: slab::Slab<Subscription>,
     /// Exact (non-wildcard) targets → subscriptions, for O(subscribers) fan-out.
     exact: HashMap<String, Vec<usize>>,
@@ -395,10 +453,10 @@ pub struct Broker {
     patterns: Vec<usize>,
     held: HashMap<String, VecDeque<Stored>>,
     round_robin: HashMap<String, usize>,
-    next_message: u64,
     /// The frame being handled handed its receipt to the relay (relay mode).
     receipt_taken: bool,
-    /// Where each open transport session came from (connected or not), as the transport said.
+    /// Where each transport session not connected yet came from, as the transport said (a
+    /// connected one's is in its [`SessionState`]).
     addresses: HashMap<SessionId, IpAddr>,
     /// Connected sessions per user and per address.
     per_user: Census<String>,
@@ -434,9 +492,6 @@ fn refuse(message: impl Into<String>) -> Refusal {
     }
 }
 
-/// Headers a SEND carries that are about the SEND itself, not the message.
-const SEND_ONLY_HEADERS: [&str; 4] = ["transaction", "receipt", "content-length", "destination"];
-
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         Broker {
@@ -447,7 +502,6 @@ impl Broker {
             patterns: Vec::new(),
             held: HashMap::new(),
             round_robin: HashMap::new(),
-            next_message: 0,
             receipt_taken: false,
             addresses: HashMap::new(),
             per_user: Census::default(),
@@ -456,44 +510,6 @@ impl Broker {
             trusting: None,
             verdicts: HashMap::new(),
         }
-    }
-
-    /// The credentials of `frame` when it is a CONNECT from `session` that the authenticator
-    /// has yet to judge. The server then stops handing this session's frames to the broker,
-    /// calls [`authenticator`](Self::authenticator) with the broker unlocked (a password hash
-    /// costs tens of milliseconds: under the lock every other session would wait),
-    /// gives the verdict to [`authenticated`](Self::authenticated) and offers the CONNECT again.
-    /// `None`: handle the frame now.
-    pub fn needs_authentication(
-        &self,
-        session: SessionId,
-        frame: &Frame<'_>,
-    ) -> Option<Credentials> {
-        let connect = matches!(frame.command, Command::Connect | Command::Stomp);
-        if !connect
-            || self.config.authenticator.is_none()
-            || self.sessions.contains_key(&session)
-            || self.verdicts.contains_key(&session)
-        {
-            return None;
-        }
-        Some(Credentials {
-            login: frame.header("login").map(str::to_owned),
-            passcode: frame.header("passcode").map(str::to_owned),
-            host: frame.header("host").map(str::to_owned),
-            session,
-            peer: self.address(session),
-        })
-    }
-
-    /// The authenticator, to call outside the lock.
-    pub fn authenticator(&self) -> Option<Authenticator> {
-        self.config.authenticator.clone()
-    }
-
-    /// The verdict on `session`'s pending CONNECT, reached outside the lock.
-    pub fn authenticated(&mut self, session: SessionId, verdict: Verdict) {
-        self.verdicts.insert(session, verdict);
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -527,14 +543,15 @@ impl Broker {
     /// Sets an attribute on a session (reported back in [`BrokerEvent::Disconnected`]).
     pub fn set_attribute(&mut self, session: SessionId, key: &str, value: &str) {
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.attributes.insert(key.into(), value.into());
+            let attributes = s.attributes.get_or_insert_with(Box::default);
+            attributes.insert(key.into(), value.into());
         }
     }
 
     pub fn attribute(&self, session: SessionId, key: &str) -> Option<&str> {
         self.sessions
             .get(&session)
-            .and_then(|s| s.attributes.get(key))
+            .and_then(|s| s.attributes.as_ref()?.get(key))
             .map(String::as_str)
     }
 
@@ -550,9 +567,20 @@ impl Broker {
         self.now_ms = now_ms;
     }
 
+    /// How many topic subscriptions the transport keeps for `session`
+    /// ([`BrokerConfig::shard_topics`]), counted against `max_subscriptions`.
+    pub fn set_topic_subscriptions(&mut self, session: SessionId, count: usize) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.topic_subscriptions = count.try_into().unwrap_or(u32::MAX);
+        }
+    }
+
     /// The address `session` came from, if the transport said.
     pub fn address(&self, session: SessionId) -> Option<IpAddr> {
-        self.addresses.get(&session).copied()
+        match self.sessions.get(&session) {
+            Some(state) => state.address,
+            None => self.addresses.get(&session).copied(),
+        }
     }
 
     /// A frame arrived from `session`.
@@ -606,963 +634,6 @@ impl Broker {
         self.error(session, refuse(error.to_string()), None, out);
     }
 
-    /// Sends ERROR (with `message`, and `receipt-id` when the frame asked for a receipt) and
-    /// closes: after an ERROR the spec says the server MUST close the connection.
-    fn error(
-        &mut self,
-        session: SessionId,
-        refusal: Refusal,
-        receipt: Option<&str>,
-        out: &mut Vec<Action>,
-    ) {
-        if let Some(frame) = self.error_frame(session, &refusal.message, &refusal.detail, receipt) {
-            out.push(Action::Send { to: session, frame });
-        }
-        out.push(Action::Close {
-            to: session,
-            ending: Ending::Error(refusal.message),
-        });
-    }
-
-    /// An ERROR frame for `session` in its version: `message` as the header, `detail` as the
-    /// body (for the transport's own errors, such as a slow consumer being let go).
-    pub fn error_frame(
-        &self,
-        session: SessionId,
-        message: &str,
-        detail: &str,
-        receipt: Option<&str>,
-    ) -> Option<OutFrame> {
-        let version = self.version(session);
-        let mut headers: Vec<(&str, &str)> =
-            vec![("message", message), ("content-type", "text/plain")];
-        if let Some(r) = receipt {
-            headers.push(("receipt-id", r));
-        }
-        let mut bytes = Vec::new();
-        let opts = EncodeOptions::new(version).with_content_length(true);
-        let sanitized: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(n, v)| (*n, sanitize(v, version)))
-            .collect();
-        encode(
-            Command::Error,
-            sanitized.iter().map(|(n, v)| (*n, v.as_str())),
-            detail.as_bytes(),
-            opts,
-            &mut bytes,
-        )
-        .ok()?;
-        Some(OutFrame::reply(bytes))
-    }
-
-    fn receipt(&mut self, session: SessionId, id: &str, out: &mut Vec<Action>) {
-        let version = self.version(session);
-        let mut bytes = Vec::new();
-        let id = sanitize(id, version);
-        if encode(
-            Command::Receipt,
-            [("receipt-id", id.as_str())],
-            b"",
-            EncodeOptions::new(version),
-            &mut bytes,
-        )
-        .is_ok()
-        {
-            out.push(Action::Send {
-                to: session,
-                frame: OutFrame::reply(bytes),
-            });
-        }
-    }
-
-    /// A CONNECT of the application's own (its internal subscriptions): no authenticator, and
-    /// the session is exempt from the permission rules and limits, which are for clients.
-    pub fn connect_trusted(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        out: &mut Vec<Action>,
-    ) {
-        self.trusting = Some(session);
-        self.handle(session, frame, out);
-        self.trusting = None;
-    }
-
-    fn connect(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        trusted: bool,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        let version = Version::negotiate(frame.header("accept-version"), &self.config.versions)
-            .ok_or_else(|| Refusal {
-                message: "no supported version".into(),
-                detail: format!(
-                    "supported versions: {}",
-                    join_versions(&self.config.versions)
-                ),
-            })?;
-        let request = ConnectRequest {
-            login: frame.header("login"),
-            passcode: frame.header("passcode"),
-            host: frame.header("host"),
-            session,
-            peer: self.address(session),
-        };
-        let user = match &self.config.authenticator {
-            _ if trusted => None,
-            Some(auth) => match self
-                .verdicts
-                .remove(&session)
-                .unwrap_or_else(|| auth(&request))
-            {
-                Ok(user) => user,
-                Err(AuthRefusal { reason, delay_ms }) if delay_ms > 0 => {
-                    let mut actions = Vec::new();
-                    let refusal = refuse(format!("not authorized: {reason}"));
-                    self.error(session, refusal, frame.header("receipt"), &mut actions);
-                    out.push(Action::Later {
-                        to: session,
-                        delay_ms,
-                        actions,
-                    });
-                    self.receipt_taken = true;
-                    return Ok(());
-                }
-                Err(AuthRefusal { reason, .. }) => {
-                    return Err(refuse(format!("not authorized: {reason}")))
-                }
-            },
-            None => None,
-        };
-        if !trusted {
-            self.check_session_limits(user.as_deref(), request.peer)?;
-        }
-        let (send_every, expect_every) = match frame.header("heart-beat") {
-            None => (0, 0),
-            Some(value) => {
-                let (cx, cy) = crate::stomp::parse_heart_beat(value)
-                    .ok_or_else(|| refuse("invalid heart-beat header"))?;
-                let (sx, sy) = self.config.heart_beat;
-                // STOMP 1.2 "Heart-beating": 0 on either side means none in that direction.
-                let send = if sx == 0 || cy == 0 { 0 } else { sx.max(cy) };
-                let expect = if cx == 0 || sy == 0 { 0 } else { cx.max(sy) };
-                (send, expect)
-            }
-        };
-        let address = self.address(session);
-        if let Some(u) = &user {
-            self.per_user.add(u.clone());
-        }
-        if let Some(ip) = address {
-            self.per_address.add(ip);
-        }
-        self.sessions.insert(
-            session,
-            SessionState {
-                version: Some(version),
-                user: user.clone(),
-                subscriptions: Vec::new(),
-                transactions: HashMap::new(),
-                attributes: HashMap::new(),
-                sends: (!trusted)
-                    .then_some(self.config.max_send_rate)
-                    .flatten()
-                    .map(|r| Bucket::full(r, self.now_ms)),
-                address,
-                trusted,
-            },
-        );
-        let heart_beat = format!("{send_every},{expect_every}");
-        let session_name = format!("s{session}");
-        let mut headers = vec![
-            ("version", version.as_str().to_string()),
-            ("heart-beat", heart_beat),
-            ("server", self.config.server_name.clone()),
-            ("session", session_name),
-        ];
-        if let Some(u) = &user {
-            headers.push(("user-name", u.clone()));
-        }
-        let mut bytes = Vec::new();
-        let clean: Vec<(&str, String)> = headers
-            .iter()
-            .map(|(n, v)| (*n, v.replace(['\r', '\n', ':'], "")))
-            .collect();
-        encode(
-            Command::Connected,
-            clean.iter().map(|(n, v)| (*n, v.as_str())),
-            b"",
-            EncodeOptions::new(Some(version)),
-            &mut bytes,
-        )
-        .map_err(|e| refuse(format!("cannot encode CONNECTED: {e}")))?;
-        out.push(Action::Send {
-            to: session,
-            frame: OutFrame::reply(bytes),
-        });
-        out.push(Action::HeartBeat {
-            to: session,
-            send_every,
-            expect_every,
-        });
-        out.push(Action::Event(BrokerEvent::Connected { session, user }));
-        Ok(())
-    }
-
-    /// Sessions per user and per address, at CONNECT.
-    fn check_session_limits(
-        &self,
-        user: Option<&str>,
-        peer: Option<IpAddr>,
-    ) -> Result<(), Refusal> {
-        if let (Some(max), Some(user)) = (self.config.max_sessions_per_user, user) {
-            if self.per_user.count(&user.to_owned()) >= max {
-                return Err(refuse(format!(
-                    "too many sessions of user {user} (at most {max})"
-                )));
-            }
-        }
-        if let (Some(max), Some(ip)) = (self.config.max_sessions_per_address, peer) {
-            if self.per_address.count(&ip) >= max {
-                return Err(refuse(format!(
-                    "too many sessions from {ip} (at most {max})"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn is_trusted(&self, session: SessionId) -> bool {
-        self.sessions.get(&session).is_some_and(|s| s.trusted)
-    }
-
-    /// Takes a token of the session's SEND rate, or refuses.
-    fn check_send_rate(&mut self, session: SessionId) -> Result<(), Refusal> {
-        let (Some(rate), now) = (self.config.max_send_rate, self.now_ms) else {
-            return Ok(());
-        };
-        let bucket = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.sends.as_mut());
-        match bucket.is_none_or(|b| b.take(rate, now)) {
-            true => Ok(()),
-            false => Err(refuse(format!(
-                "SEND rate over {} a second (bursts of {})",
-                rate.per_second, rate.burst
-            ))),
-        }
-    }
-
-    fn send(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        self.check_send_rate(session)?;
-        let destination = frame
-            .header("destination")
-            .ok_or_else(|| refuse("SEND without destination"))?;
-        let kind = self
-            .config
-            .prefixes
-            .kind(destination)
-            .ok_or_else(|| refuse(format!("unknown destination {destination}")))?;
-        if destination::is_pattern(destination) {
-            return Err(refuse(format!("cannot send to a pattern: {destination}")));
-        }
-        if self
-            .config
-            .app_only
-            .iter()
-            .any(|p| destination::matches(p, destination))
-        {
-            return Err(refuse(format!(
-                "{destination} is the application's (clients cannot send to it)"
-            )));
-        }
-        if !self.is_trusted(session) {
-            self.config
-                .permissions
-                .check(self.user(session), Verb::Send, destination)
-                .map_err(|denied| refuse(denied.to_string()))?;
-        }
-        let headers: Vec<(String, String)> = frame
-            .headers
-            .iter()
-            .filter(|h| !SEND_ONLY_HEADERS.contains(&&*h.name))
-            .map(|h| (h.name.to_string(), h.value.to_string()))
-            .collect();
-        let stored = Stored {
-            destination: destination.to_owned(),
-            headers,
-            body: Bytes::copy_from_slice(frame.body),
-        };
-        if self.config.relay.is_some() && self.relay_send(session, frame, kind, &stored, out)? {
-            return Ok(());
-        }
-        if let Some(tx) = frame.header("transaction") {
-            let limit = self.config.max_transaction_frames;
-            let ops = self.transaction(session, tx)?;
-            if ops.len() >= limit {
-                return Err(refuse(format!(
-                    "transaction {tx} has more than {limit} frames"
-                )));
-            }
-            ops.push(TxOp::Send(stored, destination.to_owned()));
-            return Ok(());
-        }
-        self.deliver_send(session, kind, stored, out);
-        Ok(())
-    }
-
-    fn transaction(&mut self, session: SessionId, tx: &str) -> Result<&mut Vec<TxOp>, Refusal> {
-        self.sessions
-            .get_mut(&session)
-            .and_then(|s| s.transactions.get_mut(tx))
-            .ok_or_else(|| refuse(format!("unknown transaction {tx}")))
-    }
-
-    fn deliver_send(
-        &mut self,
-        session: SessionId,
-        kind: Kind,
-        stored: Stored,
-        out: &mut Vec<Action>,
-    ) {
-        match kind {
-            Kind::App => {
-                let user = self.user(session).map(str::to_owned);
-                let destination = self
-                    .config
-                    .prefixes
-                    .strip_app(&stored.destination)
-                    .unwrap_or(&stored.destination)
-                    .to_owned();
-                out.push(Action::App(AppMessage {
-                    session,
-                    user,
-                    destination,
-                    headers: stored.headers,
-                    body: stored.body,
-                }));
-            }
-            Kind::User => {
-                // SEND to /user/{name}/queue/x delivers to that user's /user/queue/x subscribers.
-                let rest = self
-                    .config
-                    .prefixes
-                    .strip_user(&stored.destination)
-                    .unwrap_or("");
-                if let Some((name, dest)) = rest[1..].split_once('/') {
-                    let (name, dest) = (name.to_owned(), format!("/{dest}"));
-                    self.publish_to_user_here(&name, &dest, stored.headers, stored.body, out);
-                }
-            }
-            Kind::Topic | Kind::Queue => self.publish_stored(stored, out),
-        }
-    }
-
-    /// Publishes to a broker destination (the `SimpMessagingTemplate.convertAndSend`
-    /// equivalent). Application destinations are not routed back to the application.
-    pub fn publish(
-        &mut self,
-        destination: &str,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-        out: &mut Vec<Action>,
-    ) {
-        let stored = Stored {
-            destination: destination.to_owned(),
-            headers,
-            body,
-        };
-        if self.config.relay.is_some() {
-            self.relay_publish(stored, out);
-            return;
-        }
-        match self.config.prefixes.kind(destination) {
-            Some(Kind::Topic | Kind::Queue) => self.publish_stored(stored, out),
-            Some(Kind::User) => self.deliver_send(0, Kind::User, stored, out),
-            Some(Kind::App) | None => {}
-        }
-    }
-
-    /// Sends to every session of `user` subscribed to `/user{destination}` (the
-    /// `convertAndSendToUser` equivalent). `destination` is e.g. `/queue/replies`.
-    pub fn publish_to_user(
-        &mut self,
-        user: &str,
-        destination: &str,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-        out: &mut Vec<Action>,
-    ) {
-        if self.config.relay.is_some() {
-            // Every node with a session of the user hears it through the user's topic.
-            out.push(Action::Relay(RelayOp::SendToUser {
-                session: None,
-                user: user.to_owned(),
-                destination: destination.to_owned(),
-                headers,
-                body,
-                receipt: None,
-            }));
-            return;
-        }
-        self.publish_to_user_here(user, destination, headers, body, out);
-    }
-
-    /// [`Broker::publish_to_user`] for this node's sessions only.
-    fn publish_to_user_here(
-        &mut self,
-        user: &str,
-        destination: &str,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-        out: &mut Vec<Action>,
-    ) {
-        let targets: Vec<usize> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| {
-                s.is_user
-                    && s.user.as_deref() == Some(user)
-                    && destination::matches(&s.target, destination)
-            })
-            .map(|(k, _)| k)
-            .collect();
-        let shown = format!("{}{}", self.config.prefixes.user, destination);
-        let stored = Stored {
-            destination: shown,
-            headers,
-            body,
-        };
-        self.fan_out(&targets, &stored, None, out);
-    }
-
-    /// Sends to the sessions subscribed to `/user{destination}` of one session (the
-    /// `@SendToUser` reply to the sender, which works for anonymous sessions too).
-    pub fn publish_to_session(
-        &mut self,
-        session: SessionId,
-        destination: &str,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-        out: &mut Vec<Action>,
-    ) {
-        let targets: Vec<usize> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| {
-                s.is_user && s.session == session && destination::matches(&s.target, destination)
-            })
-            .map(|(k, _)| k)
-            .collect();
-        let shown = format!("{}{}", self.config.prefixes.user, destination);
-        self.fan_out(
-            &targets,
-            &Stored {
-                destination: shown,
-                headers,
-                body,
-            },
-            None,
-            out,
-        );
-    }
-
-    fn matching(&self, destination: &str, kind: Kind) -> Vec<usize> {
-        let mut found: Vec<usize> = self.exact.get(destination).cloned().unwrap_or_default();
-        found.extend(
-            self.patterns
-                .iter()
-                .copied()
-                .filter(|&k| destination::matches(&self.subs[k].target, destination)),
-        );
-        found.retain(|&k| !self.subs[k].is_user);
-        if kind == Kind::Queue {
-            found.sort_unstable();
-        }
-        found
-    }
-
-    fn publish_stored(&mut self, stored: Stored, out: &mut Vec<Action>) {
-        let kind = self
-            .config
-            .prefixes
-            .kind(&stored.destination)
-            .unwrap_or(Kind::Topic);
-        let targets = self.matching(&stored.destination, kind);
-        if kind == Kind::Topic {
-            self.fan_out(&targets, &stored, None, out);
-            return;
-        }
-        let queue = stored.destination.clone();
-        match self.pick_queue_subscriber(&queue, &targets, None) {
-            Some(k) => self.fan_out(&[k], &stored, Some(&queue), out),
-            None => self.hold(queue, stored),
-        }
-    }
-
-    fn hold(&mut self, queue: String, stored: Stored) {
-        let held = self.held.entry(queue).or_default();
-        if held.len() >= self.config.max_held_per_queue {
-            held.pop_front();
-        }
-        held.push_back(stored);
-    }
-
-    /// Round-robin over `targets` (sorted), skipping subscriptions at their unacked limit and
-    /// `exclude`.
-    fn pick_queue_subscriber(
-        &mut self,
-        queue: &str,
-        targets: &[usize],
-        exclude: Option<usize>,
-    ) -> Option<usize> {
-        let eligible: Vec<usize> = targets
-            .iter()
-            .copied()
-            .filter(|&k| Some(k) != exclude && self.subs[k].pending.len() < self.config.max_unacked)
-            .collect();
-        if eligible.is_empty() {
-            return None;
-        }
-        let turn = self.round_robin.entry(queue.to_owned()).or_insert(0);
-        let pick = eligible[*turn % eligible.len()];
-        *turn = turn.wrapping_add(1);
-        Some(pick)
-    }
-
-    /// Delivers one message to the subscriptions `targets`: the shared part is encoded once
-    /// per version in use, each subscriber gets only its own head. `queue` names the queue
-    /// for messages that must be tracked until acknowledged.
-    fn fan_out(
-        &mut self,
-        targets: &[usize],
-        stored: &Stored,
-        queue: Option<&str>,
-        out: &mut Vec<Action>,
-    ) {
-        if targets.is_empty() {
-            return;
-        }
-        let utf8 = std::str::from_utf8(&stored.body).is_ok();
-        let mut tails: [Option<MessageTail>; 3] = [None, None, None];
-        let mut heads = BytesMut::new();
-        self.next_message += 1;
-        let message_id = format!("m{}", self.next_message);
-        for &key in targets {
-            let (session, version, ack_mode, sub_id, shown) = {
-                let sub = &self.subs[key];
-                let version = self
-                    .sessions
-                    .get(&sub.session)
-                    .and_then(|s| s.version)
-                    .unwrap_or(Version::V1_2);
-                let shown = stored.destination.clone();
-                (sub.session, version, sub.ack, sub.id.clone(), shown)
-            };
-            let slot = version as usize;
-            if tails[slot].is_none() {
-                let mut headers: Vec<(&str, String)> =
-                    vec![("destination", sanitize(&shown, Some(version)))];
-                headers.extend(
-                    stored
-                        .headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), sanitize(v, Some(version)))),
-                );
-                let opts = EncodeOptions::new(Some(version)).with_content_length(true);
-                match MessageTail::encode(
-                    headers.iter().map(|(n, v)| (*n, v.as_str())),
-                    &stored.body,
-                    opts,
-                ) {
-                    Ok(t) => tails[slot] = Some(t),
-                    Err(_) => continue,
-                }
-            }
-            let Some(tail) = &tails[slot] else { continue };
-            let ack_id = format!("{message_id}-{key}");
-            let ack_header = match (ack_mode, version) {
-                (AckMode::Auto, _) | (_, Version::V1_0 | Version::V1_1) => None,
-                _ => Some(ack_id.as_str()),
-            };
-            if encode_message_head(tail, &sub_id, &message_id, ack_header, &mut heads).is_err() {
-                continue;
-            }
-            let head = heads.split().freeze();
-            // A queue message awaiting an ACK is never dropped: the unacknowledged limit per
-            // subscription bounds it, and dropping it would leave it pending forever.
-            let acked = queue.is_some() && ack_mode != AckMode::Auto;
-            out.push(Action::Send {
-                to: session,
-                frame: OutFrame {
-                    head,
-                    tail: Some(tail.bytes().clone()),
-                    utf8,
-                    bounded: !acked,
-                },
-            });
-            if let (Some(queue), AckMode::Client | AckMode::ClientIndividual) = (queue, ack_mode) {
-                self.subs[key].pending.push(Pending {
-                    message_id: message_id.clone(),
-                    ack_id,
-                    queue: queue.to_owned(),
-                    message: stored.clone(),
-                    upstream: None,
-                });
-            }
-        }
-    }
-
-    fn subscribe(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        let requested = frame
-            .header("destination")
-            .ok_or_else(|| refuse("SUBSCRIBE without destination"))?;
-        let state = self
-            .sessions
-            .get(&session)
-            .ok_or_else(|| refuse("not connected"))?;
-        let version = state.version.unwrap_or(Version::V1_2);
-        let id = match frame.header("id") {
-            Some(id) => id.to_owned(),
-            None if version == Version::V1_0 => requested.to_owned(),
-            None => return Err(refuse("SUBSCRIBE without id")),
-        };
-        if state.subscriptions.iter().any(|&k| self.subs[k].id == id) {
-            return Err(refuse(format!("duplicate subscription id {id}")));
-        }
-        if state.subscriptions.len() >= self.config.max_subscriptions {
-            return Err(refuse(format!(
-                "more than {} subscriptions",
-                self.config.max_subscriptions
-            )));
-        }
-        let ack = match frame.header("ack").unwrap_or("auto") {
-            "auto" => AckMode::Auto,
-            "client" => AckMode::Client,
-            "client-individual" => AckMode::ClientIndividual,
-            other => return Err(refuse(format!("invalid ack mode {other}"))),
-        };
-        let stars = requested.split(['/', '.']).filter(|s| *s == "**").count();
-        if stars > 2 || requested.split(['/', '.']).count() > 32 || requested.len() > 1024 {
-            return Err(refuse(format!(
-                "destination pattern too complex: {requested}"
-            )));
-        }
-        let (target, is_user, kind) = match self.config.prefixes.kind(requested) {
-            Some(Kind::User) => {
-                let inner = self
-                    .config
-                    .prefixes
-                    .strip_user(requested)
-                    .ok_or_else(|| refuse(format!("invalid user destination {requested}")))?;
-                if self.config.prefixes.kind(inner).is_none() {
-                    // `/user/{name}/...`: a destination to SEND to, never to read from.
-                    return Err(refuse(format!(
-                        "cannot subscribe to {requested} (another user's destinations are \
-                         theirs; subscribe to {}/queue/... for your own)",
-                        self.config.prefixes.user
-                    )));
-                }
-                (
-                    inner.to_owned(),
-                    true,
-                    self.config.prefixes.kind(inner).unwrap_or(Kind::Queue),
-                )
-            }
-            Some(Kind::App) => {
-                return Err(refuse(format!(
-                    "cannot subscribe to application destination {requested}"
-                )))
-            }
-            Some(kind) => (requested.to_owned(), false, kind),
-            None => return Err(refuse(format!("unknown destination {requested}"))),
-        };
-        if !state.trusted {
-            self.config
-                .permissions
-                .check(state.user.as_deref(), Verb::Subscribe, requested)
-                .map_err(|denied| refuse(denied.to_string()))?;
-        }
-        let user = state.user.clone();
-        let key = self.subs.insert(Subscription {
-            session,
-            id: id.clone(),
-            requested: requested.to_owned(),
-            target: target.clone(),
-            user: user.clone(),
-            is_user,
-            ack,
-            pending: Vec::new(),
-            relayed: false,
-        });
-        if destination::is_pattern(&target) {
-            self.patterns.push(key);
-        } else {
-            self.exact.entry(target.clone()).or_default().push(key);
-        }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.subscriptions.push(key);
-        }
-        out.push(Action::Event(BrokerEvent::Subscribed {
-            session,
-            user,
-            destination: requested.to_owned(),
-            id,
-        }));
-        if self.config.relay.is_some() {
-            self.relay_subscribe(key, kind, frame, out);
-        } else if kind == Kind::Queue && !is_user {
-            self.drain_held(out);
-        }
-        Ok(())
-    }
-
-    /// Gives held queue messages to subscribers that can take them.
-    fn drain_held(&mut self, out: &mut Vec<Action>) {
-        let queues: Vec<String> = self.held.keys().cloned().collect();
-        for queue in queues {
-            loop {
-                let targets = self.matching(&queue, Kind::Queue);
-                let Some(k) = self.pick_queue_subscriber(&queue, &targets, None) else {
-                    break;
-                };
-                let Some(stored) = self.held.get_mut(&queue).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                self.fan_out(&[k], &stored, Some(&queue), out);
-            }
-            if self.held.get(&queue).is_some_and(VecDeque::is_empty) {
-                self.held.remove(&queue);
-            }
-        }
-    }
-
-    fn unsubscribe(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        let version = self.version(session).unwrap_or(Version::V1_2);
-        let id = match (frame.header("id"), version) {
-            (Some(id), _) => id,
-            (None, Version::V1_0) => frame
-                .header("destination")
-                .ok_or_else(|| refuse("UNSUBSCRIBE without id"))?,
-            (None, _) => return Err(refuse("UNSUBSCRIBE without id")),
-        };
-        let key = self
-            .sessions
-            .get(&session)
-            .and_then(|s| {
-                s.subscriptions
-                    .iter()
-                    .copied()
-                    .find(|&k| self.subs[k].id == id)
-            })
-            .ok_or_else(|| refuse(format!("no subscription with id {id}")))?;
-        self.remove_subscription(key, out);
-        Ok(())
-    }
-
-    /// Removes a subscription; its unacknowledged queue messages go to someone else.
-    fn remove_subscription(&mut self, key: usize, out: &mut Vec<Action>) {
-        for pending in self.detach_subscription(key, out) {
-            self.redeliver(pending, None, out);
-        }
-    }
-
-    /// Takes a subscription out of every index and returns its unacknowledged messages (for
-    /// the caller to redeliver once everything that must go is gone).
-    fn detach_subscription(&mut self, key: usize, out: &mut Vec<Action>) -> Vec<Pending> {
-        let sub = self.subs.remove(key);
-        if let Some(list) = self.exact.get_mut(&sub.target) {
-            list.retain(|&k| k != key);
-            if list.is_empty() {
-                self.exact.remove(&sub.target);
-            }
-        }
-        self.patterns.retain(|&k| k != key);
-        if let Some(s) = self.sessions.get_mut(&sub.session) {
-            s.subscriptions.retain(|&k| k != key);
-        }
-        out.push(Action::Event(BrokerEvent::Unsubscribed {
-            session: sub.session,
-            user: sub.user.clone(),
-            destination: sub.requested.clone(),
-            id: sub.id.clone(),
-        }));
-        if sub.relayed {
-            // Its unacknowledged messages are the external broker's to redeliver.
-            self.relay_unsubscribe(&sub, out);
-            return Vec::new();
-        }
-        sub.pending
-    }
-
-    /// Gives a message back to its queue: another subscriber if there is one, else held.
-    fn redeliver(&mut self, pending: Pending, exclude: Option<usize>, out: &mut Vec<Action>) {
-        let targets = self.matching(&pending.queue, Kind::Queue);
-        let mut message = pending.message;
-        if !message.headers.iter().any(|(n, _)| n == "redelivered") {
-            message.headers.push(("redelivered".into(), "true".into()));
-        }
-        match self
-            .pick_queue_subscriber(&pending.queue, &targets, exclude)
-            .or_else(|| {
-                // Nobody else: the same subscriber may take it again (as a requeue would).
-                exclude.filter(|k| self.subs.contains(*k))
-            }) {
-            Some(k) => self.fan_out(&[k], &message, Some(&pending.queue), out),
-            None => self.hold(pending.queue, message),
-        }
-    }
-
-    fn ack(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        let nack = frame.command == Command::Nack;
-        let version = self.version(session).unwrap_or(Version::V1_2);
-        let id = match version {
-            Version::V1_2 => frame.header("id"),
-            _ => frame.header("message-id"),
-        }
-        .ok_or_else(|| {
-            refuse(format!(
-                "{} without {}",
-                frame.command,
-                if version == Version::V1_2 {
-                    "id"
-                } else {
-                    "message-id"
-                }
-            ))
-        })?
-        .to_owned();
-        if self.config.relay.is_some()
-            && self.relay_ack(session, &id, nack, frame.header("transaction"), out)?
-        {
-            return Ok(());
-        }
-        if let Some(tx) = frame.header("transaction") {
-            let limit = self.config.max_transaction_frames;
-            let ops = self.transaction(session, tx)?;
-            if ops.len() >= limit {
-                return Err(refuse(format!(
-                    "transaction {tx} has more than {limit} frames"
-                )));
-            }
-            ops.push(TxOp::Ack { id, nack });
-            return Ok(());
-        }
-        self.apply_ack(session, &id, nack, out);
-        Ok(())
-    }
-
-    /// Settles pending messages. Unknown ids are ignored (the message may have been
-    /// settled already, or was a topic message, which is never tracked).
-    fn apply_ack(&mut self, session: SessionId, id: &str, nack: bool, out: &mut Vec<Action>) {
-        let Some(state) = self.sessions.get(&session) else {
-            return;
-        };
-        let found = state.subscriptions.iter().copied().find_map(|k| {
-            self.subs[k]
-                .pending
-                .iter()
-                .position(|p| p.ack_id == id || p.message_id == id)
-                .map(|i| (k, i))
-        });
-        let Some((key, index)) = found else { return };
-        let settled: Vec<Pending> = match self.subs[key].ack {
-            AckMode::Client => self.subs[key].pending.drain(..=index).collect(),
-            _ => vec![self.subs[key].pending.remove(index)],
-        };
-        if nack {
-            for pending in settled {
-                self.redeliver(pending, Some(key), out);
-            }
-        } else {
-            // Room freed: held messages may flow again.
-            self.drain_held(out);
-        }
-    }
-
-    fn begin(&mut self, session: SessionId, frame: &Frame<'_>) -> Result<(), Refusal> {
-        let tx = frame
-            .header("transaction")
-            .ok_or_else(|| refuse("BEGIN without transaction"))?;
-        let limit = self.config.max_transactions;
-        let state = self
-            .sessions
-            .get_mut(&session)
-            .ok_or_else(|| refuse("not connected"))?;
-        if state.transactions.contains_key(tx) {
-            return Err(refuse(format!("transaction {tx} already started")));
-        }
-        if state.transactions.len() >= limit {
-            return Err(refuse(format!("more than {limit} open transactions")));
-        }
-        state.transactions.insert(tx.to_owned(), Vec::new());
-        Ok(())
-    }
-
-    fn take_transaction(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-    ) -> Result<Vec<TxOp>, Refusal> {
-        let tx = frame
-            .header("transaction")
-            .ok_or_else(|| refuse(format!("{} without transaction", frame.command)))?;
-        self.sessions
-            .get_mut(&session)
-            .and_then(|s| s.transactions.remove(tx))
-            .ok_or_else(|| refuse(format!("unknown transaction {tx}")))
-    }
-
-    fn commit(
-        &mut self,
-        session: SessionId,
-        frame: &Frame<'_>,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        for op in self.take_transaction(session, frame)? {
-            match op {
-                TxOp::Send(stored, destination) => {
-                    let kind = self
-                        .config
-                        .prefixes
-                        .kind(&destination)
-                        .unwrap_or(Kind::Topic);
-                    self.deliver_send(session, kind, stored, out);
-                }
-                TxOp::Ack { id, nack } => self.apply_ack(session, &id, nack, out),
-            }
-        }
-        Ok(())
-    }
-
-    fn abort(&mut self, session: SessionId, frame: &Frame<'_>) -> Result<(), Refusal> {
-        self.take_transaction(session, frame).map(drop)
-    }
-
     /// The transport connection is gone (DISCONNECT, ERROR, close, drop): subscriptions go,
     /// open transactions are discarded, unacknowledged queue messages are redelivered.
     pub fn closed(&mut self, session: SessionId, out: &mut Vec<Action>) {
@@ -1587,7 +658,7 @@ impl Broker {
             out.push(Action::Event(BrokerEvent::Disconnected {
                 session,
                 user: state.user,
-                attributes: state.attributes,
+                attributes: state.attributes.map(|a| *a).unwrap_or_default(),
             }));
         }
         for p in pending {
@@ -1596,24 +667,6 @@ impl Broker {
         if self.config.relay.is_some() {
             out.push(Action::Relay(RelayOp::Closed { session }));
         }
-    }
-}
-
-fn join_versions(versions: &[Version]) -> String {
-    versions
-        .iter()
-        .map(|v| v.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Header values the encoder could not escape in this version lose the offending characters
-/// (1.0 has no escapes at all).
-fn sanitize(value: &str, version: Option<Version>) -> String {
-    match version {
-        Some(Version::V1_2) => value.to_owned(),
-        Some(Version::V1_1) => value.replace('\r', ""),
-        _ => value.replace(['\r', '\n'], " "),
     }
 }
 

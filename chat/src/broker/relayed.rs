@@ -512,6 +512,7 @@ impl Broker {
     pub fn has_transaction(&self, session: SessionId, tx: &str) -> bool {
         self.sessions
             .get(&session)
-            .is_some_and(|s| s.transactions.contains_key(tx))
+            .and_then(|s| s.transactions.as_ref())
+            .is_some_and(|t| t.contains_key(tx))
     }
 }

@@ -611,3 +611,92 @@ fn another_users_destination_cannot_be_subscribed_to() {
     );
     assert!(frames_to(&actions, 1)[0].starts_with("RECEIPT\n"));
 }
+
+/// With `shard_topics` the broker checks a client's topic SUBSCRIBE and hands it to the
+/// transport ([`Action::TopicSubscribe`]) instead of keeping it, answers a SEND to a topic with
+/// one [`Action::Publish`] and no MESSAGE of its own, counts the transport's subscriptions
+/// against the limit, and keeps queue subscriptions itself as before.
+#[test]
+fn with_shard_topics_topic_subscriptions_and_publishes_go_to_the_transport() {
+    let mut h = Harness::with(BrokerConfig {
+        shard_topics: true,
+        max_subscriptions: 2,
+        ..BrokerConfig::default()
+    });
+    h.connect(1);
+    let actions = h.send(
+        1,
+        "SUBSCRIBE\nid:t\ndestination:/topic/news\nreceipt:r1\n\n",
+    );
+    let handed = actions.iter().find_map(|a| match a {
+        Action::TopicSubscribe { to, id, target, .. } => Some((*to, id.clone(), target.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        handed,
+        Some((1, "t".to_owned(), "/topic/news".to_owned())),
+        "{actions:?}"
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(BrokerEvent::Subscribed { session: 1, .. }))));
+    assert!(!h.broker.has_subscription(1, "t"), "the broker kept it");
+
+    // A bad destination is still refused by the broker.
+    let actions = h.send(1, "SUBSCRIBE\nid:bad\ndestination:/elsewhere/x\n\n");
+    let frames = frames_to(&actions, 1);
+    assert!(
+        frames.first().is_some_and(|f| f.starts_with("ERROR\n")),
+        "no ERROR for a SUBSCRIBE outside every prefix: {frames:?}"
+    );
+
+    h.connect(2);
+    let actions = h.send(2, "SEND\ndestination:/topic/news\n\nhello");
+    let published: Vec<&Arc<topics::Published>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published.len(), 1, "{actions:?}");
+    assert_eq!(published[0].destination, "/topic/news");
+    assert_eq!(&published[0].body[..], b"hello");
+    assert!(
+        frames_to(&actions, 1).is_empty(),
+        "the broker delivered itself"
+    );
+
+    // The transport says session 2 holds two topic subscriptions: the limit (2) is reached.
+    h.broker.set_topic_subscriptions(2, 2);
+    let actions = h.send(2, "SUBSCRIBE\nid:q\ndestination:/queue/work\n\n");
+    let frames = frames_to(&actions, 2);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.starts_with("ERROR\n") && f.contains("more than 2 subscriptions")),
+        "{frames:?}"
+    );
+    // Under it, a queue subscription is the broker's own.
+    h.connect(3);
+    h.send(3, "SUBSCRIBE\nid:q\ndestination:/queue/work\n\n");
+    assert!(h.broker.has_subscription(3, "q"));
+    let actions = h.send(2, "SEND\ndestination:/queue/work\n\njob");
+    assert_eq!(frames_to(&actions, 3).len(), 1, "{actions:?}");
+}
+
+/// A session's address is known from `opened` to `closed`, before and after its CONNECT (the
+/// table of addresses hands it over to the session's state at CONNECT).
+#[test]
+fn a_sessions_address_is_kept_from_open_to_close() {
+    let mut h = Harness::new();
+    let ip: std::net::IpAddr = "127.0.0.7".parse().expect("an address");
+    h.broker.opened(1, ip);
+    assert_eq!(h.broker.address(1), Some(ip));
+    h.connect(1);
+    assert_eq!(h.broker.address(1), Some(ip));
+    assert_eq!(h.broker.address(2), None);
+    let mut out = Vec::new();
+    h.broker.closed(1, &mut out);
+    assert_eq!(h.broker.address(1), None);
+}

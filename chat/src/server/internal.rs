@@ -71,6 +71,8 @@ impl Messaging {
     ) -> Result<SessionId, SubscribeError> {
         let session = NEXT.fetch_sub(1, Ordering::Relaxed);
         let hub = &self.hub;
+        // From now on topic SENDs go through the broker, where this subscription lives.
+        hub.internal_topic_subs.fetch_add(1, Ordering::SeqCst);
         hub.internal
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -114,10 +116,14 @@ impl Messaging {
     /// Ends an application subscription.
     pub fn unsubscribe(&self, session: SessionId) {
         let hub = &self.hub;
-        hub.internal
+        let removed = hub
+            .internal
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&session);
+        if removed.is_some() {
+            hub.internal_topic_subs.fetch_sub(1, Ordering::SeqCst);
+        }
         let mut actions = Vec::new();
         hub.broker().closed(session, &mut actions);
         actions.retain(|a| !matches!(a, crate::broker::Action::Send { to, .. } if *to == session));

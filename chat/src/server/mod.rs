@@ -7,60 +7,77 @@
 //!   frame for the session being served goes straight into its cork; a frame for any other
 //!   session is posted through its handle (the per-subscriber head and the shared body travel
 //!   as two `Bytes`, so a fan-out never copies the body).
-//! * [`StompHandler`] is the engine [`Handler`]: one per worker, all sharing the hub.
+//! * [`StompHandler`] is the engine [`Handler`](sockeye::server::Handler): one per worker, all sharing the hub.
 //! * [`heartbeat`] sends EOL heart-beats at the negotiated rate and closes peers that fall
 //!   silent beyond theirs.
 //!
-//! The broker is a plain mutex: frames of one batch are handled under one lock (so a CONNECT
-//! and the frames after it in the same message see the negotiated version), delivery happens
-//! after it is released. Fan-out never mutates subscriptions. A subscriber that falls behind is
-//! handled by the [`slow`] consumer policy (told and let go, dropped and counted, or its
-//! publishers held back), never silently; a publisher whose fan-out fills a worker's inbox stops
-//! being read until the inbox is taken (the engine's gates).
+//! The hub's methods are spread over submodules: `peers` (the table of live sessions and
+//! posting frames to them), `execute` (carrying out the broker's actions, deferred ones
+//! included, and the application's messages and events) and `handler` ([`StompServer`],
+//! [`StompHandler`] and [`AsLink`], re-exported here).
+//!
+//! Where threads meet (the embedded broker; see [`shard`] and [`router`]):
+//! * No lock per SEND to a topic or `/app` destination, nor per delivery: the session's link
+//!   checks it against its [`Ticket`](crate::link::Ticket) and the broker's fixed rules, and
+//!   the message is posted once to each worker holding topic subscriptions, which delivers it
+//!   from its own table. Per worker per publish: one atomic load (any topic subscriptions
+//!   there?) and, for each worker posted to, its inbox mutex for one push.
+//! * No lock for a SUBSCRIBE or UNSUBSCRIBE to a topic either: the session's worker checks it
+//!   with the broker's rules and keeps it in its own table (the broker's lock only to look for
+//!   a duplicate id among the session's queue or user subscriptions, when it has any).
+//! * The broker mutex remains for what needs one order across the process, and for the
+//!   control plane: queues (a SEND to a queue, round-robin, held messages, ACK/NACK and
+//!   redelivery: RabbitMQ too serialises each queue), users' destinations (all sessions of a
+//!   user, on any worker), transactions (BEGIN, the frames they hold, COMMIT), CONNECT,
+//!   DISCONNECT and closes. Frames that need it in one batch are handled under one lock (a
+//!   CONNECT and the frames after it see the negotiated version). So does a topic SEND while
+//!   the application holds subscriptions of its own (they live in the broker).
+//! * The live-session table (`peers`, a read-write lock) is read per session per feed (the
+//!   liveness stamp) and per frame posted through it (replies and queue messages to other
+//!   sessions), not per topic delivery.
+//! * In relay mode, and under the throttle policy, the broker keeps every subscription and
+//!   delivers as before (per subscriber, through the handles).
+//!
+//! A subscriber that falls behind is handled by the [`slow`] consumer policy (told and let go,
+//! dropped and counted, or its publishers held back), never silently; a publisher whose
+//! fan-out fills a worker's inbox stops being read until the inbox is taken (the engine's
+//! gates).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use sockeye::handshake::Request;
-use sockeye::server::{
-    Handler, HttpResponse, Message, Outgoing, PostError, Rejection, Session, SessionHandle,
-    Upgrading,
-};
-use sockeye::DataKind;
-use tracing::{debug, info, warn};
+use sockeye::server::{HttpResponse, Session};
+use tracing::debug;
 
-use crate::broker::{
-    Action, AppMessage, Broker, BrokerConfig, BrokerEvent, Ending, OutFrame, RelayMode, SessionId,
-};
-use crate::link::{Batch, Link};
+use crate::broker::destination::Kind;
+use crate::broker::topics::Published;
+use crate::broker::{Action, AppMessage, Broker, BrokerConfig, BrokerEvent, RelayMode, SessionId};
+use crate::link::Batch;
 use crate::relay::{Relay, RelayConfig};
 use crate::stomp::Limits;
 
+mod execute;
+mod handler;
 pub mod heartbeat;
 mod internal;
 pub mod metrics;
 mod ops;
 pub mod origin;
+mod peers;
 mod relayed;
+mod router;
+mod shard;
 pub mod slow;
 
+pub use handler::{AsLink, StompHandler, StompServer};
 pub use internal::{Delivered, Listener, SubscribeError};
-use metrics::Counter;
 pub use origin::OriginPolicy;
+use peers::Peer;
 pub use slow::{SlowConsumer, SlowStats};
-
-/// Frames (at most) and input bytes (about) of a STOMP-over-TCP read handled per broker lock,
-/// between checks of the session's read pause: small enough that a publisher whose fan-out
-/// fills an inbox, or reaches a subscriber that is behind, stops within a few kilobytes per
-/// subscriber; large enough that the lock is not taken per frame.
-const STREAM_BATCH: Batch = Batch {
-    frames: 64,
-    bytes: 16 << 10,
-};
 
 /// The sub-protocols offered for STOMP over WebSocket, preferred first.
 pub const SUB_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
@@ -181,21 +198,6 @@ impl Default for StompConfig {
     }
 }
 
-/// A live session as the hub knows it.
-#[derive(Debug)]
-struct Peer {
-    handle: SessionHandle,
-    /// Milliseconds since the hub started, of the last bytes received.
-    last_in: AtomicU64,
-    /// Negotiated heart-beats in ms (0: none).
-    send_every: AtomicU64,
-    expect_every: AtomicU64,
-    /// Messages dropped since it fell behind (drop policy).
-    dropping: AtomicU64,
-    /// Already let go as a slow consumer (from afar: the close takes a moment to apply).
-    let_go: AtomicBool,
-}
-
 /// The shared state of a STOMP server.
 pub struct Hub {
     broker: Mutex<Broker>,
@@ -218,6 +220,27 @@ pub struct Hub {
     later: Mutex<Vec<(u64, Vec<Action>)>>,
     /// The engine's counters, once the server is bound ([`Hub::set_engine`]).
     engine: OnceLock<sockeye::server::ShutdownHandle>,
+    /// Clients' topic subscriptions are kept per worker (the embedded broker; see [`shard`]).
+    sharded: bool,
+    /// The workers and their topic subscription counts (known from the first session on).
+    shards: OnceLock<shard::Shards>,
+    /// The SEND rate, checked by each session's link (sharded: the broker does not see
+    /// every SEND).
+    send_rate: Option<crate::broker::limits::SendRate>,
+    /// The broker's fixed rules for SEND, for the path around it (see [`router`]).
+    send_rules: SendRules,
+    /// The application's own subscriptions: while there are any, topic SENDs go through the
+    /// broker, where they live.
+    internal_topic_subs: std::sync::atomic::AtomicUsize,
+}
+
+/// The broker's rules a SEND is checked against, copied at start (they never change).
+#[derive(Debug)]
+struct SendRules {
+    prefixes: crate::broker::destination::Prefixes,
+    app_only: Vec<String>,
+    permissions: crate::broker::permissions::Permissions,
+    max_subscriptions: usize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -242,11 +265,18 @@ impl Messaging {
         headers: Vec<(String, String)>,
         body: impl Into<Bytes>,
     ) {
+        let hub = &self.hub;
         let mut actions = Vec::new();
-        self.hub
-            .broker()
-            .publish(destination, headers, body.into(), &mut actions);
-        self.hub.execute(actions, None);
+        let topic = hub.send_rules.prefixes.kind(destination) == Some(Kind::Topic);
+        if hub.sharded && topic && hub.internal_topic_subs.load(Ordering::Relaxed) == 0 {
+            // Nobody in the broker to hear it: straight to the workers, no lock.
+            let message = Published::new(destination.to_owned(), headers, body.into());
+            actions.push(Action::Publish(Arc::new(message)));
+        } else {
+            hub.broker()
+                .publish(destination, headers, body.into(), &mut actions);
+        }
+        hub.execute(actions, None);
     }
 
     /// `convertAndSendToUser`: to every session of `user` subscribed to `/user{destination}`.
@@ -293,13 +323,14 @@ impl Messaging {
         body: impl Into<Bytes>,
     ) {
         let mut actions = Vec::new();
-        self.hub.broker().deliver_topic(
-            destination,
-            destination,
-            headers,
-            body.into(),
-            &mut actions,
-        );
+        let body = body.into();
+        if self.hub.sharded {
+            let message = Published::new(destination.to_owned(), headers.clone(), body.clone());
+            actions.push(Action::Publish(Arc::new(message)));
+        }
+        self.hub
+            .broker()
+            .deliver_topic(destination, destination, headers, body, &mut actions);
         self.hub.execute(actions, None);
     }
 
@@ -323,6 +354,22 @@ impl Hub {
             config.broker.relay = Some(RelayMode::default());
         }
         let relay_config = config.relay.take();
+        // Throttling needs the publisher to pass each subscriber's gate as it publishes (a
+        // hold sent back from another worker arrives too late to keep the subscriber under
+        // its cap): under that policy the broker keeps every subscription, as before.
+        let throttled = matches!(config.slow_consumer, SlowConsumer::Throttle { .. });
+        let sharded = config.broker.relay.is_none() && !throttled;
+        config.broker.shard_topics = sharded;
+        let send_rate = match sharded {
+            true => config.broker.max_send_rate.take(),
+            false => None,
+        };
+        let send_rules = SendRules {
+            prefixes: config.broker.prefixes.clone(),
+            app_only: config.broker.app_only.clone(),
+            permissions: config.broker.permissions.clone(),
+            max_subscriptions: config.broker.max_subscriptions,
+        };
         let hub = Arc::new(Hub {
             broker: Mutex::new(Broker::new(config.broker)),
             peers: RwLock::default(),
@@ -339,9 +386,20 @@ impl Hub {
             internal: RwLock::default(),
             later: Mutex::default(),
             engine: OnceLock::new(),
+            sharded,
+            shards: OnceLock::new(),
+            send_rate,
+            send_rules,
+            internal_topic_subs: Default::default(),
         });
         hub.start_relay()?;
         Ok(hub)
+    }
+
+    /// Subscriptions of every session: those the broker holds and clients' topic
+    /// subscriptions held by the workers.
+    pub fn subscription_count(&self) -> usize {
+        self.broker().subscription_count() + self.shards.get().map_or(0, |s| s.subscriptions())
     }
 
     pub fn messaging(self: &Arc<Self>) -> Messaging {
@@ -357,36 +415,11 @@ impl Hub {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Live sessions (WebSocket and TCP).
-    pub fn session_count(&self) -> usize {
-        self.peers.read().map_or(0, |p| p.len())
-    }
-
     /// Stops the heart-beat thread and the relay.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         if let Some(relay) = self.relay.get() {
             relay.stop();
-        }
-    }
-
-    fn register(&self, id: SessionId, handle: SessionHandle) {
-        let peer = Peer {
-            handle,
-            last_in: AtomicU64::new(self.elapsed_ms()),
-            send_every: AtomicU64::new(0),
-            expect_every: AtomicU64::new(0),
-            dropping: AtomicU64::new(0),
-            let_go: AtomicBool::new(false),
-        };
-        if let Ok(mut peers) = self.peers.write() {
-            peers.insert(id, peer);
-        }
-    }
-
-    fn touch(&self, id: SessionId) {
-        if let Some(peer) = self.peers.read().ok().as_ref().and_then(|p| p.get(&id)) {
-            peer.last_in.store(self.elapsed_ms(), Ordering::Relaxed);
         }
     }
 
@@ -401,21 +434,28 @@ impl Hub {
         batch: Batch,
     ) -> usize {
         let id = session.id();
-        self.touch(id);
+        self.touch(id, &mut session.data_mut().link().touched);
         let mut used = 0;
         loop {
             let mut actions = Vec::new();
             let fed = {
-                let mut broker = self.broker();
-                broker.set_now(self.elapsed_ms());
-                session.data_mut().link().feed_some(
+                let link = session.data_mut().link();
+                let (ticket, topics) = link.session_state();
+                let (mut ticket, mut topics) = (ticket.take(), std::mem::take(topics));
+                let mut router =
+                    router::Router::new(self, &mut ticket, &mut topics, self.elapsed_ms());
+                let fed = link.feed_some(
                     id,
                     &bytes[used..],
-                    &mut broker,
+                    &mut router,
                     &self.limits,
                     &mut actions,
                     batch,
-                )
+                );
+                drop(router);
+                let (t, k) = link.session_state();
+                (*t, *k) = (ticket, topics);
+                fed
             };
             used += fed.used;
             self.execute(actions, Some(session));
@@ -435,495 +475,28 @@ impl Hub {
         }
     }
 
-    /// One line per session closed after an ERROR: why, to whom (session, user, address).
-    fn log_error(&self, to: SessionId, error: &str) {
-        let kind = metrics::error_kind(error);
-        metrics::bump(kind);
-        if kind == Counter::ErrorAuth {
-            metrics::bump(Counter::RefusedAuth);
-        } else if error.starts_with("too many sessions") {
-            metrics::bump(Counter::RefusedSessionLimit);
-        }
-        let (user, peer) = {
-            let broker = self.broker();
-            (broker.user(to).map(str::to_owned), broker.address(to))
-        };
-        info!(
-            session = to,
-            user = user.as_deref().unwrap_or(""),
-            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
-            %error,
-            "STOMP ERROR sent; closing"
-        );
-    }
-
     /// Gives the hub the engine's handle, for its counters in `GET /metrics`.
     pub fn set_engine(&self, handle: sockeye::server::ShutdownHandle) {
         let _ = self.engine.set(handle);
     }
 
-    /// Carries out the deferred actions that are due (called on the heart-beat tick).
-    fn run_due(self: &Arc<Self>) {
-        let now = self.elapsed_ms();
-        let due: Vec<Vec<Action>> = match self.later.lock() {
-            Ok(mut later) if !later.is_empty() => {
-                let (due, keep) = std::mem::take(&mut *later)
-                    .into_iter()
-                    .partition(|(at, _)| *at <= now);
-                *later = keep;
-                due.into_iter().map(|(_, actions)| actions).collect()
-            }
-            _ => return,
-        };
-        for actions in due {
-            self.execute(actions, None);
-        }
-    }
-
     /// The transport is gone: tell the broker (redeliveries, Disconnected event).
-    fn closed(self: &Arc<Self>, id: SessionId) {
+    fn closed(self: &Arc<Self>, id: SessionId, link: &mut crate::link::Link) {
         if let Ok(mut peers) = self.peers.write() {
             peers.remove(&id);
         }
-        let mut actions = Vec::new();
+        // Its topic subscriptions, in this worker's table, go first (as the broker reports a
+        // session's subscriptions before its disconnection).
+        let (ticket, topics) = link.session_state();
+        let user = ticket
+            .as_ref()
+            .and_then(|t| t.user.as_deref().map(str::to_owned));
+        let mut actions: Vec<Action> = std::mem::take(topics)
+            .into_iter()
+            .filter_map(|key| self.topic_unsubscribe(key, user.clone()))
+            .map(Action::Event)
+            .collect();
         self.broker().closed(id, &mut actions);
         self.execute(actions, None);
-    }
-
-    /// Carries out the broker's actions, then runs the application for what it must see.
-    fn execute(
-        self: &Arc<Self>,
-        actions: Vec<Action>,
-        mut current: Option<&mut dyn CurrentSession>,
-    ) {
-        let mut app_messages = Vec::new();
-        let mut events = Vec::new();
-        let mut relayed = Vec::new();
-        for action in actions {
-            match action {
-                Action::Relay(op) => relayed.push(op),
-                Action::Send { to, frame } => {
-                    count_out(&frame);
-                    match current.as_deref_mut() {
-                        Some(s) if s.session_id() == to => s.send_frame(&frame),
-                        _ => {
-                            if !self.deliver_internal(to, &frame) {
-                                self.post(to, &frame)
-                            }
-                        }
-                    }
-                }
-                Action::Close { to, ending } => {
-                    let (code, reason) = match &ending {
-                        Ending::Error(error) => {
-                            self.log_error(to, error);
-                            (1002, "STOMP error")
-                        }
-                        Ending::Disconnect => (1000, "disconnected"),
-                    };
-                    match current.as_deref_mut() {
-                        Some(s) if s.session_id() == to => s.close_with(code, reason),
-                        _ => {
-                            if let Some(peer) =
-                                self.peers.read().ok().as_ref().and_then(|p| p.get(&to))
-                            {
-                                let _ = peer.handle.close(code, reason);
-                            }
-                        }
-                    }
-                }
-                Action::HeartBeat {
-                    to,
-                    send_every,
-                    expect_every,
-                } => {
-                    if let Some(peer) = self.peers.read().ok().as_ref().and_then(|p| p.get(&to)) {
-                        peer.send_every.store(send_every, Ordering::Relaxed);
-                        peer.expect_every.store(expect_every, Ordering::Relaxed);
-                    }
-                }
-                Action::Later {
-                    to,
-                    delay_ms,
-                    actions,
-                } => {
-                    debug!(session = to, delay_ms, "answer deferred");
-                    let due = self.elapsed_ms() + delay_ms;
-                    if let Ok(mut later) = self.later.lock() {
-                        later.push((due, actions));
-                    }
-                }
-                Action::App(message) => app_messages.push(message),
-                Action::Event(event) => {
-                    if let BrokerEvent::Connected { session, user } = &event {
-                        let peer = self.broker().address(*session);
-                        info!(
-                            session,
-                            user = user.as_deref().unwrap_or(""),
-                            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
-                            "STOMP session connected"
-                        );
-                    }
-                    events.push(event)
-                }
-            }
-        }
-        if !relayed.is_empty() {
-            self.relay_ops(relayed, current.is_some());
-        }
-        if app_messages.is_empty() && events.is_empty() {
-            return;
-        }
-        let messaging = self.messaging();
-        for message in &app_messages {
-            self.app.on_app_message(message, &messaging);
-        }
-        for event in &events {
-            self.app.on_event(event, &messaging);
-        }
-    }
-
-    /// Sends a frame to a session through its handle (any worker). Under the throttle policy
-    /// the session being served (a publisher) then passes the recipient's gate: if the
-    /// recipient is behind, the publisher stops being read after this message.
-    fn post(&self, to: SessionId, frame: &OutFrame) {
-        let Ok(peers) = self.peers.read() else { return };
-        let Some(peer) = peers.get(&to) else { return };
-        let kind = if frame.utf8 {
-            DataKind::Text
-        } else {
-            DataKind::Binary
-        };
-        let (prefix, body) = match &frame.tail {
-            Some(tail) => (frame.head.clone(), tail.clone()),
-            None => (Bytes::new(), frame.head.clone()),
-        };
-        let posted = match frame.bounded {
-            true => peer.handle.send_parts(kind, prefix, body),
-            false => peer.handle.send_parts_unbounded(kind, prefix, body),
-        };
-        match posted {
-            Ok(()) => {}
-            Err(PostError::Full) => self.lost(to, peer),
-            Err(PostError::Stopped) => debug!(session = to, "not posted: the worker stopped"),
-        }
-        if let SlowConsumer::Throttle { .. } = self.slow {
-            peer.handle.gate().pass();
-        }
-    }
-}
-
-/// Counts a frame sent (by its command).
-fn count_out(frame: &OutFrame) {
-    metrics::bump(Counter::FramesOut);
-    metrics::add(Counter::BytesOut, frame.len() as u64);
-    if frame.head.starts_with(b"MESSAGE\n") {
-        metrics::bump(Counter::Deliveries);
-        if memchr::memmem::find(&frame.head, b"\nredelivered:true\n").is_some() {
-            metrics::bump(Counter::Redeliveries);
-        }
-    } else if frame.head.starts_with(b"RECEIPT\n") {
-        metrics::bump(Counter::Receipts);
-    }
-}
-
-/// The session being served, when the hub acts inside its callback (object-safe over the
-/// handler's data type).
-trait CurrentSession {
-    fn session_id(&self) -> SessionId;
-    fn send_frame(&mut self, frame: &OutFrame);
-    fn close_with(&mut self, code: u16, reason: &str);
-}
-
-impl<D> CurrentSession for Session<'_, D> {
-    fn session_id(&self) -> SessionId {
-        self.id()
-    }
-
-    fn send_frame(&mut self, frame: &OutFrame) {
-        let kind = if frame.utf8 {
-            DataKind::Text
-        } else {
-            DataKind::Binary
-        };
-        let outgoing = match &frame.tail {
-            Some(tail) => Outgoing::Parts(kind, &frame.head, tail.clone()),
-            None => Outgoing::Shared(kind, frame.head.clone()),
-        };
-        let sent = match frame.bounded {
-            true => self.send(outgoing),
-            false => self.send_unbounded(outgoing),
-        };
-        if let Err(sockeye::SendError::NotText) = sent {
-            tracing::warn!(
-                session = self.id(),
-                "a frame with a binary body to a SockJS session (text only) is not sent"
-            );
-        }
-    }
-
-    fn close_with(&mut self, code: u16, reason: &str) {
-        let _ = self.close(code, reason);
-    }
-}
-
-/// A running STOMP server: the engine's workers, the hub and its heart-beat thread.
-#[derive(Debug)]
-pub struct StompServer {
-    running: sockeye::server::RunningServer,
-    hub: Arc<Hub>,
-    beats: Option<std::thread::JoinHandle<()>>,
-    ws_addr: SocketAddr,
-    tcp_addr: Option<SocketAddr>,
-}
-
-impl StompServer {
-    /// Binds `ws` (HTTP and STOMP over WebSocket) and, if given, `tcp` (STOMP over TCP), and
-    /// starts serving. The server's sub-protocol list is set to [`SUB_PROTOCOLS`].
-    pub fn start(
-        ws: SocketAddr,
-        tcp: Option<SocketAddr>,
-        mut config: sockeye::server::ServerConfig,
-        stomp: StompConfig,
-        app: Box<dyn Application>,
-    ) -> std::io::Result<StompServer> {
-        config.handshake.protocols = SUB_PROTOCOLS.iter().map(|p| p.to_string()).collect();
-        if let Some(prefix) = &stomp.sockjs_path {
-            config.sockjs.push(sockeye::sockjs::Service::new(prefix));
-        }
-        let hub = Hub::new(stomp, app)?;
-        let mut server = sockeye::server::Server::bind(ws, config)?;
-        hub.set_engine(server.shutdown_handle());
-        let ws_addr = server.local_addr();
-        let tcp_addr = match tcp {
-            Some(addr) => Some(server.bind_stream(addr)?),
-            None => None,
-        };
-        let beats = heartbeat::spawn(&hub)?;
-        let handler_hub = hub.clone();
-        let running = server.spawn(move || StompHandler::new(handler_hub.clone()))?;
-        Ok(StompServer {
-            running,
-            hub,
-            beats: Some(beats),
-            ws_addr,
-            tcp_addr,
-        })
-    }
-
-    pub fn ws_addr(&self) -> SocketAddr {
-        self.ws_addr
-    }
-
-    pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp_addr
-    }
-
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    pub fn shutdown_handle(&self) -> sockeye::server::ShutdownHandle {
-        self.running.shutdown_handle()
-    }
-
-    /// The engine's counters (connections, drops, pauses).
-    pub fn engine_stats(&self) -> sockeye::server::ServerStats {
-        self.running.stats()
-    }
-
-    /// Waits until the engine stops (a shutdown through the handle, or a signal).
-    pub fn join(mut self) -> std::io::Result<()> {
-        let result = self.running.join();
-        self.hub.stop();
-        if let Some(beats) = self.beats.take() {
-            let _ = beats.join();
-        }
-        result
-    }
-
-    /// Graceful shutdown, then waits.
-    pub fn shutdown(self) -> std::io::Result<()> {
-        self.running.shutdown_handle().shutdown();
-        self.join()
-    }
-}
-
-/// Per-connection data that carries a [`Link`].
-pub trait AsLink {
-    fn link(&mut self) -> &mut Link;
-}
-
-impl AsLink for Link {
-    fn link(&mut self) -> &mut Link {
-        self
-    }
-}
-
-/// How a session reached the server (the label of its metrics).
-enum Transport {
-    Ws,
-    Sockjs,
-    Tcp,
-}
-
-fn transport<D>(session: &Session<'_, D>) -> Transport {
-    if session.is_stream() {
-        Transport::Tcp
-    } else if session.is_sockjs() {
-        Transport::Sockjs
-    } else {
-        Transport::Ws
-    }
-}
-
-/// The engine handler of a STOMP server: one per worker.
-#[derive(Clone, Debug)]
-pub struct StompHandler {
-    hub: Arc<Hub>,
-}
-
-impl StompHandler {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        StompHandler { hub }
-    }
-}
-
-impl Handler for StompHandler {
-    type Data = Link;
-
-    fn on_upgrade(
-        &mut self,
-        req: &Request<'_, '_>,
-        upgrading: &mut Upgrading,
-    ) -> Result<Link, Rejection> {
-        if let Err(refused) = self
-            .hub
-            .origins
-            .check(req.header_str("origin"), req.header_str("host"))
-        {
-            let peer = upgrading.peer.map(|p| p.to_string()).unwrap_or_default();
-            metrics::bump(Counter::RefusedOrigin);
-            warn!(%peer, origin = %refused.origin, host = %refused.host, path = req.path(), "session refused: origin not allowed (same-origin only unless --allowed-origins lists it)");
-            return Err(Rejection::new(403, refused.to_string()));
-        }
-        let from = upgrading.peer.map(|p| p.ip());
-        // The engine routes only the SockJS service's own URLs here.
-        if upgrading.sockjs.is_some() {
-            return Ok(Link::from_peer(from));
-        }
-        if req.path() != self.hub.ws_path {
-            metrics::bump(Counter::RefusedPath);
-            return Err(Rejection::new(
-                404,
-                format!("no WebSocket endpoint at {}", req.path()),
-            ));
-        }
-        // The sub-protocol was chosen from the server's list; a client offering none is welcome.
-        Ok(Link::from_peer(from))
-    }
-
-    fn on_http(&mut self, req: &Request<'_, '_>, body: &[u8]) -> HttpResponse {
-        self.on_http_from(None, req, body)
-    }
-
-    fn on_http_from(
-        &mut self,
-        peer: Option<SocketAddr>,
-        req: &Request<'_, '_>,
-        body: &[u8],
-    ) -> HttpResponse {
-        if req.path() == self.hub.ws_path {
-            return HttpResponse::text(426, "this endpoint speaks STOMP over WebSocket\n");
-        }
-        if let Some(response) = ops::answer(&self.hub, req) {
-            return response;
-        }
-        let peer = peer.map(|p| p.ip());
-        self.hub
-            .app
-            .on_http_from(peer, req, body, &self.hub.messaging())
-    }
-
-    fn on_stream_open(&mut self, peer: SocketAddr) -> Option<Link> {
-        debug!(%peer, "STOMP over TCP connection");
-        Some(Link::from_peer(Some(peer.ip())))
-    }
-
-    fn on_open(&mut self, session: &mut Session<'_, Link>) {
-        if let Some(ip) = session.data().peer() {
-            self.hub.broker().opened(session.id(), ip);
-        }
-        self.hub.register(session.id(), session.handle());
-        metrics::bump(match transport(session) {
-            Transport::Ws => Counter::AcceptedWs,
-            Transport::Sockjs => Counter::AcceptedSockjs,
-            Transport::Tcp => Counter::AcceptedTcp,
-        });
-    }
-
-    fn on_message(&mut self, session: &mut Session<'_, Link>, message: Message<'_>) {
-        let bytes = match message {
-            Message::Text(text) => text.as_bytes(),
-            Message::Binary(bytes) => bytes,
-        };
-        let (messages, in_bytes) = match transport(session) {
-            Transport::Sockjs => (Counter::MessagesInSockjs, Counter::BytesInSockjs),
-            _ => (Counter::MessagesInWs, Counter::BytesInWs),
-        };
-        metrics::bump(messages);
-        metrics::add(in_bytes, bytes.len() as u64);
-        // A WebSocket message is handled whole: the engine pauses between messages.
-        self.hub.feed(session, bytes, Batch::ALL);
-    }
-
-    fn on_stream_data(&mut self, session: &mut Session<'_, Link>, bytes: &[u8]) -> usize {
-        let used = self.hub.feed(session, bytes, STREAM_BATCH);
-        metrics::bump(Counter::MessagesInTcp);
-        metrics::add(Counter::BytesInTcp, used as u64);
-        used
-    }
-
-    fn on_drain(&mut self, session: &mut Session<'_, Link>) {
-        self.hub.drained(session);
-    }
-
-    fn on_backpressure(&mut self, session: &mut Session<'_, Link>) {
-        self.hub.congested(session);
-    }
-
-    fn on_overflow(&mut self, session: &mut Session<'_, Link>, dropped: u32) {
-        self.hub.overflowed(session, dropped);
-    }
-
-    fn on_close(&mut self, session: &mut Session<'_, Link>, code: u16, reason: &str) {
-        let (connected, user) = {
-            let broker = self.hub.broker();
-            let id = session.id();
-            (
-                broker.version(id).is_some(),
-                broker.user(id).map(str::to_owned),
-            )
-        };
-        if connected {
-            // Connected sessions only: a refused or unfinished one was logged as such.
-            let peer = session.data().peer();
-            info!(
-                session = session.id(),
-                user = user.as_deref().unwrap_or(""),
-                peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
-                code,
-                reason,
-                "STOMP session closed"
-            );
-        } else {
-            debug!(session = session.id(), code, reason, "STOMP session closed");
-        }
-        metrics::bump(match transport(session) {
-            Transport::Ws => Counter::ClosedWs,
-            Transport::Sockjs => Counter::ClosedSockjs,
-            Transport::Tcp => Counter::ClosedTcp,
-        });
-        self.hub.closed(session.id());
     }
 }

@@ -124,7 +124,7 @@ impl Hub {
             let broker = self.broker();
             (
                 broker.session_count(),
-                broker.subscription_count(),
+                broker.subscription_count() + self.shards.get().map_or(0, |s| s.subscriptions()),
                 broker.destination_count(),
             )
         };

@@ -1,0 +1,100 @@
+//! ACK and NACK: settling pending queue messages and redelivering them.
+
+use super::destination::Kind;
+use super::{refuse, AckMode, Action, Broker, Pending, Refusal, SessionId, TxOp};
+use crate::stomp::{Command, Frame, Version};
+
+impl Broker {
+    pub(super) fn ack(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        let nack = frame.command == Command::Nack;
+        let version = self.version(session).unwrap_or(Version::V1_2);
+        let id = match version {
+            Version::V1_2 => frame.header("id"),
+            _ => frame.header("message-id"),
+        }
+        .ok_or_else(|| {
+            refuse(format!(
+                "{} without {}",
+                frame.command,
+                if version == Version::V1_2 {
+                    "id"
+                } else {
+                    "message-id"
+                }
+            ))
+        })?
+        .to_owned();
+        if self.config.relay.is_some()
+            && self.relay_ack(session, &id, nack, frame.header("transaction"), out)?
+        {
+            return Ok(());
+        }
+        if let Some(tx) = frame.header("transaction") {
+            return self.add_to_transaction(session, tx, TxOp::Ack { id, nack });
+        }
+        self.apply_ack(session, &id, nack, out);
+        Ok(())
+    }
+
+    /// Settles pending messages. Unknown ids are ignored (the message may have been
+    /// settled already, or was a topic message, which is never tracked).
+    pub(super) fn apply_ack(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        nack: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let found = state.subscriptions.iter().copied().find_map(|k| {
+            self.subs[k]
+                .pending
+                .iter()
+                .position(|p| p.ack_id == id || p.message_id == id)
+                .map(|i| (k, i))
+        });
+        let Some((key, index)) = found else { return };
+        let settled: Vec<Pending> = match self.subs[key].ack {
+            AckMode::Client => self.subs[key].pending.drain(..=index).collect(),
+            _ => vec![self.subs[key].pending.remove(index)],
+        };
+        if nack {
+            for pending in settled {
+                self.redeliver(pending, Some(key), out);
+            }
+        } else {
+            // Room freed: held messages may flow again.
+            self.drain_held(out);
+        }
+    }
+
+    /// Gives a message back to its queue: another subscriber if there is one, else held.
+    pub(super) fn redeliver(
+        &mut self,
+        pending: Pending,
+        exclude: Option<usize>,
+        out: &mut Vec<Action>,
+    ) {
+        let targets = self.matching(&pending.queue, Kind::Queue);
+        let mut message = pending.message;
+        if !message.headers.iter().any(|(n, _)| n == "redelivered") {
+            message.headers.push(("redelivered".into(), "true".into()));
+        }
+        match self
+            .pick_queue_subscriber(&pending.queue, &targets, exclude)
+            .or_else(|| {
+                // Nobody else: the same subscriber may take it again (as a requeue would).
+                exclude.filter(|k| self.subs.contains(*k))
+            }) {
+            Some(k) => self.fan_out(&[k], &message, Some(&pending.queue), out),
+            None => self.hold(pending.queue, message),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Frames of one session on their way to the broker: the SENDs that need no broker state go
+//! around it.
+//!
+//! With topic subscriptions kept per worker ([`BrokerConfig::shard_topics`]) a SEND to a
+//! topic or an application destination, outside a transaction, is checked here against the
+//! session's [`Ticket`] (its version, its user, its SEND allowance, kept by its link since
+//! CONNECT) and the broker's fixed rules (prefixes, application-only destinations,
+//! permissions, copied at start), and becomes an [`Action::Publish`] or an [`Action::App`]
+//! without the broker mutex. Everything else — CONNECT, SUBSCRIBE, UNSUBSCRIBE, queues, users'
+//! destinations, ACK, transactions, DISCONNECT — takes the lock, once per batch of such
+//! frames, as before. So does a topic SEND while the application has subscriptions of its own
+//! (they live in the broker).
+//!
+//! [`BrokerConfig::shard_topics`]: crate::broker::BrokerConfig::shard_topics
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+
+use bytes::Bytes;
+
+use super::Hub;
+use crate::broker::destination::Kind;
+use crate::broker::limits::Bucket;
+use crate::broker::topics::Published;
+use crate::broker::{
+    check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, Action,
+    AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId,
+};
+use crate::link::{Sink, Ticket};
+use crate::stomp::{Command, Frame, StompError, Version};
+
+/// A [`Sink`] for one feed of one session: the broker, locked only when a frame needs it.
+pub(super) struct Router<'a> {
+    hub: &'a Hub,
+    broker: Option<MutexGuard<'a, Broker>>,
+    ticket: &'a mut Option<Ticket>,
+    /// The session's topic subscriptions: their keys in this worker's table.
+    topics: &'a mut Vec<u32>,
+    now_ms: u64,
+}
+
+impl<'a> Router<'a> {
+    pub(super) fn new(
+        hub: &'a Hub,
+        ticket: &'a mut Option<Ticket>,
+        topics: &'a mut Vec<u32>,
+        now_ms: u64,
+    ) -> Self {
+        Router {
+            hub,
+            broker: None,
+            ticket,
+            topics,
+            now_ms,
+        }
+    }
+
+    /// The subscription id a SUBSCRIBE or UNSUBSCRIBE names (1.0 may name the destination
+    /// instead).
+    fn subscription_id<'f>(&self, frame: &'f Frame<'_>) -> Option<&'f str> {
+        match (frame.header("id"), self.ticket.as_ref().map(|t| t.version)) {
+            (Some(id), _) => Some(id),
+            (None, Some(Version::V1_0)) => frame.header("destination"),
+            (None, _) => None,
+        }
+    }
+
+    /// A SUBSCRIBE. To a topic: checked and added to this worker's table here, without the
+    /// broker (its lock is taken only to look for a duplicate id among the session's queue or
+    /// user subscriptions, when it has any). Anything else: a duplicate of a topic
+    /// subscription's id is refused here, and the broker checks and keeps the rest.
+    fn subscribe(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
+        let hub = self.hub;
+        let Some(ticket) = self.ticket.as_ref() else {
+            return self.broker().handle(session, frame, out);
+        };
+        let (version, receipt) = (ticket.version, frame.header("receipt"));
+        let topic = frame
+            .header("destination")
+            .is_some_and(|d| hub.send_rules.prefixes.kind(d) == Some(Kind::Topic));
+        if !topic {
+            if let Some(id) = self.subscription_id(frame) {
+                if hub.find_topic(self.topics, id).is_some() {
+                    let message = format!("duplicate subscription id {id}");
+                    return error(version, session, message, receipt, out);
+                }
+            }
+            let held = self.topics.len();
+            let start = out.len();
+            let broker = self.broker();
+            broker.set_topic_subscriptions(session, held);
+            broker.handle(session, frame, out);
+            let accepted = out[start..].iter().any(|a| {
+                matches!(a, Action::Event(BrokerEvent::Subscribed { session: s, .. }) if *s == session)
+            });
+            if let (true, Some(ticket)) = (accepted, self.ticket.as_mut()) {
+                ticket.broker_subscriptions += 1;
+            }
+            return;
+        }
+        let rules = &hub.send_rules;
+        let user = ticket.user.as_deref();
+        let asked = match check_subscribe(
+            &rules.prefixes,
+            &rules.permissions,
+            version,
+            Some(user),
+            frame,
+        ) {
+            Ok(asked) => asked,
+            Err(message) => return error(version, session, message, receipt, out),
+        };
+        let duplicate = hub.find_topic(self.topics, &asked.id).is_some()
+            || (ticket.broker_subscriptions > 0
+                && self.broker().has_subscription(session, &asked.id));
+        if duplicate {
+            let message = format!("duplicate subscription id {}", asked.id);
+            return error(version, session, message, receipt, out);
+        }
+        let Some(ticket) = self.ticket.as_ref() else {
+            return;
+        };
+        let held = self.topics.len() + ticket.broker_subscriptions as usize;
+        if held >= rules.max_subscriptions {
+            let message = format!("more than {} subscriptions", rules.max_subscriptions);
+            return error(version, session, message, receipt, out);
+        }
+        let user = ticket.user.as_deref().map(str::to_owned);
+        let id = asked.id.clone();
+        let key = hub.topic_subscribe(session, asked.id, asked.target, version, asked.ack);
+        self.topics.extend(key);
+        out.push(Action::Event(BrokerEvent::Subscribed {
+            session,
+            user,
+            destination: asked.requested.to_owned(),
+            id,
+        }));
+        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(version), r)) {
+            out.push(Action::Send { to: session, frame });
+        }
+    }
+
+    /// An UNSUBSCRIBE of one of the session's topic subscriptions, handled here; `false`
+    /// for the broker's to handle.
+    fn unsubscribe(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(ticket) = self.ticket.as_ref() else {
+            return false;
+        };
+        let Some(index) = self
+            .subscription_id(frame)
+            .and_then(|id| self.hub.find_topic(self.topics, id))
+        else {
+            return false;
+        };
+        let key = self.topics.swap_remove(index);
+        let user = ticket.user.as_deref().map(str::to_owned);
+        if let Some(event) = self.hub.topic_unsubscribe(key, user) {
+            out.push(Action::Event(event));
+        }
+        let receipt = frame.header("receipt");
+        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
+            out.push(Action::Send { to: session, frame });
+        }
+        true
+    }
+
+    fn broker(&mut self) -> &mut Broker {
+        let now = self.now_ms;
+        let hub = self.hub;
+        self.broker.get_or_insert_with(|| {
+            let mut broker = hub.broker();
+            broker.set_now(now);
+            broker
+        })
+    }
+
+    /// Lets go of the broker (before work that must not hold it).
+    fn release(&mut self) {
+        self.broker = None;
+    }
+
+    /// A SEND handled here, or `false` for the broker to handle.
+    fn send(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) -> bool {
+        let hub = self.hub;
+        let Some(ticket) = self.ticket.as_mut() else {
+            return false;
+        };
+        let receipt = frame.header("receipt");
+        if let (Some(rate), Some(bucket)) = (hub.send_rate, ticket.sends.as_mut()) {
+            if !bucket.take(rate, self.now_ms) {
+                let message = format!(
+                    "SEND rate over {} a second (bursts of {})",
+                    rate.per_second, rate.burst
+                );
+                error(ticket.version, session, message, receipt, out);
+                return true;
+            }
+        }
+        if !hub.sharded
+            || frame.header("transaction").is_some()
+            || hub.internal_topic_subs.load(Ordering::Relaxed) > 0
+        {
+            return false;
+        }
+        let Some(destination) = frame.header("destination") else {
+            return false;
+        };
+        let rules = &hub.send_rules;
+        let user = Some(ticket.user.as_deref());
+        let kind = match check_send(
+            &rules.prefixes,
+            &rules.app_only,
+            &rules.permissions,
+            user,
+            destination,
+        ) {
+            Ok(kind) => kind,
+            Err(message) => {
+                error(ticket.version, session, message, receipt, out);
+                return true;
+            }
+        };
+        let body = Bytes::copy_from_slice(frame.body);
+        match kind {
+            Kind::Topic => out.push(Action::Publish(Arc::new(Published::new(
+                destination.to_owned(),
+                message_headers(frame),
+                body,
+            )))),
+            Kind::App => {
+                let stripped = rules.prefixes.strip_app(destination).unwrap_or(destination);
+                out.push(Action::App(AppMessage {
+                    session,
+                    user: ticket.user.as_deref().map(str::to_owned),
+                    destination: stripped.to_owned(),
+                    headers: message_headers(frame),
+                    body,
+                }))
+            }
+            Kind::Queue | Kind::User => return false,
+        }
+        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
+            out.push(Action::Send { to: session, frame });
+        }
+        true
+    }
+}
+
+/// ERROR, then close (the broker's way, for a frame refused here).
+fn error(
+    version: Version,
+    session: SessionId,
+    message: String,
+    receipt: Option<&str>,
+    out: &mut Vec<Action>,
+) {
+    if let Some(frame) = error_frame_in(Some(version), &message, "", receipt) {
+        out.push(Action::Send { to: session, frame });
+    }
+    out.push(Action::Close {
+        to: session,
+        ending: Ending::Error(message),
+    });
+}
+
+impl Sink for Router<'_> {
+    fn version(&self, _session: SessionId) -> Option<Version> {
+        self.ticket.as_ref().map(|t| t.version)
+    }
+
+    fn needs_authentication(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+    ) -> Option<Credentials> {
+        if self.ticket.is_some() || !matches!(frame.command, Command::Connect | Command::Stomp) {
+            return None;
+        }
+        self.broker().needs_authentication(session, frame)
+    }
+
+    fn handle(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
+        if frame.command == Command::Send && self.send(session, frame, out) {
+            // Others may take the broker while this session publishes.
+            self.release();
+            return;
+        }
+        if self.hub.sharded && self.ticket.is_some() {
+            match frame.command {
+                Command::Subscribe => return self.subscribe(session, frame, out),
+                Command::Unsubscribe if self.unsubscribe(session, frame, out) => return,
+                _ => {}
+            }
+        }
+        let connecting = self.ticket.is_none();
+        let hub = self.hub;
+        let now = self.now_ms;
+        let start = out.len();
+        let broker = self.broker();
+        broker.handle(session, frame, out);
+        if connecting {
+            if let Some(version) = broker.version(session) {
+                let user = broker.user(session).map(Arc::from);
+                *self.ticket = Some(Ticket {
+                    version,
+                    user,
+                    sends: hub.send_rate.map(|rate| Bucket::full(rate, now)),
+                    broker_subscriptions: 0,
+                });
+            }
+        }
+        if frame.command == Command::Unsubscribe {
+            let ended = out[start..].iter().any(|a| {
+                matches!(a, Action::Event(BrokerEvent::Unsubscribed { session: s, .. }) if *s == session)
+            });
+            if let (true, Some(ticket)) = (ended, self.ticket.as_mut()) {
+                ticket.broker_subscriptions = ticket.broker_subscriptions.saturating_sub(1);
+            }
+        }
+    }
+
+    fn parse_error(&mut self, session: SessionId, error: &StompError, out: &mut Vec<Action>) {
+        self.broker().parse_error(session, error, out)
+    }
+}
