@@ -24,6 +24,9 @@
 # Fan-out publishers are paced by a window of $WINDOW (default 4) messages outstanding at the
 # slowest subscriber; every subscriber must get every message (lost and errors are printed).
 #
+# CHAT_BIN=path measures that sockeye-chat instead of this tree's (say, an earlier commit's
+# release build, run just before or after on the same machine).
+#
 # Needs only what the workspace builds (release binaries) plus taskset and python3. Raw output
 # and RESULT lines go under $OUT (default target/scale/<date>); the table is printed and
 # written to $OUT/table.md.
@@ -60,7 +63,8 @@ cargo build --release -q -p sockeye-chat --bin sockeye-chat
 cargo build --release -q -p sockeye-benches --bin loadgen
 cp target/release/examples/echo target/release/sockeye-chat target/release/loadgen "$OUT/bin/"
 ECHO=$OUT/bin/echo
-CHAT=$OUT/bin/sockeye-chat
+# CHAT_BIN: another sockeye-chat to measure (an earlier build, for a same-machine comparison).
+CHAT=${CHAT_BIN:-$OUT/bin/sockeye-chat}
 LOADGEN=$OUT/bin/loadgen
 
 server_pid=""

@@ -242,6 +242,7 @@ describe(`sockeye-chat in Chromium${NO_WEBSOCKET ? ', without WebSocket (SockJS)
 
     // ... and on the page of a newcomer (a fresh browser profile), who has not joined.
     const ctxC = await newContext();
+    let failure = null;
     try {
       const pageC = await newPage(ctxC, 'newcomer');
       await pageC.goto(server.url + '/');
@@ -256,8 +257,16 @@ describe(`sockeye-chat in Chromium${NO_WEBSOCKET ? ', without WebSocket (SockJS)
       assert.equal(await pageC.isVisible('#join-form'), true);
       assert.deepEqual(await members(pageC), { names: ['ann'], count: '1' });
       await shoot(pageC, 'room-newcomer.png');
+    } catch (e) {
+      failure = e;
+      throw e;
     } finally {
-      await within(ctxC.close(), WAIT, "the newcomer's context to close");
+      // A context that will not close must not hide why the step failed (a CI run once
+      // reported only the close's timeout).
+      await within(ctxC.close(), WAIT, "the newcomer's context to close").catch((e) => {
+        if (!failure) throw e;
+        console.error(`also: ${e.message}`);
+      });
     }
     await shoot(pageA, 'room-ann-after-restart.png');
   });

@@ -80,7 +80,10 @@ export class ChatServer {
         : []),
       ...(this.args || []),
     ];
-    const child = spawn(this.bin, args, { stdio: ['ignore', log, log] });
+    // Every HTTP request and socket event with its time in the log (artifacts/server.log): a
+    // stalled step can then be placed against what the server saw.
+    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,sockeye::server=debug' };
+    const child = spawn(this.bin, args, { stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));

@@ -43,6 +43,9 @@ struct Settings {
     /// Bytes of one JSON-like message each connection sends (and waits to have echoed) once
     /// open, so that compression contexts exist while the connections are held; 0 for none.
     message: usize,
+    /// A STOMP destination each connection subscribes to once open (CONNECT and SUBSCRIBE
+    /// in one text message): the cost of an idle subscriber, not just a connection.
+    subscribe: Option<String>,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
@@ -60,9 +63,21 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         pid: o.opt("pid")?,
         deflate: deflate_mode(o.opt("deflate")?)?,
         message: bounded("message", o.get("message", 0)?, 0, 1 << 20)?,
+        subscribe: o.opt("subscribe")?,
     };
     o.finish()?;
+    if s.subscribe.is_some() && s.message > 0 {
+        return Err("--subscribe and --message do not go together".into());
+    }
     Ok(s)
+}
+
+/// CONNECT (STOMP 1.2, no heart-beats) and SUBSCRIBE to `destination`, as one message.
+fn stomp_subscribe(destination: &str) -> String {
+    format!(
+        "CONNECT\naccept-version:1.2\nhost:localhost\n\n\0\
+         SUBSCRIBE\nid:0\ndestination:{destination}\n\n\0"
+    )
 }
 
 /// A JSON-like chat message of `len` bytes (empty for 0).
@@ -133,6 +148,7 @@ impl Worker {
                 .args(["--rate", &(s.rate / s.procs as f64).to_string()])
                 .args(["--max-secs", &bound.to_string()])
                 .args(["--message", &s.message.to_string()])
+                .args(s.subscribe.iter().flat_map(|d| ["--subscribe", d.as_str()]))
                 .args(s.deflate.iter().flat_map(|m| ["--deflate", m.as_str()]))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -280,6 +296,7 @@ pub fn worker(args: &[String]) -> Result<bool, String> {
     let max_secs = bounded("max-secs", o.get("max-secs", 60.0)?, 1.0, 2.0 * MAX_SECS)?;
     let deflate = deflate_mode(o.opt("deflate")?)?;
     let message = bounded("message", o.get("message", 0)?, 0, 1 << 20)?;
+    let subscribe: Option<String> = o.opt("subscribe")?;
     o.finish()?;
     check_limit(count, 1, count)?;
     let close = Arc::new(AtomicBool::new(false));
@@ -299,7 +316,11 @@ pub fn worker(args: &[String]) -> Result<bool, String> {
     let mut lp = EventLoop::new(config).map_err(|e| format!("event loop: {e}"))?;
     let mut h = Holder {
         deflate: deflate.is_some(),
-        message: json_message(message),
+        stomp: subscribe.is_some(),
+        message: match &subscribe {
+            Some(destination) => stomp_subscribe(destination),
+            None => json_message(message),
+        },
         echoed: 0,
         target,
         first,
@@ -332,6 +353,8 @@ struct Holder {
     deflate: bool,
     /// Sent by each connection once open (empty: nothing).
     message: String,
+    /// `message` is a STOMP CONNECT and SUBSCRIBE (answered by CONNECTED, not an echo).
+    stomp: bool,
     /// Connections whose message came back.
     echoed: u64,
     target: Target,
@@ -385,8 +408,17 @@ impl ClientHandler for Holder {
     }
 
     fn on_message(&mut self, _conn: &mut ClientConn<'_, bool>, message: Message<'_>) {
-        if message == Message::Text(&self.message) {
-            self.echoed += 1;
+        match message {
+            // --subscribe: the answer is CONNECTED (an ERROR counts as a failure).
+            Message::Text(t) if self.stomp && t.starts_with("CONNECTED\n") => self.echoed += 1,
+            Message::Text(t) if self.stomp && t.starts_with("ERROR\n") => {
+                self.failed += 1;
+                if self.failed <= 5 {
+                    eprintln!("the server refused a subscriber: {t:.200}");
+                }
+            }
+            m if m == Message::Text(&self.message) => self.echoed += 1,
+            _ => {}
         }
     }
 

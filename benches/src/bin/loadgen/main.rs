@@ -34,7 +34,7 @@ usage:
                 [--rate 5000]
   loadgen conns [--url ws://127.0.0.1:9001/] [--conns 1000] [--procs 1] [--sources 16]
                 [--rate 5000] [--hold 3] [--settle 1] [--pid SERVER_PID]
-                [--deflate on|takeover] [--message BYTES]
+                [--deflate on|takeover] [--message BYTES | --subscribe DESTINATION]
   loadgen fanout [--transport ws|tcp] [--url ws://127.0.0.1:8080/ws | --addr 127.0.0.1:61613]
                 [--subs 100] [--size 100] [--rate 0] [--window 4] [--seconds 10] [--warmup 1]
                 [--server-pid PID[,PID...]] [--destination /topic/bench] [--login guest]
