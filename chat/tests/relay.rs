@@ -195,3 +195,180 @@ fn a_broker_that_falls_silent_is_left_and_called_again() {
     assert!(stats.disconnects >= 1, "{stats:?}");
     a.stop();
 }
+
+/// What a scripted broker saw on one of its connections.
+#[derive(Debug)]
+enum Seen {
+    /// A frame: its connection, command and headers, and when it came.
+    Frame(usize, String, Vec<(String, String)>, std::time::Instant),
+    /// The broker answered an UNSUBSCRIBE's receipt on connection `.0`.
+    Confirmed(usize, std::time::Instant),
+    /// The connection closed.
+    Closed(usize, std::time::Instant),
+}
+
+/// A broker that answers CONNECT and every SUBSCRIBE's receipt at once, an UNSUBSCRIBE's
+/// receipt `unsubscribe_delay` late (never when `None`), and reports what it sees.
+fn scripted_broker(unsubscribe_delay: Option<Duration>) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind(any()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for n in 0.. {
+            let Ok((s, _)) = listener.accept() else {
+                return;
+            };
+            let tx = tx.clone();
+            std::thread::spawn(move || serve_scripted(n, s, unsubscribe_delay, tx));
+        }
+    });
+    (addr, rx)
+}
+
+fn serve_scripted(
+    n: usize,
+    mut s: std::net::TcpStream,
+    unsubscribe_delay: Option<Duration>,
+    tx: mpsc::Sender<Seen>,
+) {
+    use std::time::Instant;
+    // Bounded: a connection the relay forgets ends the thread within a minute.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.iter().position(|&b| b == 0) {
+            let frame: Vec<u8> = buf.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&frame[..frame.len() - 1]).into_owned();
+            let text = text.trim_start_matches(['\n', '\r']);
+            let mut lines = text.split('\n');
+            let command = lines.next().unwrap_or("").to_owned();
+            let headers: Vec<(String, String)> = lines
+                .take_while(|l| !l.is_empty())
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let receipt = headers
+                .iter()
+                .find(|(k, _)| k == "receipt")
+                .map(|(_, v)| v.clone());
+            let _ = tx.send(Seen::Frame(n, command.clone(), headers, Instant::now()));
+            let answer = match (command.as_str(), receipt) {
+                ("CONNECT" | "STOMP", _) => {
+                    Some("CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0".to_owned())
+                }
+                ("UNSUBSCRIBE", Some(r)) => match unsubscribe_delay {
+                    Some(delay) => {
+                        std::thread::sleep(delay);
+                        let _ = tx.send(Seen::Confirmed(n, Instant::now()));
+                        Some(format!("RECEIPT\nreceipt-id:{r}\n\n\0"))
+                    }
+                    None => None,
+                },
+                (_, Some(r)) => Some(format!("RECEIPT\nreceipt-id:{r}\n\n\0")),
+                _ => None,
+            };
+            if let Some(answer) = answer {
+                if s.write_all(answer.as_bytes()).is_err() {
+                    let _ = tx.send(Seen::Closed(n, Instant::now()));
+                    return;
+                }
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(n_read) if n_read > 0 => buf.extend_from_slice(&chunk[..n_read]),
+            _ => {
+                let _ = tx.send(Seen::Closed(n, Instant::now()));
+                return;
+            }
+        }
+    }
+}
+
+/// A session with a `client` subscription to a queue (on a consumer connection of its own)
+/// and an `auto` one to the same queue (on the pool) closes. Its consumer connection, whose
+/// closing gives the unacknowledged messages back, must go only after the broker confirmed
+/// the pool subscription's UNSUBSCRIBE: otherwise the broker may hand a message given back
+/// to the `auto` subscription that is going away, and it is lost (seen with RabbitMQ).
+/// Returns (UNSUBSCRIBE received, its receipt sent, consumer connection closed).
+fn close_a_session_with_two_queue_subscriptions(
+    unsubscribe_delay: Option<Duration>,
+    withdraw_timeout: Duration,
+) -> (
+    std::time::Instant,
+    Option<std::time::Instant>,
+    std::time::Instant,
+) {
+    let (addr, seen) = scripted_broker(unsubscribe_delay);
+    let config = RelayConfig {
+        pool: 1,
+        heart_beat: (0, 0),
+        dialect: Dialect::Sockeye,
+        withdraw_timeout,
+        ..RelayConfig::new("127.0.0.1", addr.port())
+    };
+    let node = Node::start(config);
+    node.wait_available("the relay connected to the scripted broker");
+    let mut c = node.client("closing session", None);
+    c.send("SUBSCRIBE\nid:c1\ndestination:/queue/closing\nack:client\nreceipt:r1\n\n");
+    c.expect("RECEIPT", "the receipt of the client-ack SUBSCRIBE");
+    c.send("SUBSCRIBE\nid:c2\ndestination:/queue/closing\nreceipt:r2\n\n");
+    c.expect("RECEIPT", "the receipt of the auto SUBSCRIBE");
+    c.send("DISCONNECT\nreceipt:bye\n\n");
+    c.expect("RECEIPT", "the receipt of DISCONNECT");
+    // The consumer connection is the one that carried the SUBSCRIBE that acknowledges.
+    let mut consumer = None;
+    let mut unsubscribed = None;
+    let mut confirmed = None;
+    let closed;
+    loop {
+        let event = seen
+            .recv_timeout(TIMEOUT)
+            .expect("the scripted broker saw the closing session's consumer connection close");
+        eprintln!("scripted broker: {event:?}");
+        match event {
+            Seen::Frame(n, command, headers, _) if command == "SUBSCRIBE" => {
+                if headers.iter().any(|(k, v)| k == "ack" && v != "auto") {
+                    consumer = Some(n);
+                }
+            }
+            Seen::Frame(n, command, _, at) if command == "UNSUBSCRIBE" && Some(n) != consumer => {
+                unsubscribed = Some(at);
+            }
+            Seen::Confirmed(n, at) if Some(n) != consumer => confirmed = Some(at),
+            Seen::Closed(n, at) if Some(n) == consumer => {
+                closed = at;
+                break;
+            }
+            _ => {}
+        }
+    }
+    node.stop();
+    let unsubscribed = unsubscribed.expect("the auto subscription was withdrawn on the pool");
+    (unsubscribed, confirmed, closed)
+}
+
+#[test]
+fn a_closing_sessions_consumer_connection_waits_for_its_pool_subscriptions_to_go() {
+    let (unsubscribed, confirmed, closed) =
+        close_a_session_with_two_queue_subscriptions(Some(Duration::from_millis(300)), TIMEOUT);
+    let confirmed = confirmed.expect("the broker confirmed the UNSUBSCRIBE before the close");
+    assert!(
+        closed >= confirmed,
+        "the consumer connection closed {:?} before the pool's UNSUBSCRIBE was confirmed",
+        confirmed - closed
+    );
+    assert!(closed >= unsubscribed + Duration::from_millis(300));
+}
+
+#[test]
+fn a_closing_sessions_consumer_connection_goes_at_the_deadline_when_no_receipt_comes() {
+    let (unsubscribed, confirmed, closed) =
+        close_a_session_with_two_queue_subscriptions(None, Duration::from_millis(500));
+    assert!(confirmed.is_none());
+    let waited = closed - unsubscribed;
+    assert!(
+        waited >= Duration::from_millis(450) && waited < TIMEOUT,
+        "the consumer connection closed {waited:?} after the UNSUBSCRIBE (deadline 500 ms)"
+    );
+}

@@ -103,6 +103,10 @@ pub struct RelayConfig {
     /// across nodes (see [`RelayMode`](crate::broker::RelayMode)). Default
     /// `/topic/sockeye-user`.
     pub user_topic: String,
+    /// How long a closing session's consumer connection waits for the broker to confirm
+    /// that the session's other queue subscriptions are gone before it is closed anyway
+    /// (see `relay/route.rs`, `Router::retire`). Default 10 s.
+    pub withdraw_timeout: Duration,
 }
 
 impl fmt::Debug for RelayConfig {
@@ -134,6 +138,7 @@ impl RelayConfig {
             max_buffered: 64 << 20,
             max_body: 16 << 20,
             prefetch: 1000,
+            withdraw_timeout: Duration::from_secs(10),
             dialect: Dialect::RabbitMq,
             user_topic: crate::broker::RelayMode::default().user_topic,
         }
@@ -242,7 +247,9 @@ struct Shared {
 
 /// The handle of a running relay.
 pub struct Relay {
-    ops: mpsc::Sender<RelayOp>,
+    /// Operations in batches: what one call of the broker produced is taken as a whole
+    /// (a closing session's withdrawals and its `Closed` are seen together).
+    ops: mpsc::Sender<Vec<RelayOp>>,
     waker: Arc<mio::Waker>,
     gate: Arc<Gate>,
     shared: Arc<Shared>,
@@ -287,16 +294,11 @@ impl Relay {
 
     /// Hands operations to the relay thread (in order) and wakes it.
     pub fn submit(&self, ops: impl IntoIterator<Item = RelayOp>) {
-        let mut any = false;
-        for op in ops {
-            any = true;
-            if self.ops.send(op).is_err() {
-                return;
-            }
+        let batch: Vec<RelayOp> = ops.into_iter().collect();
+        if batch.is_empty() || self.ops.send(batch).is_err() {
+            return;
         }
-        if any {
-            let _ = self.waker.wake();
-        }
+        let _ = self.waker.wake();
     }
 
     /// Closed while the relay holds too much unwritten: publishers pass it.

@@ -88,6 +88,11 @@ pub(super) struct Router {
     consumers: HashMap<SessionId, usize>,
     /// Retired consumer connections' slots, for reuse.
     free: Vec<usize>,
+    /// Consumer connections to close once their session's queue subscriptions on the pool
+    /// are confirmed gone (or at their deadline): see [`Router::retire`].
+    parting: Vec<Parting>,
+    /// Per session, the UNSUBSCRIBEs of its pool queue subscriptions not yet confirmed.
+    withdrawing: HashMap<SessionId, usize>,
     pub config: RelayConfig,
     shared: Arc<Shared>,
     downstream: Arc<dyn Downstream>,
@@ -103,6 +108,14 @@ pub(super) struct Router {
     /// that a gone subscription must give back.
     batch: Vec<Delivery>,
     acks: Vec<Option<(usize, String)>>,
+}
+
+/// A consumer connection waiting to be closed.
+#[derive(Debug)]
+struct Parting {
+    conn: usize,
+    session: SessionId,
+    deadline: Instant,
 }
 
 /// FNV-1a: a stable spread of destinations over connections.
@@ -267,6 +280,8 @@ impl Router {
             conns: (0..pool).map(|_| Upstream::new(now)).collect(),
             pool,
             consumers: HashMap::new(),
+            parting: Vec::new(),
+            withdrawing: HashMap::new(),
             free: Vec::new(),
             config,
             shared,
@@ -514,9 +529,17 @@ impl Router {
                         // Closing the consumer connection gives back what it holds.
                         self.retire(session, q.conn);
                     } else if self.conns[q.conn].is_up() {
+                        let mut headers = vec![("id", q.upstream_id.clone())];
+                        if q.conn < self.pool {
+                            // Confirmed, so that a consumer connection of the session is
+                            // closed only once this subscription cannot take its messages.
+                            let r = self.conns[q.conn].receipt(Waiter::Withdraw { session });
+                            headers.push(("receipt", r));
+                            *self.withdrawing.entry(session).or_default() += 1;
+                        }
                         self.conns[q.conn].frame(
                             Command::Unsubscribe,
-                            [("id", q.upstream_id.as_str())],
+                            headers.iter().map(|(n, v)| (*n, v.as_str())),
                             b"",
                         );
                     }
@@ -899,7 +922,14 @@ impl Router {
         c
     }
 
-    /// Marks a session's consumer connection to be closed (the loop closes it).
+    /// A session's consumer connection is needed no more: it is to be closed, which gives
+    /// what it holds unacknowledged back to the queues. Not at once: the broker may hand a
+    /// message given back to another subscription of the same session on the pool, and if
+    /// that one is being withdrawn too (the session is closing) and the broker sees the
+    /// close before the UNSUBSCRIBE (each connection is served on its own), the message is
+    /// delivered to a subscription nobody reads and lost (an `auto` one is acknowledged as
+    /// it is sent). So the connection parts once every UNSUBSCRIBE of the session's pool
+    /// queue subscriptions is confirmed, or at `withdraw_timeout` ([`Router::part`]).
     fn retire(&mut self, session: SessionId, conn: usize) {
         self.consumers.remove(&session);
         let stale: Vec<(SessionId, String)> = self
@@ -913,7 +943,51 @@ impl Router {
                 self.routes.remove(&q.upstream_id);
             }
         }
-        self.conns[conn].retire = true;
+        self.parting.push(Parting {
+            conn,
+            session,
+            deadline: Instant::now() + self.config.withdraw_timeout,
+        });
+    }
+
+    /// Marks for closing the parting consumer connections whose session has no withdrawal
+    /// left unconfirmed, or whose deadline has come (the loop closes them). Called once the
+    /// operations of a turn are taken: a closing session's withdrawals come in one batch.
+    pub fn part(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.parting.len() {
+            let p = &self.parting[i];
+            let waiting = self.withdrawing.get(&p.session).copied().unwrap_or(0);
+            if waiting > 0 && now < p.deadline {
+                i += 1;
+                continue;
+            }
+            if waiting > 0 {
+                warn!(
+                    session = p.session,
+                    unconfirmed = waiting,
+                    "relay: the broker did not confirm a closing session's UNSUBSCRIBEs in time; its consumer connection is closed anyway"
+                );
+                self.withdrawing.remove(&p.session);
+            }
+            let p = self.parting.swap_remove(i);
+            self.conns[p.conn].retire = true;
+        }
+    }
+
+    /// When the next parting connection must go at the latest.
+    pub fn parting_deadline(&self) -> Option<Instant> {
+        self.parting.iter().map(|p| p.deadline).min()
+    }
+
+    /// One of a session's pool UNSUBSCRIBEs is confirmed (or moot: its connection is gone).
+    fn withdrawn(&mut self, session: SessionId) {
+        if let Some(n) = self.withdrawing.get_mut(&session) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.withdrawing.remove(&session);
+            }
+        }
     }
 
     /// The loop closed a retired connection: its slot is free.
@@ -1053,6 +1127,7 @@ impl Router {
                 }
             }
             Waiter::Subscribe { upstream_id } => self.confirm(&upstream_id),
+            Waiter::Withdraw { session } => self.withdrawn(session),
             Waiter::Transaction {
                 session,
                 receipt: Some(r),
@@ -1104,6 +1179,8 @@ impl Router {
                 }
                 self.count_subscriptions();
             }
+            // An ERROR for an UNSUBSCRIBE: the subscription is not there to take anything.
+            Waiter::Withdraw { session } => self.withdrawn(session),
         }
     }
 
@@ -1199,6 +1276,8 @@ impl Router {
                     }
                 }
                 Waiter::Subscribe { .. } => {}
+                // The subscription went with the connection.
+                Waiter::Withdraw { session } => self.withdrawn(session),
             }
         }
         if own > 0 {

@@ -28,7 +28,7 @@ const READ_PER_TURN: usize = 1 << 20;
 
 pub(super) fn spawn(
     poll: Poll,
-    ops: mpsc::Receiver<RelayOp>,
+    ops: mpsc::Receiver<Vec<RelayOp>>,
     config: RelayConfig,
     downstream: Arc<dyn Downstream>,
     gate: Arc<Gate>,
@@ -60,7 +60,7 @@ fn seed() -> u64 {
 
 struct Loop {
     poll: Poll,
-    ops: mpsc::Receiver<RelayOp>,
+    ops: mpsc::Receiver<Vec<RelayOp>>,
     router: Router,
     gate: Arc<Gate>,
     shared: Arc<Shared>,
@@ -121,6 +121,7 @@ impl Loop {
                 self.read(conn);
             }
             self.router.deliver();
+            self.router.part(Instant::now());
             self.flush_all();
             self.close_retired();
         }
@@ -146,9 +147,15 @@ impl Loop {
 
     fn take_ops(&mut self) {
         // Bounded per turn, so reading goes on under a flood of operations.
-        for _ in 0..65_536 {
+        let mut taken = 0;
+        while taken < 65_536 {
             match self.ops.try_recv() {
-                Ok(op) => self.router.op(op),
+                Ok(batch) => {
+                    taken += batch.len();
+                    for op in batch {
+                        self.router.op(op);
+                    }
+                }
                 Err(_) => {
                     self.more_ops = false;
                     return;
@@ -223,6 +230,7 @@ impl Loop {
             .conns
             .iter()
             .filter_map(|c| c.deadline(timeout))
+            .chain(self.router.parting_deadline())
             .min()
     }
 
@@ -410,8 +418,10 @@ impl Loop {
     /// queued, then what is buffered, until the broker has confirmed the SENDs or 2 s have
     /// passed), then DISCONNECT on every connection that is up.
     fn goodbye(&mut self) {
-        while let Ok(op) = self.ops.try_recv() {
-            self.router.op(op);
+        while let Ok(batch) = self.ops.try_recv() {
+            for op in batch {
+                self.router.op(op);
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut events = Events::with_capacity(64);

@@ -40,6 +40,9 @@ pub(super) enum Waiter {
     },
     /// An upstream SUBSCRIBE.
     Subscribe { upstream_id: String },
+    /// The UNSUBSCRIBE of one of a session's queue subscriptions on the pool (see
+    /// `Router::retire`).
+    Withdraw { session: SessionId },
     /// BEGIN, COMMIT or ABORT of a session, with the client's receipt.
     Transaction {
         session: SessionId,
