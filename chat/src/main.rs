@@ -107,6 +107,11 @@ struct Args {
     /// Subscriptions per session (0: no limit). Default 1000.
     #[arg(long, value_name = "N")]
     max_subscriptions: Option<usize>,
+    /// Messages a queue holds while no subscriber can take them (none, or all at their
+    /// unacknowledged limit); past it the oldest are dropped, counted in
+    /// sockeye_broker_queue_dropped_total and warned of. Default 1000.
+    #[arg(long, value_name = "N")]
+    max_held_per_queue: Option<usize>,
     /// Connected sessions per user (0: no limit); the next CONNECT gets ERROR. Default 100.
     #[arg(long, value_name = "N")]
     max_sessions_per_user: Option<usize>,
@@ -192,6 +197,7 @@ struct FileConfig {
     users: Option<PathBuf>,
     max_send_rate: Option<u32>,
     max_subscriptions: Option<usize>,
+    max_held_per_queue: Option<usize>,
     max_sessions_per_user: Option<usize>,
     max_sessions_per_address: Option<usize>,
     max_chat_message: Option<usize>,
@@ -492,6 +498,10 @@ fn run(args: Args) -> Result<(), String> {
     stomp.broker.max_send_rate = (send_rate > 0).then(|| SendRate::per_second(send_rate));
     stomp.broker.max_subscriptions =
         limit(args.max_subscriptions.or(file.max_subscriptions), 1000).unwrap_or(usize::MAX);
+    stomp.broker.max_held_per_queue = args
+        .max_held_per_queue
+        .or(file.max_held_per_queue)
+        .unwrap_or(1000);
     stomp.broker.max_sessions_per_user = limit(
         args.max_sessions_per_user.or(file.max_sessions_per_user),
         100,
@@ -504,6 +514,7 @@ fn run(args: Args) -> Result<(), String> {
     info!(
         send_rate,
         subscriptions = stomp.broker.max_subscriptions,
+        held_per_queue = stomp.broker.max_held_per_queue,
         per_user = stomp.broker.max_sessions_per_user.unwrap_or(0),
         per_address = stomp.broker.max_sessions_per_address.unwrap_or(0),
         "session limits (0: no limit)"

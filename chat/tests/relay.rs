@@ -327,10 +327,11 @@ fn close_a_session_with_two_queue_subscriptions(
             .expect("the scripted broker saw the closing session's consumer connection close");
         eprintln!("scripted broker: {event:?}");
         match event {
-            Seen::Frame(n, command, headers, _) if command == "SUBSCRIBE" => {
-                if headers.iter().any(|(k, v)| k == "ack" && v != "auto") {
-                    consumer = Some(n);
-                }
+            Seen::Frame(n, command, headers, _)
+                if command == "SUBSCRIBE"
+                    && headers.iter().any(|(k, v)| k == "ack" && v != "auto") =>
+            {
+                consumer = Some(n);
             }
             Seen::Frame(n, command, _, at) if command == "UNSUBSCRIBE" && Some(n) != consumer => {
                 unsubscribed = Some(at);

@@ -289,7 +289,9 @@ pub struct BrokerConfig {
     /// The server's heart-beat offer (cx, cy) in ms: it can send every `.0`, wants to receive
     /// every `.1`. Default (10 s, 10 s), as Spring's default task-scheduler-backed broker.
     pub heart_beat: (u64, u64),
-    /// Messages held per queue while nobody subscribes. Default 1,000; the oldest is dropped.
+    /// Messages held per queue while no subscriber can take them (none, or all at their
+    /// unacknowledged limit). Default 1,000; past it the oldest is dropped, counted
+    /// ([`Broker::held_dropped`]) and warned of once each time the queue fills up.
     pub max_held_per_queue: usize,
     /// Unacknowledged queue messages per subscription before it is skipped (like a prefetch
     /// count). Default 1,000.
@@ -452,6 +454,11 @@ pub struct Broker {
     /// Wildcard subscriptions, matched one by one.
     patterns: Vec<usize>,
     held: HashMap<String, VecDeque<Stored>>,
+    /// Messages in `held`, and those dropped from it since the start.
+    held_count: usize,
+    held_dropped: u64,
+    /// Queues that dropped a held message since they were last empty (warned of once).
+    overflowing: std::collections::HashSet<String>,
     round_robin: HashMap<String, usize>,
     /// The frame being handled handed its receipt to the relay (relay mode).
     receipt_taken: bool,
@@ -501,6 +508,9 @@ impl Broker {
             exact: HashMap::new(),
             patterns: Vec::new(),
             held: HashMap::new(),
+            held_count: 0,
+            held_dropped: 0,
+            overflowing: std::collections::HashSet::new(),
             round_robin: HashMap::new(),
             receipt_taken: false,
             addresses: HashMap::new(),
@@ -519,6 +529,16 @@ impl Broker {
     /// Sessions that completed CONNECT.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Queue messages held now for want of a subscriber that can take them.
+    pub fn held_count(&self) -> usize {
+        self.held_count
+    }
+
+    /// Held queue messages dropped (the oldest of a full queue) since the start.
+    pub fn held_dropped(&self) -> u64 {
+        self.held_dropped
     }
 
     /// Subscriptions of every session.

@@ -246,11 +246,22 @@ impl Broker {
     }
 
     pub(super) fn hold(&mut self, queue: String, stored: Stored) {
-        let held = self.held.entry(queue).or_default();
-        if held.len() >= self.config.max_held_per_queue {
-            held.pop_front();
-        }
+        let max = self.config.max_held_per_queue;
+        let held = self.held.entry(queue.clone()).or_default();
         held.push_back(stored);
+        self.held_count += 1;
+        if held.len() > max {
+            held.pop_front();
+            self.held_count -= 1;
+            self.held_dropped += 1;
+            if self.overflowing.insert(queue.clone()) {
+                tracing::warn!(
+                    queue = %queue,
+                    max_held = max,
+                    "queue full: no subscriber can take its messages; the oldest held ones are dropped (counted in sockeye_broker_queue_dropped_total) until it drains"
+                );
+            }
+        }
     }
 
     /// Round-robin over `targets` (sorted), skipping subscriptions at their unacked limit and
@@ -472,10 +483,12 @@ impl Broker {
                 let Some(stored) = self.held.get_mut(&queue).and_then(VecDeque::pop_front) else {
                     break;
                 };
+                self.held_count -= 1;
                 self.fan_out(&[k], &stored, Some(&queue), out);
             }
             if self.held.get(&queue).is_some_and(VecDeque::is_empty) {
                 self.held.remove(&queue);
+                self.overflowing.remove(&queue);
             }
         }
     }

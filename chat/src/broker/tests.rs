@@ -248,8 +248,10 @@ fn held_queue_is_bounded() {
     for i in 0..10 {
         h.send(9, &format!("SEND\ndestination:/queue/q\n\n{i}"));
     }
+    assert_eq!((h.broker.held_count(), h.broker.held_dropped()), (3, 7));
     h.connect(1);
     let actions = h.send(1, "SUBSCRIBE\nid:q\ndestination:/queue/q\n\n");
+    assert_eq!((h.broker.held_count(), h.broker.held_dropped()), (0, 7));
     let bodies: Vec<String> = frames_to(&actions, 1)
         .iter()
         .map(|f| {
@@ -261,6 +263,36 @@ fn held_queue_is_bounded() {
         })
         .collect();
     assert_eq!(bodies, ["7", "8", "9"]);
+}
+
+#[test]
+fn a_queue_whose_subscribers_are_all_at_their_limit_holds_then_drops_its_oldest_and_counts() {
+    let config = BrokerConfig {
+        max_unacked: 1,
+        max_held_per_queue: 2,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.connect(1);
+    h.send(
+        1,
+        "SUBSCRIBE\nid:s\ndestination:/queue/q\nack:client-individual\n\n",
+    );
+    h.connect(9);
+    let mut to_1 = Vec::new();
+    for i in 0..5 {
+        let actions = h.send(9, &format!("SEND\ndestination:/queue/q\n\n{i}"));
+        to_1.extend(frames_to(&actions, 1));
+    }
+    // One unacknowledged at a time: "0" delivered, "3" and "4" held, "1" and "2" dropped.
+    assert_eq!(to_1.len(), 1);
+    assert_eq!((h.broker.held_count(), h.broker.held_dropped()), (2, 2));
+    let ack = header(&to_1[0], "ack").unwrap().to_owned();
+    let actions = h.send(1, &format!("ACK\nid:{ack}\n\n"));
+    let next = frames_to(&actions, 1);
+    assert_eq!(next.len(), 1);
+    assert!(next[0].ends_with("\n\n3\0"), "{next:?}");
+    assert_eq!((h.broker.held_count(), h.broker.held_dropped()), (1, 2));
 }
 
 #[test]

@@ -120,14 +120,28 @@ impl Hub {
             "Messages dropped under --slow-consumer drop.",
             slow.dropped as f64,
         );
-        let (sessions, subscriptions, destinations) = {
+        let (sessions, subscriptions, destinations, held, dropped) = {
             let broker = self.broker();
             (
                 broker.session_count(),
                 broker.subscription_count() + self.shards.get().map_or(0, |s| s.subscriptions()),
                 broker.destination_count(),
+                broker.held_count(),
+                broker.held_dropped(),
             )
         };
+        e.single(
+            "sockeye_broker_queue_held",
+            "gauge",
+            "Queue messages held for want of a subscriber that can take them.",
+            held as f64,
+        );
+        e.single(
+            "sockeye_broker_queue_dropped_total",
+            "counter",
+            "Held queue messages dropped, the oldest of a queue over --max-held-per-queue.",
+            dropped as f64,
+        );
         e.single(
             "sockeye_broker_sessions",
             "gauge",
