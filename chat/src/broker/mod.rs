@@ -453,6 +453,9 @@ pub struct Broker {
     exact: HashMap<String, Vec<usize>>,
     /// Wildcard subscriptions, matched one by one.
     patterns: Vec<usize>,
+    /// Users' destination subscriptions (`/user/queue/x`) by their user's name: a send to a
+    /// user costs O(that user's subscriptions), not a scan of every subscription.
+    user_subs: HashMap<String, Vec<usize>>,
     held: HashMap<String, VecDeque<Stored>>,
     /// Messages in `held`, and those dropped from it since the start.
     held_count: usize,
@@ -507,6 +510,7 @@ impl Broker {
             subs: slab::Slab::new(),
             exact: HashMap::new(),
             patterns: Vec::new(),
+            user_subs: HashMap::new(),
             held: HashMap::new(),
             held_count: 0,
             held_dropped: 0,

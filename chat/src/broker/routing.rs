@@ -160,8 +160,8 @@ impl Broker {
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let to_user = |s: &Subscription| s.user.as_deref() == Some(user);
-        self.publish_to_user_subscriptions(to_user, destination, headers, body, out);
+        let candidates = self.user_subs.get(user).cloned().unwrap_or_default();
+        self.publish_to_user_subscriptions(candidates, destination, headers, body, out);
     }
 
     /// Sends to the sessions subscribed to `/user{destination}` of one session (the
@@ -174,26 +174,32 @@ impl Broker {
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let of_session = |s: &Subscription| s.session == session;
-        self.publish_to_user_subscriptions(of_session, destination, headers, body, out);
+        let candidates = self
+            .sessions
+            .get(&session)
+            .map(|s| s.subscriptions.clone())
+            .unwrap_or_default();
+        self.publish_to_user_subscriptions(candidates, destination, headers, body, out);
     }
 
-    /// Delivers to the users' destination subscriptions `which` picks that match
+    /// Delivers to the users' destination subscriptions among `candidates` that match
     /// `/user{destination}`, shown to them under that name.
     fn publish_to_user_subscriptions(
         &mut self,
-        which: impl Fn(&Subscription) -> bool,
+        mut candidates: Vec<usize>,
         destination: &str,
         headers: Vec<(String, String)>,
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let targets: Vec<usize> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| s.is_user && which(s) && destination::matches(&s.target, destination))
-            .map(|(k, _)| k)
-            .collect();
+        candidates.retain(|&k| {
+            self.subs
+                .get(k)
+                .is_some_and(|s| s.is_user && destination::matches(&s.target, destination))
+        });
+        // In the order they were made, as the broker's other fan-outs.
+        candidates.sort_unstable();
+        let targets = candidates;
         let shown = format!("{}{}", self.config.prefixes.user, destination);
         let stored = Stored {
             destination: shown,
@@ -440,6 +446,9 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.subscriptions.push(key);
         }
+        if let (true, Some(u)) = (is_user, &user) {
+            self.user_subs.entry(u.clone()).or_default().push(key);
+        }
         out.push(Action::Event(BrokerEvent::Subscribed {
             session,
             user,
@@ -543,6 +552,14 @@ impl Broker {
             }
         }
         self.patterns.retain(|&k| k != key);
+        if let (true, Some(u)) = (sub.is_user, &sub.user) {
+            if let Some(list) = self.user_subs.get_mut(u) {
+                list.retain(|&k| k != key);
+                if list.is_empty() {
+                    self.user_subs.remove(u);
+                }
+            }
+        }
         if let Some(s) = self.sessions.get_mut(&sub.session) {
             s.subscriptions.retain(|&k| k != key);
         }

@@ -335,6 +335,23 @@ fn user_destinations_reach_all_sessions_of_that_user_only() {
         header(&frames_to(&actions, 3)[0], "subscription"),
         Some("u")
     );
+    // The users' index follows UNSUBSCRIBE and closes: nothing reaches a gone subscription.
+    assert_eq!(h.broker.user_subs.get("ann").map(Vec::len), Some(2));
+    h.send(1, "UNSUBSCRIBE\nid:u\n\n");
+    let mut c = Vec::new();
+    h.broker.closed(2, &mut c);
+    assert!(!h.broker.user_subs.contains_key("ann"));
+    let mut out = Vec::new();
+    h.broker
+        .publish_to_user("ann", "/queue/replies", vec![], Bytes::new(), &mut out);
+    assert!(frames_to(&out, 1).is_empty() && frames_to(&out, 2).is_empty());
+    // One session's own user subscriptions (the reply to a sender), anonymous or not.
+    h.send(1, "SUBSCRIBE\nid:u2\ndestination:/user/queue/replies\n\n");
+    let mut out = Vec::new();
+    h.broker
+        .publish_to_session(1, "/queue/replies", vec![], Bytes::new(), &mut out);
+    assert_eq!(frames_to(&out, 1).len(), 1);
+    assert!(frames_to(&out, 3).is_empty());
 }
 
 #[test]
