@@ -71,7 +71,7 @@ impl Broker {
             }
         } else {
             // Room freed: held messages may flow again.
-            self.drain_held(out);
+            self.drain_held(key, out);
         }
     }
 

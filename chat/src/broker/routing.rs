@@ -458,7 +458,7 @@ impl Broker {
         if self.config.relay.is_some() {
             self.relay_subscribe(key, kind, frame, out);
         } else if kind == Kind::Queue && !is_user {
-            self.drain_held(out);
+            self.drain_held(key, out);
         }
         Ok(())
     }
@@ -480,9 +480,27 @@ impl Broker {
             && !trusted
     }
 
-    /// Gives held queue messages to subscribers that can take them.
-    pub(super) fn drain_held(&mut self, out: &mut Vec<Action>) {
-        let queues: Vec<String> = self.held.keys().cloned().collect();
+    /// Gives held queue messages to subscribers that can take them, now that subscription
+    /// `key` can take more (it is new, or an ACK made room): only the queues it matches are
+    /// looked at, not every queue holding messages.
+    pub(super) fn drain_held(&mut self, key: usize, out: &mut Vec<Action>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(target) = self.subs.get(key).map(|s| s.target.clone()) else {
+            return;
+        };
+        let queues: Vec<String> = if destination::is_pattern(&target) {
+            self.held
+                .keys()
+                .filter(|q| destination::matches(&target, q))
+                .cloned()
+                .collect()
+        } else if self.held.contains_key(&target) {
+            vec![target]
+        } else {
+            Vec::new()
+        };
         for queue in queues {
             loop {
                 let targets = self.matching(&queue, Kind::Queue);

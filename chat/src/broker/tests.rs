@@ -296,6 +296,38 @@ fn a_queue_whose_subscribers_are_all_at_their_limit_holds_then_drops_its_oldest_
 }
 
 #[test]
+fn room_made_by_an_ack_or_a_new_subscription_drains_the_queues_it_matches() {
+    let config = BrokerConfig {
+        max_unacked: 1,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.connect(9);
+    for q in ["a", "b"] {
+        for i in 0..2 {
+            h.send(9, &format!("SEND\ndestination:/queue/{q}\n\n{q}{i}"));
+        }
+    }
+    assert_eq!(h.broker.held_count(), 4);
+    h.connect(1);
+    let actions = h.send(
+        1,
+        "SUBSCRIBE\nid:s\ndestination:/queue/a\nack:client-individual\n\n",
+    );
+    let got = frames_to(&actions, 1);
+    assert!(got.len() == 1 && got[0].ends_with("\n\na0\0"), "{got:?}");
+    let ack = header(&got[0], "ack").unwrap().to_owned();
+    let got = frames_to(&h.send(1, &format!("ACK\nid:{ack}\n\n")), 1);
+    assert!(got.len() == 1 && got[0].ends_with("\n\na1\0"), "{got:?}");
+    // /queue/b is not the ACKing subscription's: it still holds both.
+    assert_eq!(h.broker.held_count(), 2);
+    h.connect(2);
+    let got = frames_to(&h.send(2, "SUBSCRIBE\nid:p\ndestination:/queue/*\n\n"), 2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(h.broker.held_count(), 0);
+}
+
+#[test]
 fn user_destinations_reach_all_sessions_of_that_user_only() {
     let config = BrokerConfig {
         authenticator: Some(std::sync::Arc::new(|req: &ConnectRequest<'_>| {

@@ -27,8 +27,10 @@
 //!   a duplicate id among the session's queue or user subscriptions, when it has any).
 //! * The broker mutex remains for what needs one order across the process, and for the
 //!   control plane: queues (a SEND to a queue, round-robin, held messages, ACK/NACK and
-//!   redelivery: RabbitMQ too serialises each queue), users' destinations (all sessions of a
-//!   user, on any worker), transactions (BEGIN, the frames they hold, COMMIT), CONNECT,
+//!   redelivery: RabbitMQ too serialises each queue; an ACK looks only at the queues its
+//!   subscription matches for held messages), users' destinations (all sessions of a user, on
+//!   any worker; indexed by user, so a send to one costs that user's subscriptions),
+//!   transactions (BEGIN, the frames they hold, COMMIT), CONNECT,
 //!   DISCONNECT and closes. Frames that need it in one batch are handled under one lock (a
 //!   CONNECT and the frames after it see the negotiated version). So does a topic SEND while
 //!   the application holds subscriptions of its own (they live in the broker).
