@@ -216,6 +216,47 @@ def inflate():
     write(t, "invalid-utf8-raw", b"\x00" + sized([1]) + msg(0x02, deflate(b"caf\xc3 ok")))
 
 
+def broker():
+    """Steps of three bytes (op, slot, arg), see fuzz/src/targets/broker.rs. A slot's first
+    step connects it, whatever its op."""
+    t = "broker"
+
+    def arg(pred):
+        return next(a for a in range(256) if pred(a))
+
+    def subscribe(slot, sid, dest, ack):
+        return bytes([0, slot, arg(lambda a: a % 3 == sid and (a >> 2) % 5 == dest and (a >> 5) % 3 == ack)])
+
+    def send(slot, dest, tx=None):
+        return bytes([2, slot, arg(lambda a: a % 4 == dest and ((a & 0x80 != 0) == (tx is not None))
+                                   and (tx is None or (a >> 5) & 1 == tx))])
+
+    def ack(slot, nack=False, pick=0, tx=None):
+        return bytes([5 if nack else 4, slot, arg(lambda a: a & 0x40 == 0 and a % 64 >= pick
+                                                  and ((a & 0x80 != 0) == (tx is not None))
+                                                  and (tx is None or (a >> 5) & 1 == tx))])
+
+    def tx(slot, what, t):
+        return bytes([6, slot, arg(lambda a: a & 1 == t and (a >> 1) % 3 == what)])
+
+    connect = b"".join(bytes([0, s, 0]) for s in range(4))
+    # Competing consumers on /queue/a (client, client-individual, auto), sends, ACK and NACK.
+    write(t, "queue-acks", connect + subscribe(0, 0, 0, 1) + subscribe(1, 0, 0, 2)
+          + subscribe(2, 0, 0, 0) + send(3, 0) * 6 + ack(0) + ack(1, nack=True) + ack(1)
+          + send(3, 0) * 4 + bytes([7, 0, 0]) + ack(1) * 3 + bytes([7, 1, 1]))
+    # A transaction of sends and an ACK, committed; another aborted; a queue pattern.
+    write(t, "transactions", connect + subscribe(0, 1, 2, 1) + tx(3, 0, 0) + send(3, 1, 0) * 3
+          + send(3, 0, 0) + tx(3, 1, 0) + ack(0, tx=None) + tx(0, 0, 1) + ack(0, pick=1, tx=1)
+          + tx(0, 1, 1) + tx(3, 0, 1) + send(3, 1, 1) + tx(3, 2, 1) + bytes([7, 0, 0]))
+    # Nobody can take more: held, dropped past four; then a subscriber drains them.
+    write(t, "held", connect + send(3, 1) * 9 + subscribe(0, 2, 1, 2) + ack(0) * 4
+          + subscribe(1, 0, 4, 0) + send(2, 3) + subscribe(2, 1, 3, 0) + send(2, 2))
+    import random
+    r = random.Random(6455)
+    for n in range(4):
+        write(t, f"random-{n}", bytes(r.randrange(256) for _ in range(1200)))
+
+
 if __name__ == "__main__":
     frame_header()
     connection("server")
@@ -225,3 +266,4 @@ if __name__ == "__main__":
     mask()
     roundtrip()
     inflate()
+    broker()

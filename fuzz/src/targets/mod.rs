@@ -1,5 +1,6 @@
 //! The bodies of the fuzz targets, one module each; `fuzz_targets/NAME.rs` calls `NAME::run`.
 
+pub mod broker;
 pub mod connection;
 pub mod frame_header;
 pub mod handshake;
@@ -12,6 +13,7 @@ pub mod utf8_incremental;
 /// Runs the body of the target called `name` (for replaying files without libFuzzer).
 pub fn run(name: &str, data: &[u8]) {
     match name {
+        "broker" => broker::run(data),
         "frame_header" => frame_header::run(data),
         "connection_server" => connection::run(sockeye::Role::Server, data),
         "connection_client" => connection::run(sockeye::Role::Client, data),
@@ -27,6 +29,7 @@ pub fn run(name: &str, data: &[u8]) {
 
 /// Every target name, as `cargo fuzz list` prints them.
 pub const NAMES: &[&str] = &[
+    "broker",
     "connection_client",
     "connection_server",
     "frame_header",
