@@ -1,10 +1,41 @@
 //! ACK and NACK: settling pending queue messages and redelivering them.
 
 use super::destination::Kind;
-use super::{refuse, AckMode, Action, Broker, Pending, Refusal, SessionId, TxOp};
+use super::{refuse, Action, Broker, Pending, Refusal, SessionId, TxOp};
 use crate::stomp::{Command, Frame, Version};
 
 impl Broker {
+    /// The pending message `id` names among `session`'s subscriptions (only those the relay
+    /// serves when `relayed`): (subscription key, index in its pending list). An ack id
+    /// (`{message-id}-{key}`) names its subscription, so only that one is searched; a
+    /// `message-id` (what STOMP 1.0 and 1.1 acknowledge by) is looked for in each.
+    pub(super) fn find_pending(
+        &self,
+        session: SessionId,
+        id: &str,
+        relayed: bool,
+    ) -> Option<(usize, usize)> {
+        let state = self.sessions.get(&session)?;
+        let position = |k: usize| {
+            let sub = &self.subs[k];
+            if relayed && !sub.relayed {
+                return None;
+            }
+            sub.pending
+                .iter()
+                .position(|p| p.ack_id == id || p.message_id == id)
+                .map(|i| (k, i))
+        };
+        match id.rsplit_once('-').map(|(_, k)| k.parse::<usize>()) {
+            Some(Ok(key)) => state
+                .subscriptions
+                .contains(&key)
+                .then(|| position(key))
+                .flatten(),
+            _ => state.subscriptions.iter().copied().find_map(position),
+        }
+    }
+
     pub(super) fn ack(
         &mut self,
         session: SessionId,
@@ -50,21 +81,10 @@ impl Broker {
         nack: bool,
         out: &mut Vec<Action>,
     ) {
-        let Some(state) = self.sessions.get(&session) else {
+        let Some((key, index)) = self.find_pending(session, id, false) else {
             return;
         };
-        let found = state.subscriptions.iter().copied().find_map(|k| {
-            self.subs[k]
-                .pending
-                .iter()
-                .position(|p| p.ack_id == id || p.message_id == id)
-                .map(|i| (k, i))
-        });
-        let Some((key, index)) = found else { return };
-        let settled: Vec<Pending> = match self.subs[key].ack {
-            AckMode::Client => self.subs[key].pending.drain(..=index).collect(),
-            _ => vec![self.subs[key].pending.remove(index)],
-        };
+        let settled = self.subs[key].settle(index);
         if nack {
             for pending in settled {
                 self.redeliver(pending, Some(key), out);

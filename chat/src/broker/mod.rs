@@ -403,9 +403,22 @@ struct Subscription {
     user: Option<String>,
     is_user: bool,
     ack: AckMode,
-    pending: Vec<Pending>,
+    /// Queue messages delivered and not yet acknowledged, in delivery order (ACKs mostly
+    /// settle the oldest).
+    pending: VecDeque<Pending>,
     /// Announced to the relay (relay mode).
     relayed: bool,
+}
+
+impl Subscription {
+    /// Takes out what an ACK or NACK of its pending message at `index` settles: that one, or
+    /// under `client` every one up to it (cumulative).
+    fn settle(&mut self, index: usize) -> Vec<Pending> {
+        match self.ack {
+            AckMode::Client => self.pending.drain(..=index).collect(),
+            _ => self.pending.remove(index).into_iter().collect(),
+        }
+    }
 }
 
 /// A queued frame inside a transaction.

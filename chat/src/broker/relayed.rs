@@ -333,20 +333,7 @@ impl Broker {
         transaction: Option<&str>,
         out: &mut Vec<Action>,
     ) -> Result<bool, Refusal> {
-        let Some(state) = self.sessions.get(&session) else {
-            return Ok(false);
-        };
-        let found = state.subscriptions.iter().copied().find_map(|k| {
-            let sub = &self.subs[k];
-            if !sub.relayed {
-                return None;
-            }
-            sub.pending
-                .iter()
-                .position(|p| p.ack_id == id || p.message_id == id)
-                .map(|i| (k, i))
-        });
-        let Some((key, index)) = found else {
+        let Some((key, index)) = self.find_pending(session, id, true) else {
             return Ok(false);
         };
         if let Some(tx) = transaction {
@@ -355,10 +342,7 @@ impl Broker {
         let sub = &mut self.subs[key];
         // `client` is cumulative here; upstream every message is settled on its own (see
         // `relay_unsubscribe`).
-        let settled: Vec<super::Pending> = match sub.ack {
-            AckMode::Client => sub.pending.drain(..=index).collect(),
-            _ => vec![sub.pending.remove(index)],
-        };
+        let settled = sub.settle(index);
         for upstream in settled.into_iter().filter_map(|p| p.upstream) {
             out.push(Action::Relay(RelayOp::Ack {
                 session,
@@ -478,7 +462,7 @@ impl Broker {
         let before = self.subs[key].pending.len();
         self.fan_out(&[key], &stored, Some(destination), out);
         if self.subs[key].pending.len() > before {
-            if let Some(p) = self.subs[key].pending.last_mut() {
+            if let Some(p) = self.subs[key].pending.back_mut() {
                 p.upstream = ack;
             }
         }

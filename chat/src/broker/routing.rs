@@ -363,7 +363,7 @@ impl Broker {
                 },
             });
             if let (Some(queue), AckMode::Client | AckMode::ClientIndividual) = (queue, ack_mode) {
-                self.subs[key].pending.push(Pending {
+                self.subs[key].pending.push_back(Pending {
                     message_id: message_id.clone(),
                     ack_id,
                     queue: queue.to_owned(),
@@ -435,7 +435,7 @@ impl Broker {
             user: user.clone(),
             is_user,
             ack,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             relayed: false,
         });
         if destination::is_pattern(&target) {
@@ -592,7 +592,7 @@ impl Broker {
             self.relay_unsubscribe(&sub, out);
             return Vec::new();
         }
-        sub.pending
+        sub.pending.into()
     }
 }
 

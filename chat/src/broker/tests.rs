@@ -328,6 +328,43 @@ fn room_made_by_an_ack_or_a_new_subscription_drains_the_queues_it_matches() {
 }
 
 #[test]
+fn an_ack_settles_only_what_its_id_names_for_the_session_that_sends_it() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.connect(2);
+    h.send(
+        1,
+        "SUBSCRIBE\nid:a\ndestination:/queue/a\nack:client-individual\n\n",
+    );
+    h.send(
+        1,
+        "SUBSCRIBE\nid:b\ndestination:/queue/b\nack:client-individual\n\n",
+    );
+    let to_1 = |actions: &[Action]| frames_to(actions, 1);
+    let a = to_1(&h.send(2, "SEND\ndestination:/queue/a\n\nA"));
+    let b = to_1(&h.send(2, "SEND\ndestination:/queue/b\n\nB"));
+    let (ack_a, ack_b) = (header(&a[0], "ack").unwrap(), header(&b[0], "ack").unwrap());
+    // Another session's ACK of them does nothing; nor does a made-up id naming a's key.
+    h.send(2, &format!("ACK\nid:{ack_a}\n\n"));
+    let (_, key_a) = ack_a.rsplit_once('-').unwrap();
+    h.send(1, &format!("ACK\nid:m0-{key_a}\n\n"));
+    let pending =
+        |h: &Harness| -> usize { h.broker.subs.iter().map(|(_, s)| s.pending.len()).sum() };
+    assert_eq!(pending(&h), 2);
+    // b's own id settles b, on the second subscription.
+    h.send(1, &format!("ACK\nid:{ack_b}\n\n"));
+    assert_eq!(pending(&h), 1);
+    // STOMP 1.1 acknowledges by message-id, looked for in every subscription.
+    h.send(3, "CONNECT\naccept-version:1.1\nhost:x\n\n");
+    h.send(3, "SUBSCRIBE\nid:c\ndestination:/queue/c\nack:client\n\n");
+    let c = frames_to(&h.send(2, "SEND\ndestination:/queue/c\n\nC"), 3);
+    let id = header(&c[0], "message-id").unwrap().to_owned();
+    assert_eq!(pending(&h), 2);
+    h.send(3, &format!("ACK\nsubscription:c\nmessage-id:{id}\n\n"));
+    assert_eq!(pending(&h), 1);
+}
+
+#[test]
 fn user_destinations_reach_all_sessions_of_that_user_only() {
     let config = BrokerConfig {
         authenticator: Some(std::sync::Arc::new(|req: &ConnectRequest<'_>| {
