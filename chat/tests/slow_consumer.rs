@@ -9,12 +9,15 @@
 //! raw bytes in a tight loop and parses them afterwards, so that it keeps up. Every wait is bounded: socket
 //! timeouts, `recv_timeout`, deadlines.
 
+mod common;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::shutdown;
 use socket2::{Domain, Socket, Type};
 use sockeye::server::ServerConfig;
 use sockeye_chat::server::{NoApplication, SlowConsumer, StompConfig, StompServer};
@@ -37,16 +40,6 @@ fn start(policy: SlowConsumer) -> StompServer {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     StompServer::start(any, Some(any), config, stomp, Box::new(NoApplication))
         .expect("server starts")
-}
-
-fn shutdown(server: StompServer) {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(server.shutdown());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("StompServer::shutdown returned within 10 s")
-        .expect("clean shutdown");
 }
 
 /// A STOMP 1.2 client over TCP, frames split at NUL (the tests' bodies hold none).

@@ -4,11 +4,13 @@
 //! `ClientConfig::io_timeout`, TCP sockets read and write timeouts, loops that skip heart-beats
 //! a deadline, and the server's shutdown runs on a thread waited for with `recv_timeout`.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::shutdown;
 use sockeye::client::{Client, ClientConfig, ClientError, OwnedEvent};
 use sockeye::server::ServerConfig;
 use sockeye_chat::server::{NoApplication, StompConfig, StompServer};
@@ -26,18 +28,6 @@ fn start(workers: usize, heart_beat: (u64, u64)) -> StompServer {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     StompServer::start(any, Some(any), config, stomp, Box::new(NoApplication))
         .expect("server starts")
-}
-
-/// Shuts the server down on a helper thread and waits for it at most 10 s (its shutdown
-/// deadline is 2 s).
-fn shutdown(server: StompServer) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(server.shutdown());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("StompServer::shutdown returned within 10 s")
-        .expect("clean shutdown");
 }
 
 fn ws(server: &StompServer) -> Client {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Got, Stomp};
+use common::{shutdown, Got, Stomp};
 use sockeye::server::ServerConfig;
 use sockeye_chat::broker::ConnectRequest;
 use sockeye_chat::server::{NoApplication, StompConfig, StompServer};
@@ -46,16 +46,6 @@ fn start_tuned(
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     StompServer::start(any, Some(any), config, stomp, Box::new(NoApplication))
         .expect("server starts")
-}
-
-fn shutdown(server: StompServer) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(server.shutdown());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("shutdown within 10 s")
-        .expect("clean shutdown");
 }
 
 /// A connected client and the worker its session is on.

@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use sockeye_chat::server::StompServer;
 use sockeye_chat::stomp::{parse, Limits, Status, Version};
 
 pub mod binary;
@@ -193,4 +194,16 @@ pub fn eventually(wait: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < until, "not within {wait:?}: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Shuts a server down on a helper thread and waits for it at most 10 s (the test servers'
+/// shutdown deadline is 2 s): a shutdown that hangs fails the test instead of hanging it.
+pub fn shutdown(server: StompServer) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.shutdown());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("StompServer::shutdown returned within 10 s")
+        .expect("clean shutdown");
 }

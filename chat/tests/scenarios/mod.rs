@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+pub use crate::common::shutdown;
 use crate::common::{eventually, Stomp, TIMEOUT};
 use sockeye::server::ServerConfig;
 use sockeye_chat::broker::{AppMessage, BrokerEvent};
@@ -137,17 +138,6 @@ impl Node {
     pub fn stop(self) {
         shutdown(self.server);
     }
-}
-
-/// Shuts a server down on a helper thread, waiting at most 10 s.
-pub fn shutdown(server: StompServer) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(server.shutdown());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("StompServer::shutdown returned within 10 s")
-        .expect("clean shutdown");
 }
 
 /// Two nodes with pools of 2, both connected.
