@@ -207,9 +207,20 @@ enum Seen {
     Closed(usize, std::time::Instant),
 }
 
-/// A broker that answers CONNECT and every SUBSCRIBE's receipt at once, an UNSUBSCRIBE's
-/// receipt `unsubscribe_delay` late (never when `None`), and reports what it sees.
-fn scripted_broker(unsubscribe_delay: Option<Duration>) -> (SocketAddr, mpsc::Receiver<Seen>) {
+/// What the scripted broker does with an UNSUBSCRIBE that asks for a receipt.
+#[derive(Clone, Copy, Debug)]
+enum OnUnsubscribe {
+    /// Answers the receipt this late.
+    ConfirmAfter(Duration),
+    /// Never answers.
+    Ignore,
+    /// Closes the connection instead.
+    HangUp,
+}
+
+/// A broker that answers CONNECT and every SUBSCRIBE's receipt at once, an UNSUBSCRIBE's as
+/// `on_unsubscribe` says, and reports what it sees.
+fn scripted_broker(on_unsubscribe: OnUnsubscribe) -> (SocketAddr, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind(any()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -219,7 +230,7 @@ fn scripted_broker(unsubscribe_delay: Option<Duration>) -> (SocketAddr, mpsc::Re
                 return;
             };
             let tx = tx.clone();
-            std::thread::spawn(move || serve_scripted(n, s, unsubscribe_delay, tx));
+            std::thread::spawn(move || serve_scripted(n, s, on_unsubscribe, tx));
         }
     });
     (addr, rx)
@@ -228,7 +239,7 @@ fn scripted_broker(unsubscribe_delay: Option<Duration>) -> (SocketAddr, mpsc::Re
 fn serve_scripted(
     n: usize,
     mut s: std::net::TcpStream,
-    unsubscribe_delay: Option<Duration>,
+    on_unsubscribe: OnUnsubscribe,
     tx: mpsc::Sender<Seen>,
 ) {
     use std::time::Instant;
@@ -257,13 +268,17 @@ fn serve_scripted(
                 ("CONNECT" | "STOMP", _) => {
                     Some("CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0".to_owned())
                 }
-                ("UNSUBSCRIBE", Some(r)) => match unsubscribe_delay {
-                    Some(delay) => {
+                ("UNSUBSCRIBE", Some(r)) => match on_unsubscribe {
+                    OnUnsubscribe::ConfirmAfter(delay) => {
                         std::thread::sleep(delay);
                         let _ = tx.send(Seen::Confirmed(n, Instant::now()));
                         Some(format!("RECEIPT\nreceipt-id:{r}\n\n\0"))
                     }
-                    None => None,
+                    OnUnsubscribe::Ignore => None,
+                    OnUnsubscribe::HangUp => {
+                        let _ = tx.send(Seen::Closed(n, Instant::now()));
+                        return;
+                    }
                 },
                 (_, Some(r)) => Some(format!("RECEIPT\nreceipt-id:{r}\n\n\0")),
                 _ => None,
@@ -292,14 +307,14 @@ fn serve_scripted(
 /// to the `auto` subscription that is going away, and it is lost (seen with RabbitMQ).
 /// Returns (UNSUBSCRIBE received, its receipt sent, consumer connection closed).
 fn close_a_session_with_two_queue_subscriptions(
-    unsubscribe_delay: Option<Duration>,
+    on_unsubscribe: OnUnsubscribe,
     withdraw_timeout: Duration,
 ) -> (
     std::time::Instant,
     Option<std::time::Instant>,
     std::time::Instant,
 ) {
-    let (addr, seen) = scripted_broker(unsubscribe_delay);
+    let (addr, seen) = scripted_broker(on_unsubscribe);
     let config = RelayConfig {
         pool: 1,
         heart_beat: (0, 0),
@@ -351,8 +366,10 @@ fn close_a_session_with_two_queue_subscriptions(
 
 #[test]
 fn a_closing_sessions_consumer_connection_waits_for_its_pool_subscriptions_to_go() {
-    let (unsubscribed, confirmed, closed) =
-        close_a_session_with_two_queue_subscriptions(Some(Duration::from_millis(300)), TIMEOUT);
+    let (unsubscribed, confirmed, closed) = close_a_session_with_two_queue_subscriptions(
+        OnUnsubscribe::ConfirmAfter(Duration::from_millis(300)),
+        TIMEOUT,
+    );
     let confirmed = confirmed.expect("the broker confirmed the UNSUBSCRIBE before the close");
     assert!(
         closed >= confirmed,
@@ -364,12 +381,28 @@ fn a_closing_sessions_consumer_connection_waits_for_its_pool_subscriptions_to_go
 
 #[test]
 fn a_closing_sessions_consumer_connection_goes_at_the_deadline_when_no_receipt_comes() {
-    let (unsubscribed, confirmed, closed) =
-        close_a_session_with_two_queue_subscriptions(None, Duration::from_millis(500));
+    let (unsubscribed, confirmed, closed) = close_a_session_with_two_queue_subscriptions(
+        OnUnsubscribe::Ignore,
+        Duration::from_millis(500),
+    );
     assert!(confirmed.is_none());
     let waited = closed - unsubscribed;
     assert!(
         waited >= Duration::from_millis(450) && waited < TIMEOUT,
         "the consumer connection closed {waited:?} after the UNSUBSCRIBE (deadline 500 ms)"
+    );
+}
+
+#[test]
+fn a_closing_sessions_consumer_connection_goes_when_the_pool_connection_is_lost() {
+    // The UNSUBSCRIBE's connection is gone, and the subscription with it: no need to wait
+    // for the deadline (10 s here).
+    let (unsubscribed, confirmed, closed) =
+        close_a_session_with_two_queue_subscriptions(OnUnsubscribe::HangUp, TIMEOUT);
+    assert!(confirmed.is_none());
+    let waited = closed - unsubscribed;
+    assert!(
+        waited < TIMEOUT / 2,
+        "the consumer connection closed {waited:?} after the pool connection was lost"
     );
 }
