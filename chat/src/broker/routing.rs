@@ -182,24 +182,23 @@ impl Broker {
         self.publish_to_user_subscriptions(candidates, destination, headers, body, out);
     }
 
-    /// Delivers to the users' destination subscriptions among `candidates` that match
+    /// Delivers to the users' destination subscriptions among `targets` that match
     /// `/user{destination}`, shown to them under that name.
     fn publish_to_user_subscriptions(
         &mut self,
-        mut candidates: Vec<usize>,
+        mut targets: Vec<usize>,
         destination: &str,
         headers: Vec<(String, String)>,
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        candidates.retain(|&k| {
+        targets.retain(|&k| {
             self.subs
                 .get(k)
                 .is_some_and(|s| s.is_user && destination::matches(&s.target, destination))
         });
         // In the order they were made, as the broker's other fan-outs.
-        candidates.sort_unstable();
-        let targets = candidates;
+        targets.sort_unstable();
         let shown = format!("{}{}", self.config.prefixes.user, destination);
         let stored = Stored {
             destination: shown,
