@@ -8,7 +8,8 @@ impl Broker {
     /// The pending message `id` names among `session`'s subscriptions (only those the relay
     /// serves when `relayed`): (subscription key, index in its pending list). An ack id
     /// (`{message-id}-{key}`) names its subscription, so only that one is searched; a
-    /// `message-id` (what STOMP 1.0 and 1.1 acknowledge by) is looked for in each.
+    /// `message-id` (what STOMP 1.0 and 1.1 acknowledge by) is looked for in each. A topic
+    /// message's ack id (`{message-id}-t{key}`, see `topics`) names nothing pending.
     pub(super) fn find_pending(
         &self,
         session: SessionId,
@@ -26,7 +27,14 @@ impl Broker {
                 .position(|p| p.ack_id == id || p.message_id == id)
                 .map(|i| (k, i))
         };
-        match id.rsplit_once('-').map(|(_, k)| k.parse::<usize>()) {
+        let suffix = id.rsplit_once('-').map(|(_, k)| k);
+        if suffix.is_some_and(|k| {
+            k.strip_prefix('t')
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        }) {
+            return None;
+        }
+        match suffix.map(str::parse::<usize>) {
             Some(Ok(key)) => state
                 .subscriptions
                 .contains(&key)

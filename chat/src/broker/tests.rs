@@ -348,6 +348,8 @@ fn an_ack_settles_only_what_its_id_names_for_the_session_that_sends_it() {
     h.send(2, &format!("ACK\nid:{ack_a}\n\n"));
     let (_, key_a) = ack_a.rsplit_once('-').unwrap();
     h.send(1, &format!("ACK\nid:m0-{key_a}\n\n"));
+    // A topic message's ack id settles nothing either.
+    h.send(1, &format!("ACK\nid:m0-t{key_a}\n\n"));
     let pending =
         |h: &Harness| -> usize { h.broker.subs.iter().map(|(_, s)| s.pending.len()).sum() };
     assert_eq!(pending(&h), 2);
