@@ -1,4 +1,5 @@
-//! The in-memory broker's queue path, under its lock as the server runs it: one message SENT to
+//! The in-memory broker's queue path (through `Broker::handle`, which locks the queue's shard;
+//! the server reaches the same shard without the broker's lock): one message SENT to
 //! a queue, delivered to a `client-individual` subscriber and ACKed, with the subscriber
 //! holding 1,000 unacknowledged messages (its limit) — the steady state of a consumer that
 //! acknowledges as it goes. Two shapes: the ACK names the subscription's oldest message; and

@@ -1,6 +1,7 @@
 //! The broker with sessions spread over several workers on purpose: topic subscriptions live
-//! in each worker's own table (see `server/shard.rs`), queues, users' destinations, acks and
-//! transactions in the broker, and every STOMP rule must hold whichever worker a session
+//! in each worker's own table (see `server/shard.rs`), queues in the broker's locked shards
+//! (`broker/queues.rs`, reached without the broker's lock for SEND and ACK), users'
+//! destinations and transactions in the broker, and every STOMP rule must hold whichever worker a session
 //! landed on. A session's worker is read from its CONNECTED `session` header (the engine
 //! numbers sessions per worker: the index is the id's top 16 bits). Real TCP sockets; every
 //! read bounded by `common::TIMEOUT`.
@@ -403,5 +404,96 @@ fn a_flood_from_the_application_reaches_every_subscriber_or_tells_it_what_it_mis
             "worker {worker}: {got} of {n} and no word"
         );
     }
+    shutdown(server);
+}
+
+/// Queue SENDs, ACKs and NACKs from sessions on several workers at once (they take only
+/// their queue's shard lock, not the broker's): producers on three threads send to three
+/// queues; consumers (exact names and a pattern, all `client-individual`) ACK what they get
+/// and NACK every seventh message once. Every message is acknowledged exactly once, and a
+/// consumer sees each producer's messages on one queue in the order they were sent (except
+/// redeliveries).
+#[test]
+fn concurrent_queue_sends_and_acks_on_several_workers_consume_every_message_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    const PRODUCERS: usize = 3;
+    const EACH: usize = 300;
+    const QUEUES: [&str; 3] = ["/queue/work.a", "/queue/work.b", "/queue/work.c"];
+    let total = PRODUCERS * EACH;
+    let server = start();
+    let mut consumers = spread(&server, "c", 4, None);
+    for (i, (c, _)) in consumers.iter_mut().enumerate() {
+        let destination = match i {
+            0 => "/queue/work.*",
+            i => QUEUES[i - 1],
+        };
+        c.send(&format!(
+            "SUBSCRIBE\nid:w\ndestination:{destination}\nack:client-individual\nreceipt:s\n\n"
+        ));
+        c.expect("RECEIPT", "the receipt of a queue SUBSCRIBE");
+    }
+    let producers = spread(&server, "p", PRODUCERS, None);
+    let acked = AtomicUsize::new(0);
+    let seen: Mutex<HashMap<String, usize>> = Mutex::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    std::thread::scope(|scope| {
+        for (p, (mut c, _)) in producers.into_iter().enumerate() {
+            scope.spawn(move || {
+                for n in 0..EACH {
+                    let queue = QUEUES[n % QUEUES.len()];
+                    c.send(&format!(
+                        "SEND\ndestination:{queue}\nx-from:p{p}\nx-n:{n}\n\np{p}-{n}"
+                    ));
+                }
+                c.send("SEND\ndestination:/queue/none\nreceipt:last\n\n");
+                c.expect("RECEIPT", "the receipt after the producer's SENDs");
+            });
+        }
+        for (i, (mut c, w)) in consumers.into_iter().enumerate() {
+            let (acked, seen) = (&acked, &seen);
+            scope.spawn(move || {
+                // Per (producer, queue): the last x-n acknowledged first-hand.
+                let mut last: HashMap<(String, String), usize> = HashMap::new();
+                while acked.load(Ordering::SeqCst) < total {
+                    assert!(
+                        Instant::now() < deadline,
+                        "consumer {i} (worker {w}): {} of {total} acknowledged within 60 s",
+                        acked.load(Ordering::SeqCst)
+                    );
+                    let Some(f) = c.frame_within("a queue message", Duration::from_millis(200))
+                    else {
+                        continue;
+                    };
+                    assert_eq!(f.command, "MESSAGE", "consumer {i}: {f:?}");
+                    let ack = f.header("ack").expect("an ack header").to_owned();
+                    let (from, n) = header_n(&f);
+                    let queue = f.header("destination").unwrap_or("?").to_owned();
+                    let redelivered = f.header("redelivered") == Some("true");
+                    if !redelivered {
+                        if let Some(before) = last.insert((from.clone(), queue.clone()), n) {
+                            assert!(
+                                before < n,
+                                "consumer {i}: {from} on {queue}: {n} after {before}"
+                            );
+                        }
+                        if n % 7 == 0 {
+                            c.send(&format!("NACK\nid:{ack}\n\n"));
+                            continue;
+                        }
+                    }
+                    c.send(&format!("ACK\nid:{ack}\n\n"));
+                    *seen.lock().unwrap().entry(f.text()).or_default() += 1;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), total, "every message acknowledged");
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "acknowledged more than once: {twice:?}");
     shutdown(server);
 }

@@ -1,7 +1,6 @@
 //! ACK and NACK: settling pending queue messages and redelivering them.
 
-use super::destination::Kind;
-use super::{refuse, Action, Broker, Pending, Refusal, SessionId, TxOp};
+use super::{refuse, Action, Broker, Refusal, SessionId, TxOp};
 use crate::stomp::{Command, Frame, Version};
 
 impl Broker {
@@ -80,7 +79,7 @@ impl Broker {
         Ok(())
     }
 
-    /// Settles pending messages. Unknown ids are ignored (the message may have been
+    /// Settles pending queue messages. Unknown ids are ignored (the message may have been
     /// settled already, or was a topic message, which is never tracked).
     pub(super) fn apply_ack(
         &mut self,
@@ -89,40 +88,6 @@ impl Broker {
         nack: bool,
         out: &mut Vec<Action>,
     ) {
-        let Some((key, index)) = self.find_pending(session, id, false) else {
-            return;
-        };
-        let settled = self.subs[key].settle(index);
-        if nack {
-            for pending in settled {
-                self.redeliver(pending, Some(key), out);
-            }
-        } else {
-            // Room freed: held messages may flow again.
-            self.drain_held(key, out);
-        }
-    }
-
-    /// Gives a message back to its queue: another subscriber if there is one, else held.
-    pub(super) fn redeliver(
-        &mut self,
-        pending: Pending,
-        exclude: Option<usize>,
-        out: &mut Vec<Action>,
-    ) {
-        let targets = self.matching(&pending.queue, Kind::Queue);
-        let mut message = pending.message;
-        if !message.headers.iter().any(|(n, _)| n == "redelivered") {
-            message.headers.push(("redelivered".into(), "true".into()));
-        }
-        match self
-            .pick_queue_subscriber(&pending.queue, &targets, exclude)
-            .or_else(|| {
-                // Nobody else: the same subscriber may take it again (as a requeue would).
-                exclude.filter(|k| self.subs.contains(*k))
-            }) {
-            Some(k) => self.fan_out(&[k], &message, Some(&pending.queue), out),
-            None => self.hold(pending.queue, message),
-        }
+        self.queues.settle(session, id, nack, out);
     }
 }

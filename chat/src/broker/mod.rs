@@ -22,8 +22,11 @@
 //! The [`Broker`]'s methods are spread over submodules by concern; this file holds the types,
 //! the accessors and the dispatch ([`Broker::handle`], [`Broker::closed`]):
 //! * `connect`: CONNECT, authentication, session limits and the SEND rate.
-//! * `routing`: SEND, publish, subscription matching, queues, fan-out, SUBSCRIBE, UNSUBSCRIBE.
-//! * `acks`: ACK and NACK, redelivery.
+//! * `routing`: SEND, publish, subscription matching, fan-out, SUBSCRIBE, UNSUBSCRIBE.
+//! * [`queues`]: queue destinations in locked shards of their own (round-robin, held
+//!   messages, unacknowledged ones, redelivery), which a transport may call without the lock
+//!   it keeps the broker under.
+//! * `acks`: ACK and NACK (settled by [`queues`]; relayed ones by the external broker).
 //! * `transactions`: BEGIN, COMMIT, ABORT and the frames a transaction holds.
 //! * `replies`: the broker's own ERROR, RECEIPT and CONNECTED frames.
 //! * `relayed`: relay mode (an external broker does the routing); `destination`, `limits` and
@@ -48,6 +51,7 @@ mod connect;
 pub mod destination;
 pub mod limits;
 pub mod permissions;
+pub mod queues;
 mod relayed;
 mod replies;
 mod routing;
@@ -374,20 +378,17 @@ pub enum AckMode {
 
 /// A message as stored for queues (held, pending acknowledgement or inside a transaction).
 #[derive(Clone, Debug)]
-struct Stored {
+pub(crate) struct Stored {
     /// The destination as the subscriber sees it.
-    destination: String,
-    headers: Vec<(String, String)>,
-    body: Bytes,
+    pub(crate) destination: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Bytes,
 }
 
 #[derive(Debug)]
 struct Pending {
     message_id: String,
     ack_id: String,
-    /// The queue it came from (for redelivery).
-    queue: String,
-    message: Stored,
     /// The external broker's ack id (relay mode).
     upstream: Option<String>,
 }
@@ -408,6 +409,9 @@ struct Subscription {
     pending: VecDeque<Pending>,
     /// Announced to the relay (relay mode).
     relayed: bool,
+    /// A subscription to a queue (or queue pattern) of the embedded broker: where its parts
+    /// are in [`queues`], which track its messages (its `pending` stays empty).
+    queue: Option<queues::QueueSub>,
 }
 
 impl Subscription {
@@ -469,13 +473,9 @@ pub struct Broker {
     /// Users' destination subscriptions (`/user/queue/x`) by their user's name: a send to a
     /// user costs O(that user's subscriptions), not a scan of every subscription.
     user_subs: HashMap<String, Vec<usize>>,
-    held: HashMap<String, VecDeque<Stored>>,
-    /// Messages in `held`, and those dropped from it since the start.
-    held_count: usize,
-    held_dropped: u64,
-    /// Queues that dropped a held message since they were last empty (warned of once).
-    overflowing: std::collections::HashSet<String>,
-    round_robin: HashMap<String, usize>,
+    /// Queue destinations, in shards of their own (the server reaches them without this
+    /// broker's lock for a SEND, an ACK or a NACK).
+    queues: Arc<queues::Queues>,
     /// The frame being handled handed its receipt to the relay (relay mode).
     receipt_taken: bool,
     /// Where each transport session not connected yet came from, as the transport said (a
@@ -518,17 +518,15 @@ fn refuse(message: impl Into<String>) -> Refusal {
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         Broker {
-            config,
             sessions: HashMap::new(),
             subs: slab::Slab::new(),
             exact: HashMap::new(),
             patterns: Vec::new(),
             user_subs: HashMap::new(),
-            held: HashMap::new(),
-            held_count: 0,
-            held_dropped: 0,
-            overflowing: std::collections::HashSet::new(),
-            round_robin: HashMap::new(),
+            queues: Arc::new(queues::Queues::new(
+                config.max_held_per_queue,
+                config.max_unacked,
+            )),
             receipt_taken: false,
             addresses: HashMap::new(),
             per_user: Census::default(),
@@ -536,7 +534,14 @@ impl Broker {
             now_ms: 0,
             trusting: None,
             verdicts: HashMap::new(),
+            config,
         }
+    }
+
+    /// The queue destinations, for a transport that handles queue SENDs and ACKs outside
+    /// the lock it keeps the broker under.
+    pub fn queues(&self) -> &Arc<queues::Queues> {
+        &self.queues
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -550,12 +555,12 @@ impl Broker {
 
     /// Queue messages held now for want of a subscriber that can take them.
     pub fn held_count(&self) -> usize {
-        self.held_count
+        self.queues.held_count()
     }
 
     /// Held queue messages dropped (the oldest of a full queue) since the start.
     pub fn held_dropped(&self) -> u64 {
-        self.held_dropped
+        self.queues.held_dropped()
     }
 
     /// Subscriptions of every session.
@@ -565,7 +570,7 @@ impl Broker {
 
     /// Destinations with subscribers (exact names and patterns) or held messages.
     pub fn destination_count(&self) -> usize {
-        self.exact.len() + self.patterns.len() + self.held.len()
+        self.exact.len() + self.patterns.len() + self.queues.destination_count()
     }
 
     /// The negotiated version of a session (for the transport's parser).
@@ -681,9 +686,9 @@ impl Broker {
         };
         // Detach every subscription first: a message one of them left unacknowledged must
         // not be handed to another subscription of the session that is going away.
-        let mut pending = Vec::new();
+        let mut queue_subs = Vec::new();
         for key in state.subscriptions.clone() {
-            pending.extend(self.detach_subscription(key, out));
+            queue_subs.extend(self.detach_subscription(key, out));
         }
         if let Some(state) = self.sessions.remove(&session) {
             if let Some(u) = &state.user {
@@ -698,9 +703,7 @@ impl Broker {
                 attributes: state.attributes.map(|a| *a).unwrap_or_default(),
             }));
         }
-        for p in pending {
-            self.redeliver(p, None, out);
-        }
+        self.queues.remove(session, &queue_subs, out);
         if self.config.relay.is_some() {
             out.push(Action::Relay(RelayOp::Closed { session }));
         }

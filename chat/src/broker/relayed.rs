@@ -422,7 +422,7 @@ impl Broker {
             headers,
             body,
         };
-        self.fan_out(&targets, &stored, None, out);
+        self.fan_out(&targets, &stored, false, out);
     }
 
     /// A message from upstream for `user`'s sessions here subscribed to `/user{destination}`.
@@ -460,7 +460,7 @@ impl Broker {
             body,
         };
         let before = self.subs[key].pending.len();
-        self.fan_out(&[key], &stored, Some(destination), out);
+        self.fan_out(&[key], &stored, true, out);
         if self.subs[key].pending.len() > before {
             if let Some(p) = self.subs[key].pending.back_mut() {
                 p.upstream = ack;

@@ -1,5 +1,5 @@
-//! Routing: SEND and publish to topics, queues, users and sessions, subscription matching,
-//! queue holding and round-robin, fan-out of MESSAGE frames, SUBSCRIBE and UNSUBSCRIBE.
+//! Routing: SEND and publish to topics, queues (handed to [`super::queues`]), users and
+//! sessions, subscription matching, fan-out of MESSAGE frames, SUBSCRIBE and UNSUBSCRIBE.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -205,10 +205,12 @@ impl Broker {
             headers,
             body,
         };
-        self.fan_out(&targets, &stored, None, out);
+        self.fan_out(&targets, &stored, false, out);
     }
 
-    pub(super) fn matching(&self, destination: &str, kind: Kind) -> Vec<usize> {
+    /// The subscriptions kept here that match `destination` (a topic's, or a queue's in relay
+    /// mode), in the order they were made.
+    pub(super) fn matching(&self, destination: &str) -> Vec<usize> {
         let mut found: Vec<usize> = self.exact.get(destination).cloned().unwrap_or_default();
         found.extend(
             self.patterns
@@ -217,9 +219,6 @@ impl Broker {
                 .filter(|&k| destination::matches(&self.subs[k].target, destination)),
         );
         found.retain(|&k| !self.subs[k].is_user);
-        if kind == Kind::Queue {
-            found.sort_unstable();
-        }
         found
     }
 
@@ -229,76 +228,31 @@ impl Broker {
             .prefixes
             .kind(&stored.destination)
             .unwrap_or(Kind::Topic);
-        let targets = self.matching(&stored.destination, kind);
-        if kind == Kind::Topic {
-            // The application's own subscriptions (and every one, unless the transport
-            // keeps clients' topic subscriptions per worker).
-            self.fan_out(&targets, &stored, None, out);
-            if self.config.shard_topics && self.config.relay.is_none() {
-                out.push(Action::Publish(Arc::new(Published::new(
-                    stored.destination,
-                    stored.headers,
-                    stored.body,
-                ))));
-            }
+        if kind == Kind::Queue {
+            self.queues.send(stored, out);
             return;
         }
-        let queue = stored.destination.clone();
-        match self.pick_queue_subscriber(&queue, &targets, None) {
-            Some(k) => self.fan_out(&[k], &stored, Some(&queue), out),
-            None => self.hold(queue, stored),
+        let targets = self.matching(&stored.destination);
+        // The application's own subscriptions (and every one, unless the transport keeps
+        // clients' topic subscriptions per worker).
+        self.fan_out(&targets, &stored, false, out);
+        if self.config.shard_topics && self.config.relay.is_none() {
+            out.push(Action::Publish(Arc::new(Published::new(
+                stored.destination,
+                stored.headers,
+                stored.body,
+            ))));
         }
-    }
-
-    pub(super) fn hold(&mut self, queue: String, stored: Stored) {
-        let max = self.config.max_held_per_queue;
-        let held = self.held.entry(queue.clone()).or_default();
-        held.push_back(stored);
-        self.held_count += 1;
-        if held.len() > max {
-            held.pop_front();
-            self.held_count -= 1;
-            self.held_dropped += 1;
-            if self.overflowing.insert(queue.clone()) {
-                tracing::warn!(
-                    queue = %queue,
-                    max_held = max,
-                    "queue full: no subscriber can take its messages; the oldest held ones are dropped (counted in sockeye_broker_queue_dropped_total) until it drains"
-                );
-            }
-        }
-    }
-
-    /// Round-robin over `targets` (sorted), skipping subscriptions at their unacked limit and
-    /// `exclude`.
-    pub(super) fn pick_queue_subscriber(
-        &mut self,
-        queue: &str,
-        targets: &[usize],
-        exclude: Option<usize>,
-    ) -> Option<usize> {
-        let eligible: Vec<usize> = targets
-            .iter()
-            .copied()
-            .filter(|&k| Some(k) != exclude && self.subs[k].pending.len() < self.config.max_unacked)
-            .collect();
-        if eligible.is_empty() {
-            return None;
-        }
-        let turn = self.round_robin.entry(queue.to_owned()).or_insert(0);
-        let pick = eligible[*turn % eligible.len()];
-        *turn = turn.wrapping_add(1);
-        Some(pick)
     }
 
     /// Delivers one message to the subscriptions `targets`: the shared part is encoded once
-    /// per version in use, each subscriber gets only its own head. `queue` names the queue
-    /// for messages that must be tracked until acknowledged.
+    /// per version in use, each subscriber gets only its own head. `tracked`: relayed queue
+    /// messages, kept until acknowledged (to translate the ACK for the external broker).
     pub(super) fn fan_out(
         &mut self,
         targets: &[usize],
         stored: &Stored,
-        queue: Option<&str>,
+        tracked: bool,
         out: &mut Vec<Action>,
     ) {
         if targets.is_empty() {
@@ -351,7 +305,7 @@ impl Broker {
             let head = heads.split().freeze();
             // A queue message awaiting an ACK is never dropped: the unacknowledged limit per
             // subscription bounds it, and dropping it would leave it pending forever.
-            let acked = queue.is_some() && ack_mode != AckMode::Auto;
+            let acked = tracked && ack_mode != AckMode::Auto;
             out.push(Action::Send {
                 to: session,
                 frame: OutFrame {
@@ -361,12 +315,10 @@ impl Broker {
                     bounded: !acked,
                 },
             });
-            if let (Some(queue), AckMode::Client | AckMode::ClientIndividual) = (queue, ack_mode) {
+            if acked {
                 self.subs[key].pending.push_back(Pending {
                     message_id: message_id.clone(),
                     ack_id,
-                    queue: queue.to_owned(),
-                    message: stored.clone(),
                     upstream: None,
                 });
             }
@@ -426,6 +378,7 @@ impl Broker {
             });
             return Ok(());
         }
+        let queued = kind == Kind::Queue && !is_user && self.config.relay.is_none();
         let key = self.subs.insert(Subscription {
             session,
             id: id.clone(),
@@ -436,8 +389,11 @@ impl Broker {
             ack,
             pending: VecDeque::new(),
             relayed: false,
+            queue: None,
         });
-        if destination::is_pattern(&target) {
+        if queued {
+            // Kept in the queues' shards; listed here for UNSUBSCRIBE and the close.
+        } else if destination::is_pattern(&target) {
             self.patterns.push(key);
         } else {
             self.exact.entry(target.clone()).or_default().push(key);
@@ -452,12 +408,15 @@ impl Broker {
             session,
             user,
             destination: requested.to_owned(),
-            id,
+            id: id.clone(),
         }));
         if self.config.relay.is_some() {
             self.relay_subscribe(key, kind, frame, out);
-        } else if kind == Kind::Queue && !is_user {
-            self.drain_held(key, out);
+        } else if queued {
+            let queue = self
+                .queues
+                .subscribe(session, &id, &target, ack, version, out);
+            self.subs[key].queue = Some(queue);
         }
         Ok(())
     }
@@ -477,46 +436,6 @@ impl Broker {
             && kind == Kind::Topic
             && !is_user
             && !trusted
-    }
-
-    /// Gives held queue messages to subscribers that can take them, now that subscription
-    /// `key` can take more (it is new, or an ACK made room): only the queues it matches are
-    /// looked at, not every queue holding messages.
-    pub(super) fn drain_held(&mut self, key: usize, out: &mut Vec<Action>) {
-        if self.held.is_empty() {
-            return;
-        }
-        let Some(target) = self.subs.get(key).map(|s| s.target.clone()) else {
-            return;
-        };
-        let queues: Vec<String> = if destination::is_pattern(&target) {
-            self.held
-                .keys()
-                .filter(|q| destination::matches(&target, q))
-                .cloned()
-                .collect()
-        } else if self.held.contains_key(&target) {
-            vec![target]
-        } else {
-            Vec::new()
-        };
-        for queue in queues {
-            loop {
-                let targets = self.matching(&queue, Kind::Queue);
-                let Some(k) = self.pick_queue_subscriber(&queue, &targets, None) else {
-                    break;
-                };
-                let Some(stored) = self.held.get_mut(&queue).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                self.held_count -= 1;
-                self.fan_out(&[k], &stored, Some(&queue), out);
-            }
-            if self.held.get(&queue).is_some_and(VecDeque::is_empty) {
-                self.held.remove(&queue);
-                self.overflowing.remove(&queue);
-            }
-        }
     }
 
     pub(super) fn unsubscribe(
@@ -549,18 +468,20 @@ impl Broker {
 
     /// Removes a subscription; its unacknowledged queue messages go to someone else.
     pub(super) fn remove_subscription(&mut self, key: usize, out: &mut Vec<Action>) {
-        for pending in self.detach_subscription(key, out) {
-            self.redeliver(pending, None, out);
+        let session = self.subs[key].session;
+        if let Some(queue) = self.detach_subscription(key, out) {
+            self.queues.remove(session, &[queue], out);
         }
     }
 
-    /// Takes a subscription out of every index and returns its unacknowledged messages (for
-    /// the caller to redeliver once everything that must go is gone).
+    /// Takes a subscription out of every index here and returns its parts among the queues
+    /// (for the caller to remove once everything of the session that must go is gone, so
+    /// that its unacknowledged messages reach none of them).
     pub(super) fn detach_subscription(
         &mut self,
         key: usize,
         out: &mut Vec<Action>,
-    ) -> Vec<Pending> {
+    ) -> Option<super::queues::QueueSub> {
         let sub = self.subs.remove(key);
         if let Some(list) = self.exact.get_mut(&sub.target) {
             list.retain(|&k| k != key);
@@ -589,9 +510,8 @@ impl Broker {
         if sub.relayed {
             // Its unacknowledged messages are the external broker's to redeliver.
             self.relay_unsubscribe(&sub, out);
-            return Vec::new();
         }
-        sub.pending.into()
+        sub.queue
     }
 }
 

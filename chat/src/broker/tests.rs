@@ -344,14 +344,18 @@ fn an_ack_settles_only_what_its_id_names_for_the_session_that_sends_it() {
     let a = to_1(&h.send(2, "SEND\ndestination:/queue/a\n\nA"));
     let b = to_1(&h.send(2, "SEND\ndestination:/queue/b\n\nB"));
     let (ack_a, ack_b) = (header(&a[0], "ack").unwrap(), header(&b[0], "ack").unwrap());
-    // Another session's ACK of them does nothing; nor does a made-up id naming a's key.
+    // Another session's ACK of them does nothing; nor does a made-up id naming a's shard
+    // and part.
     h.send(2, &format!("ACK\nid:{ack_a}\n\n"));
-    let (_, key_a) = ack_a.rsplit_once('-').unwrap();
-    h.send(1, &format!("ACK\nid:m0-{key_a}\n\n"));
+    let (_, place_a) = ack_a.rsplit_once('-').unwrap();
+    assert!(
+        place_a.starts_with('q'),
+        "a queue message's id names its place: {ack_a}"
+    );
+    h.send(1, &format!("ACK\nid:m0-{place_a}\n\n"));
     // A topic message's ack id settles nothing either.
-    h.send(1, &format!("ACK\nid:m0-t{key_a}\n\n"));
-    let pending =
-        |h: &Harness| -> usize { h.broker.subs.iter().map(|(_, s)| s.pending.len()).sum() };
+    h.send(1, &format!("ACK\nid:m0-t{}\n\n", &place_a[1..]));
+    let pending = |h: &Harness| -> usize { h.broker.queues().unacked_count() };
     assert_eq!(pending(&h), 2);
     // b's own id settles b, on the second subscription.
     h.send(1, &format!("ACK\nid:{ack_b}\n\n"));

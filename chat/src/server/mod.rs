@@ -25,15 +25,20 @@
 //! * No lock for a SUBSCRIBE or UNSUBSCRIBE to a topic either: the session's worker checks it
 //!   with the broker's rules and keeps it in its own table (the broker's lock only to look for
 //!   a duplicate id among the session's queue or user subscriptions, when it has any).
-//! * The broker mutex remains for what needs one order across the process, and for the
-//!   control plane: queues (a SEND to a queue, round-robin, held messages, ACK/NACK and
-//!   redelivery: RabbitMQ too serialises each queue; an ACK looks only at the queues its
-//!   subscription matches for held messages), users' destinations (all sessions of a user, on
-//!   any worker; indexed by user, so a send to one costs that user's subscriptions),
-//!   transactions (BEGIN, the frames they hold, COMMIT), CONNECT,
-//!   DISCONNECT and closes. Frames that need it in one batch are handled under one lock (a
-//!   CONNECT and the frames after it see the negotiated version). So does a topic SEND while
-//!   the application holds subscriptions of its own (they live in the broker).
+//! * No lock of the broker's for a SEND to a queue, nor for an ACK or NACK outside a
+//!   transaction: queues live in [`queues`](crate::broker::queues)' 64 shards, each with its
+//!   own lock (a queue's subscribers, round-robin turn, held and unacknowledged messages), and
+//!   a queue message's id names its shard and part, so a SEND or an ACK locks one shard. A
+//!   topic message's ACK (never tracked) locks nothing.
+//! * The broker mutex remains for what needs the session table or one order across the
+//!   process, and for the control plane: CONNECT, DISCONNECT and closes, SUBSCRIBE and
+//!   UNSUBSCRIBE of queues and users' destinations (the session's list of subscriptions, for
+//!   ids and the close), users' destinations (all sessions of a user, on any worker; indexed
+//!   by user, so a send to one costs that user's subscriptions), and transactions (BEGIN,
+//!   the frames they hold, COMMIT). Frames that need it in one batch are handled under one
+//!   lock (a CONNECT and the frames after it see the negotiated version). So does a topic SEND
+//!   while the application holds subscriptions of its own (they live in the broker). Lock
+//!   order: the broker, then one queue shard; never the other way round, never two shards.
 //! * The live-session table (`peers`, a read-write lock) is read per session per feed (the
 //!   liveness stamp) and per frame posted through it (replies and queue messages to other
 //!   sessions), not per topic delivery.
@@ -56,8 +61,11 @@ use sockeye::server::{HttpResponse, Session};
 use tracing::debug;
 
 use crate::broker::destination::Kind;
+use crate::broker::queues::Queues;
 use crate::broker::topics::Published;
-use crate::broker::{Action, AppMessage, Broker, BrokerConfig, BrokerEvent, RelayMode, SessionId};
+use crate::broker::{
+    Action, AppMessage, Broker, BrokerConfig, BrokerEvent, RelayMode, SessionId, Stored,
+};
 use crate::link::Batch;
 use crate::relay::{Relay, RelayConfig};
 use crate::stomp::Limits;
@@ -234,6 +242,9 @@ pub struct Hub {
     /// The application's own subscriptions: while there are any, topic SENDs go through the
     /// broker, where they live.
     internal_topic_subs: std::sync::atomic::AtomicUsize,
+    /// The broker's queues (their own shard locks): a SEND to a queue, an ACK and a NACK go
+    /// here without the broker's lock (sharded only; see [`router`]).
+    queues: Arc<Queues>,
 }
 
 /// The broker's rules a SEND is checked against, copied at start (they never change).
@@ -269,11 +280,20 @@ impl Messaging {
     ) {
         let hub = &self.hub;
         let mut actions = Vec::new();
-        let topic = hub.send_rules.prefixes.kind(destination) == Some(Kind::Topic);
+        let kind = hub.send_rules.prefixes.kind(destination);
+        let topic = kind == Some(Kind::Topic);
         if hub.sharded && topic && hub.internal_topic_subs.load(Ordering::Relaxed) == 0 {
             // Nobody in the broker to hear it: straight to the workers, no lock.
             let message = Published::new(destination.to_owned(), headers, body.into());
             actions.push(Action::Publish(Arc::new(message)));
+        } else if hub.sharded && kind == Some(Kind::Queue) {
+            // Its shard's lock, not the broker's.
+            let stored = Stored {
+                destination: destination.to_owned(),
+                headers,
+                body: body.into(),
+            };
+            hub.queues.send(stored, &mut actions);
         } else {
             hub.broker()
                 .publish(destination, headers, body.into(), &mut actions);
@@ -372,8 +392,10 @@ impl Hub {
             permissions: config.broker.permissions.clone(),
             max_subscriptions: config.broker.max_subscriptions,
         };
+        let broker = Broker::new(config.broker);
+        let queues = Arc::clone(broker.queues());
         let hub = Arc::new(Hub {
-            broker: Mutex::new(Broker::new(config.broker)),
+            broker: Mutex::new(broker),
             peers: RwLock::default(),
             app,
             limits: config.limits,
@@ -393,6 +415,7 @@ impl Hub {
             send_rate,
             send_rules,
             internal_topic_subs: Default::default(),
+            queues,
         });
         hub.start_relay()?;
         Ok(hub)

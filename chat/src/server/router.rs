@@ -6,10 +6,13 @@
 //! session's [`Ticket`] (its version, its user, its SEND allowance, kept by its link since
 //! CONNECT) and the broker's fixed rules (prefixes, application-only destinations,
 //! permissions, copied at start), and becomes an [`Action::Publish`] or an [`Action::App`]
-//! without the broker mutex. Everything else — CONNECT, SUBSCRIBE, UNSUBSCRIBE, queues, users'
-//! destinations, ACK, transactions, DISCONNECT — takes the lock, once per batch of such
-//! frames, as before. So does a topic SEND while the application has subscriptions of its own
-//! (they live in the broker).
+//! without the broker mutex. So does a SEND to a queue, handed to the queues' shard for it,
+//! and an ACK or NACK outside a transaction (its id names the shard; see
+//! [`crate::broker::queues`]). A topic SUBSCRIBE and UNSUBSCRIBE are handled here too, in the
+//! worker's own table. Everything else — CONNECT, SUBSCRIBE and UNSUBSCRIBE of queues and
+//! users' destinations, SENDs to users, transactions, DISCONNECT — takes the lock, once per
+//! batch of such frames. So does a topic SEND while the application has subscriptions of its
+//! own (they live in the broker).
 //!
 //! [`BrokerConfig::shard_topics`]: crate::broker::BrokerConfig::shard_topics
 
@@ -24,7 +27,7 @@ use crate::broker::limits::Bucket;
 use crate::broker::topics::Published;
 use crate::broker::{
     check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, Action,
-    AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId,
+    AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId, Stored,
 };
 use crate::link::{Sink, Ticket};
 use crate::stomp::{Command, Frame, StompError, Version};
@@ -201,10 +204,7 @@ impl<'a> Router<'a> {
                 return true;
             }
         }
-        if !hub.sharded
-            || frame.header("transaction").is_some()
-            || hub.internal_topic_subs.load(Ordering::Relaxed) > 0
-        {
+        if !hub.sharded || frame.header("transaction").is_some() {
             return false;
         }
         let Some(destination) = frame.header("destination") else {
@@ -225,8 +225,19 @@ impl<'a> Router<'a> {
                 return true;
             }
         };
+        if kind == Kind::Topic && hub.internal_topic_subs.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
         let body = Bytes::copy_from_slice(frame.body);
         match kind {
+            Kind::Queue => {
+                let stored = Stored {
+                    destination: destination.to_owned(),
+                    headers: message_headers(frame),
+                    body,
+                };
+                hub.queues.send(stored, out);
+            }
             Kind::Topic => out.push(Action::Publish(Arc::new(Published::new(
                 destination.to_owned(),
                 message_headers(frame),
@@ -242,8 +253,40 @@ impl<'a> Router<'a> {
                     body,
                 }))
             }
-            Kind::Queue | Kind::User => return false,
+            Kind::User => return false,
         }
+        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
+            out.push(Action::Send { to: session, frame });
+        }
+        true
+    }
+}
+
+impl Router<'_> {
+    /// An ACK or NACK outside a transaction, handled here; `false` for the broker to handle
+    /// (inside a transaction, or without the header that names the message, which gets the
+    /// broker's ERROR). A queue message's id names its shard and part (see
+    /// [`crate::broker::queues`]): only that shard is locked. A topic message's
+    /// (`{message-id}-t{key}`) is never tracked, and an unknown one is ignored, as the broker
+    /// does.
+    fn ack(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) -> bool {
+        let hub = self.hub;
+        let Some(ticket) = self.ticket.as_ref() else {
+            return false;
+        };
+        if !hub.sharded || frame.header("transaction").is_some() {
+            return false;
+        }
+        let id = match ticket.version {
+            Version::V1_2 => frame.header("id"),
+            _ => frame.header("message-id"),
+        };
+        let Some(id) = id else {
+            return false;
+        };
+        hub.queues
+            .settle(session, id, frame.command == Command::Nack, out);
+        let receipt = frame.header("receipt");
         if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
             out.push(Action::Send { to: session, frame });
         }
@@ -285,7 +328,12 @@ impl Sink for Router<'_> {
     }
 
     fn handle(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
-        if frame.command == Command::Send && self.send(session, frame, out) {
+        let around = match frame.command {
+            Command::Send => self.send(session, frame, out),
+            Command::Ack | Command::Nack => self.ack(session, frame, out),
+            _ => false,
+        };
+        if around {
             // Others may take the broker while this session publishes.
             self.release();
             return;
