@@ -220,6 +220,20 @@ fn an_error_closes_only_the_offender() {
     // Up to the close (bounded by the read timeout); what arrives is not checked.
     let mut rest = Vec::new();
     let _ = tcp_bad.read_to_end(&mut rest);
+    // A users' destination with no user in it (this once panicked the worker, which served
+    // `good` too).
+    for destination in ["/user", "/user/ann", "/user//queue/a"] {
+        let mut tcp_bad = tcp(&server);
+        let frames =
+            format!("CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:{destination}\n\nx\0");
+        tcp_bad.write_all(frames.as_bytes()).unwrap();
+        let got = read_until(&mut tcp_bad, "message:invalid user destination");
+        assert!(
+            got.contains(&format!("invalid user destination {destination} ")),
+            "{got}"
+        );
+        let _ = tcp_bad.read_to_end(&mut rest);
+    }
     // The good client still works.
     good.send_text("SEND\ndestination:/topic/t\n\nstill here\0")
         .unwrap();

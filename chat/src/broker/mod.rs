@@ -26,6 +26,8 @@
 //! * [`queues`]: queue destinations in locked shards of their own (round-robin, held
 //!   messages, unacknowledged ones, redelivery), which a transport may call without the lock
 //!   it keeps the broker under.
+//! * [`users`]: users' destination subscriptions in locked shards of their own, by user name
+//!   and by session (a transport may send to them without the lock it keeps the broker under).
 //! * `acks`: ACK and NACK (settled by [`queues`]; relayed ones by the external broker).
 //! * `transactions`: BEGIN, COMMIT, ABORT and the frames a transaction holds.
 //! * `replies`: the broker's own ERROR, RECEIPT and CONNECTED frames.
@@ -58,8 +60,9 @@ mod routing;
 pub mod topics;
 
 pub(crate) use replies::{error_frame_in, receipt_frame_in};
-pub(crate) use routing::{check_send, check_subscribe, message_headers};
+pub(crate) use routing::{check_send, check_subscribe, message_headers, split_user};
 mod transactions;
+pub mod users;
 
 use destination::{Kind, Prefixes};
 use limits::{Bucket, Census, SendRate};
@@ -409,9 +412,17 @@ struct Subscription {
     pending: VecDeque<Pending>,
     /// Announced to the relay (relay mode).
     relayed: bool,
-    /// A subscription to a queue (or queue pattern) of the embedded broker: where its parts
-    /// are in [`queues`], which track its messages (its `pending` stays empty).
-    queue: Option<queues::QueueSub>,
+    /// Where it is kept for delivery when not in this broker's own tables: a queue (or queue
+    /// pattern) subscription of the embedded broker in [`queues`] (which track its messages;
+    /// its `pending` stays empty), a users' destination subscription in [`users`].
+    kept: Option<Kept>,
+}
+
+/// See [`Subscription::kept`].
+#[derive(Debug)]
+enum Kept {
+    Queue(queues::QueueSub),
+    User(users::UserSub),
 }
 
 impl Subscription {
@@ -470,12 +481,12 @@ pub struct Broker {
     exact: HashMap<String, Vec<usize>>,
     /// Wildcard subscriptions, matched one by one.
     patterns: Vec<usize>,
-    /// Users' destination subscriptions (`/user/queue/x`) by their user's name: a send to a
-    /// user costs O(that user's subscriptions), not a scan of every subscription.
-    user_subs: HashMap<String, Vec<usize>>,
     /// Queue destinations, in shards of their own (the server reaches them without this
     /// broker's lock for a SEND, an ACK or a NACK).
     queues: Arc<queues::Queues>,
+    /// Users' destination subscriptions, by user and by session, in shards of their own: a
+    /// send to a user costs that user's subscriptions and no lock of this broker's.
+    users: Arc<users::Users>,
     /// The frame being handled handed its receipt to the relay (relay mode).
     receipt_taken: bool,
     /// Where each transport session not connected yet came from, as the transport said (a
@@ -522,7 +533,7 @@ impl Broker {
             subs: slab::Slab::new(),
             exact: HashMap::new(),
             patterns: Vec::new(),
-            user_subs: HashMap::new(),
+            users: Arc::default(),
             queues: Arc::new(queues::Queues::new(
                 config.max_held_per_queue,
                 config.max_unacked,
@@ -542,6 +553,12 @@ impl Broker {
     /// the lock it keeps the broker under.
     pub fn queues(&self) -> &Arc<queues::Queues> {
         &self.queues
+    }
+
+    /// The users' destination subscriptions, for a transport that sends to users outside
+    /// the lock it keeps the broker under.
+    pub fn users(&self) -> &Arc<users::Users> {
+        &self.users
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -126,13 +126,15 @@ fn locate(id: &str) -> Option<(usize, usize)> {
     (shard < SHARDS).then_some((shard, part.parse().ok()?))
 }
 
-/// One MESSAGE frame for one subscriber.
-fn message_frame(
+/// One MESSAGE frame for one subscriber, `id` its `message-id` and (when the subscription
+/// acknowledges, in 1.2) its `ack`. `tracked`: the message awaits that ACK.
+pub(super) fn message_frame(
     stored: &Stored,
     version: Version,
     subscription: &str,
     id: &str,
     ack: AckMode,
+    tracked: bool,
 ) -> Option<OutFrame> {
     let mut headers: Vec<(&str, String)> =
         vec![("destination", sanitize(&stored.destination, Some(version)))];
@@ -161,7 +163,7 @@ fn message_frame(
         utf8: std::str::from_utf8(&stored.body).is_ok(),
         // A message awaiting an ACK is never dropped: the unacknowledged limit bounds it,
         // and dropping it would leave it pending for ever.
-        bounded: ack == AckMode::Auto,
+        bounded: !tracked || ack == AckMode::Auto,
     })
 }
 
@@ -461,7 +463,8 @@ impl Queues {
     ) {
         let part = &mut shard.parts[key];
         let id = format!("{}-q{s}.{key}", next_message_id());
-        let Some(frame) = message_frame(&stored, part.version, &part.id, &id, part.ack) else {
+        let Some(frame) = message_frame(&stored, part.version, &part.id, &id, part.ack, true)
+        else {
             return;
         };
         out.push(Action::Send {

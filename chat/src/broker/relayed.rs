@@ -211,11 +211,8 @@ impl Broker {
 
     /// `/user/{name}/queue/x` → (`name`, `/queue/x`).
     fn split_user_send(&self, destination: &str) -> Result<(String, String), Refusal> {
-        let rest = self.config.prefixes.strip_user(destination).unwrap_or("");
-        rest.get(1..)
-            .and_then(|r| r.split_once('/'))
-            .filter(|(name, dest)| !name.is_empty() && !dest.is_empty())
-            .map(|(name, dest)| (name.to_owned(), format!("/{dest}")))
+        super::routing::split_user(&self.config.prefixes, destination)
+            .map(|(name, dest)| (name.to_owned(), dest))
             .ok_or_else(|| {
                 super::refuse(format!(
                     "invalid user destination {destination} (want /user/NAME/...)"

@@ -12,8 +12,8 @@ use super::permissions::Verb;
 use super::replies::sanitize;
 use super::topics::Published;
 use super::{
-    refuse, AckMode, Action, AppMessage, Broker, BrokerEvent, OutFrame, Pending, Refusal, RelayOp,
-    SessionId, Stored, Subscription, TxOp,
+    refuse, AckMode, Action, AppMessage, Broker, BrokerEvent, Kept, OutFrame, Pending, Refusal,
+    RelayOp, SessionId, Stored, Subscription, TxOp,
 };
 use crate::stomp::{encode_message_head, EncodeOptions, Frame, MessageTail, Version};
 
@@ -86,14 +86,10 @@ impl Broker {
                 }));
             }
             Kind::User => {
-                // SEND to /user/{name}/queue/x delivers to that user's /user/queue/x subscribers.
-                let rest = self
-                    .config
-                    .prefixes
-                    .strip_user(&stored.destination)
-                    .unwrap_or("");
-                if let Some((name, dest)) = rest[1..].split_once('/') {
-                    let (name, dest) = (name.to_owned(), format!("/{dest}"));
+                // SEND to /user/{name}/queue/x delivers to that user's /user/queue/x subscribers
+                // (`check_send` refused any other shape).
+                if let Some((name, dest)) = split_user(&self.config.prefixes, &stored.destination) {
+                    let name = name.to_owned();
                     self.publish_to_user_here(&name, &dest, stored.headers, stored.body, out);
                 }
             }
@@ -160,8 +156,9 @@ impl Broker {
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let candidates = self.user_subs.get(user).cloned().unwrap_or_default();
-        self.publish_to_user_subscriptions(candidates, destination, headers, body, out);
+        let shown = format!("{}{}", self.config.prefixes.user, destination);
+        self.users
+            .send_to_user(user, destination, &shown, headers, body, out);
     }
 
     /// Sends to the sessions subscribed to `/user{destination}` of one session (the
@@ -174,38 +171,9 @@ impl Broker {
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let candidates = self
-            .sessions
-            .get(&session)
-            .map(|s| s.subscriptions.clone())
-            .unwrap_or_default();
-        self.publish_to_user_subscriptions(candidates, destination, headers, body, out);
-    }
-
-    /// Delivers to the users' destination subscriptions among `targets` that match
-    /// `/user{destination}`, shown to them under that name.
-    fn publish_to_user_subscriptions(
-        &mut self,
-        mut targets: Vec<usize>,
-        destination: &str,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-        out: &mut Vec<Action>,
-    ) {
-        targets.retain(|&k| {
-            self.subs
-                .get(k)
-                .is_some_and(|s| s.is_user && destination::matches(&s.target, destination))
-        });
-        // In the order they were made, as the broker's other fan-outs.
-        targets.sort_unstable();
         let shown = format!("{}{}", self.config.prefixes.user, destination);
-        let stored = Stored {
-            destination: shown,
-            headers,
-            body,
-        };
-        self.fan_out(&targets, &stored, false, out);
+        self.users
+            .send_to_session(session, destination, &shown, headers, body, out);
     }
 
     /// The subscriptions kept here that match `destination` (a topic's, or a queue's in relay
@@ -359,7 +327,6 @@ impl Broker {
         }
         let user = state.user.clone();
         if self.shards_topic(kind, is_user, state.trusted) {
-            let version = state.version.unwrap_or(Version::V1_2);
             if let Some(s) = self.sessions.get_mut(&session) {
                 s.topic_subscriptions += 1;
             }
@@ -389,10 +356,11 @@ impl Broker {
             ack,
             pending: VecDeque::new(),
             relayed: false,
-            queue: None,
+            kept: None,
         });
-        if queued {
-            // Kept in the queues' shards; listed here for UNSUBSCRIBE and the close.
+        if queued || is_user {
+            // Kept in the queues' or the users' shards; listed here for UNSUBSCRIBE, the close
+            // (and the relay).
         } else if destination::is_pattern(&target) {
             self.patterns.push(key);
         } else {
@@ -401,8 +369,11 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.subscriptions.push(key);
         }
-        if let (true, Some(u)) = (is_user, &user) {
-            self.user_subs.entry(u.clone()).or_default().push(key);
+        if is_user {
+            let kept = self
+                .users
+                .subscribe(session, user.as_deref(), &id, &target, ack, version);
+            self.subs[key].kept = Some(Kept::User(kept));
         }
         out.push(Action::Event(BrokerEvent::Subscribed {
             session,
@@ -416,7 +387,7 @@ impl Broker {
             let queue = self
                 .queues
                 .subscribe(session, &id, &target, ack, version, out);
-            self.subs[key].queue = Some(queue);
+            self.subs[key].kept = Some(Kept::Queue(queue));
         }
         Ok(())
     }
@@ -490,14 +461,6 @@ impl Broker {
             }
         }
         self.patterns.retain(|&k| k != key);
-        if let (true, Some(u)) = (sub.is_user, &sub.user) {
-            if let Some(list) = self.user_subs.get_mut(u) {
-                list.retain(|&k| k != key);
-                if list.is_empty() {
-                    self.user_subs.remove(u);
-                }
-            }
-        }
         if let Some(s) = self.sessions.get_mut(&sub.session) {
             s.subscriptions.retain(|&k| k != key);
         }
@@ -511,7 +474,14 @@ impl Broker {
             // Its unacknowledged messages are the external broker's to redeliver.
             self.relay_unsubscribe(&sub, out);
         }
-        sub.queue
+        match sub.kept {
+            Some(Kept::Queue(queue)) => Some(queue),
+            Some(Kept::User(user)) => {
+                self.users.remove(&user);
+                None
+            }
+            None => None,
+        }
     }
 }
 
@@ -532,6 +502,12 @@ pub(crate) fn check_send(
     if destination::is_pattern(destination) {
         return Err(format!("cannot send to a pattern: {destination}"));
     }
+    if kind == Kind::User && split_user(prefixes, destination).is_none() {
+        return Err(format!(
+            "invalid user destination {destination} (want {}/NAME/...)",
+            prefixes.user
+        ));
+    }
     if app_only
         .iter()
         .any(|p| destination::matches(p, destination))
@@ -546,6 +522,17 @@ pub(crate) fn check_send(
             .map_err(|denied| denied.to_string())?;
     }
     Ok(kind)
+}
+
+/// A SEND to `/user/{name}/{rest}`: the user's name and `/{rest}` (what their sessions
+/// subscribed to as `/user/{rest}`); `None` for any other shape.
+pub(crate) fn split_user<'d>(
+    prefixes: &Prefixes,
+    destination: &'d str,
+) -> Option<(&'d str, String)> {
+    let rest = prefixes.strip_user(destination)?;
+    let (name, dest) = rest.get(1..)?.split_once('/')?;
+    (!name.is_empty() && !dest.is_empty()).then(|| (name, format!("/{dest}")))
 }
 
 /// A SEND's headers as the message carries them (less those about the SEND itself).

@@ -411,11 +411,11 @@ fn user_destinations_reach_all_sessions_of_that_user_only() {
         Some("u")
     );
     // The users' index follows UNSUBSCRIBE and closes: nothing reaches a gone subscription.
-    assert_eq!(h.broker.user_subs.get("ann").map(Vec::len), Some(2));
+    assert_eq!(h.broker.users().count_for_user("ann"), 2);
     h.send(1, "UNSUBSCRIBE\nid:u\n\n");
     let mut c = Vec::new();
     h.broker.closed(2, &mut c);
-    assert!(!h.broker.user_subs.contains_key("ann"));
+    assert_eq!(h.broker.users().count_for_user("ann"), 0);
     let mut out = Vec::new();
     h.broker
         .publish_to_user("ann", "/queue/replies", vec![], Bytes::new(), &mut out);
@@ -536,6 +536,22 @@ fn bad_frames_get_an_error_naming_the_problem_and_a_close() {
             "invalid ack mode sometimes",
         ),
         ("UNSUBSCRIBE\nid:nope\n\n", "no subscription with id nope"),
+        (
+            "SEND\ndestination:/user\n\n",
+            "invalid user destination /user (want /user/NAME/...)",
+        ),
+        (
+            "SEND\ndestination:/user.x\n\n",
+            "invalid user destination /user.x (want /user/NAME/...)",
+        ),
+        (
+            "SEND\ndestination:/user/ann\n\n",
+            "invalid user destination /user/ann (want /user/NAME/...)",
+        ),
+        (
+            "SEND\ndestination:/user//queue/a\n\n",
+            "invalid user destination /user//queue/a (want /user/NAME/...)",
+        ),
         ("BEGIN\n\n", "BEGIN without transaction"),
         ("MESSAGE\n\n", "MESSAGE is a server frame"),
         ("CONNECT\n\n", "already connected"),

@@ -30,15 +30,18 @@
 //!   own lock (a queue's subscribers, round-robin turn, held and unacknowledged messages), and
 //!   a queue message's id names its shard and part, so a SEND or an ACK locks one shard. A
 //!   topic message's ACK (never tracked) locks nothing.
+//! * No lock of the broker's for a SEND to a user (`/user/{name}/...`) or the application's
+//!   sends to a user or to one session: users' destination subscriptions live in
+//!   [`users`](crate::broker::users)' shards, listed by user name and by session, so such a
+//!   send locks the name's (or the session's) shard.
 //! * The broker mutex remains for what needs the session table or one order across the
 //!   process, and for the control plane: CONNECT, DISCONNECT and closes, SUBSCRIBE and
 //!   UNSUBSCRIBE of queues and users' destinations (the session's list of subscriptions, for
-//!   ids and the close), users' destinations (all sessions of a user, on any worker; indexed
-//!   by user, so a send to one costs that user's subscriptions), and transactions (BEGIN,
-//!   the frames they hold, COMMIT). Frames that need it in one batch are handled under one
-//!   lock (a CONNECT and the frames after it see the negotiated version). So does a topic SEND
-//!   while the application holds subscriptions of its own (they live in the broker). Lock
-//!   order: the broker, then one queue shard; never the other way round, never two shards.
+//!   ids and the close), and transactions (BEGIN, the frames they hold, COMMIT). Frames that
+//!   need it in one batch are handled under one lock (a CONNECT and the frames after it see
+//!   the negotiated version). So does a topic SEND while the application holds subscriptions
+//!   of its own (they live in the broker). Lock order: the broker, then one queue or users'
+//!   shard; never the other way round, never two shards at once.
 //! * The live-session table (`peers`, a read-write lock) is read per session per feed (the
 //!   liveness stamp) and per frame posted through it (replies and queue messages to other
 //!   sessions), not per topic delivery.
@@ -63,6 +66,7 @@ use tracing::debug;
 use crate::broker::destination::Kind;
 use crate::broker::queues::Queues;
 use crate::broker::topics::Published;
+use crate::broker::users::Users;
 use crate::broker::{
     Action, AppMessage, Broker, BrokerConfig, BrokerEvent, RelayMode, SessionId, Stored,
 };
@@ -245,6 +249,11 @@ pub struct Hub {
     /// The broker's queues (their own shard locks): a SEND to a queue, an ACK and a NACK go
     /// here without the broker's lock (sharded only; see [`router`]).
     queues: Arc<Queues>,
+    /// The broker's users' destination subscriptions (their own shard locks): a SEND to a
+    /// user and the application's sends to users and sessions go here without the broker's
+    /// lock (when no external broker does the routing: `local_users`).
+    users: Arc<Users>,
+    local_users: bool,
 }
 
 /// The broker's rules a SEND is checked against, copied at start (they never change).
@@ -309,14 +318,28 @@ impl Messaging {
         headers: Vec<(String, String)>,
         body: impl Into<Bytes>,
     ) {
+        let hub = &self.hub;
         let mut actions = Vec::new();
-        self.hub
-            .broker()
-            .publish_to_user(user, destination, headers, body.into(), &mut actions);
-        self.hub.execute(actions, None);
+        if hub.local_users {
+            // The user's shard, not the broker.
+            let shown = format!("{}{destination}", hub.send_rules.prefixes.user);
+            hub.users.send_to_user(
+                user,
+                destination,
+                &shown,
+                headers,
+                body.into(),
+                &mut actions,
+            );
+        } else {
+            hub.broker()
+                .publish_to_user(user, destination, headers, body.into(), &mut actions);
+        }
+        hub.execute(actions, None);
     }
 
-    /// The reply to one session (`@SendToUser` to the sender), on `/user{destination}`.
+    /// The reply to one session (`@SendToUser` to the sender), on `/user{destination}`: the
+    /// session's shard of the users' destinations, not the broker.
     pub fn publish_to_session(
         &self,
         session: SessionId,
@@ -324,15 +347,18 @@ impl Messaging {
         headers: Vec<(String, String)>,
         body: impl Into<Bytes>,
     ) {
+        let hub = &self.hub;
         let mut actions = Vec::new();
-        self.hub.broker().publish_to_session(
+        let shown = format!("{}{destination}", hub.send_rules.prefixes.user);
+        hub.users.send_to_session(
             session,
             destination,
+            &shown,
             headers,
             body.into(),
             &mut actions,
         );
-        self.hub.execute(actions, None);
+        hub.execute(actions, None);
     }
 
     /// Delivers to this node's own subscribers of `destination` alone (an exact topic; in
@@ -392,8 +418,10 @@ impl Hub {
             permissions: config.broker.permissions.clone(),
             max_subscriptions: config.broker.max_subscriptions,
         };
+        let local_users = config.broker.relay.is_none();
         let broker = Broker::new(config.broker);
         let queues = Arc::clone(broker.queues());
+        let users = Arc::clone(broker.users());
         let hub = Arc::new(Hub {
             broker: Mutex::new(broker),
             peers: RwLock::default(),
@@ -416,6 +444,8 @@ impl Hub {
             send_rules,
             internal_topic_subs: Default::default(),
             queues,
+            users,
+            local_users,
         });
         hub.start_relay()?;
         Ok(hub)

@@ -6,12 +6,12 @@
 //! session's [`Ticket`] (its version, its user, its SEND allowance, kept by its link since
 //! CONNECT) and the broker's fixed rules (prefixes, application-only destinations,
 //! permissions, copied at start), and becomes an [`Action::Publish`] or an [`Action::App`]
-//! without the broker mutex. So does a SEND to a queue, handed to the queues' shard for it,
-//! and an ACK or NACK outside a transaction (its id names the shard; see
-//! [`crate::broker::queues`]). A topic SUBSCRIBE and UNSUBSCRIBE are handled here too, in the
-//! worker's own table. Everything else — CONNECT, SUBSCRIBE and UNSUBSCRIBE of queues and
-//! users' destinations, SENDs to users, transactions, DISCONNECT — takes the lock, once per
-//! batch of such frames. So does a topic SEND while the application has subscriptions of its
+//! without the broker mutex. So does a SEND to a queue, handed to the queues' shard for it, a
+//! SEND to a user (the users' shard for the name; see [`crate::broker::users`]), and an ACK
+//! or NACK outside a transaction (its id names the shard; see [`crate::broker::queues`]). A
+//! topic SUBSCRIBE and UNSUBSCRIBE are handled here too, in the worker's own table.
+//! Everything else — CONNECT, SUBSCRIBE and UNSUBSCRIBE of queues and users' destinations,
+//! transactions, DISCONNECT — takes the lock, once per batch of such frames. So does a topic SEND while the application has subscriptions of its
 //! own (they live in the broker).
 //!
 //! [`BrokerConfig::shard_topics`]: crate::broker::BrokerConfig::shard_topics
@@ -26,8 +26,8 @@ use crate::broker::destination::Kind;
 use crate::broker::limits::Bucket;
 use crate::broker::topics::Published;
 use crate::broker::{
-    check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, Action,
-    AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId, Stored,
+    check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, split_user,
+    Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId, Stored,
 };
 use crate::link::{Sink, Ticket};
 use crate::stomp::{Command, Frame, StompError, Version};
@@ -253,7 +253,15 @@ impl<'a> Router<'a> {
                     body,
                 }))
             }
-            Kind::User => return false,
+            Kind::User => {
+                let Some((name, dest)) = split_user(&rules.prefixes, destination) else {
+                    return false; // the broker's ERROR (check_send refused it already)
+                };
+                let shown = format!("{}{dest}", rules.prefixes.user);
+                let headers = message_headers(frame);
+                hub.users
+                    .send_to_user(name, &dest, &shown, headers, body, out);
+            }
         }
         if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
             out.push(Action::Send { to: session, frame });
