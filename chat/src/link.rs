@@ -78,6 +78,8 @@ pub struct Ticket {
     /// Subscriptions the broker holds for the session (queues, users' destinations): a new
     /// topic subscription's id is checked against them only when there are any.
     pub broker_subscriptions: u32,
+    /// Its open transactions, when the transport handles them without the broker's lock.
+    pub(crate) transactions: crate::broker::Transactions,
 }
 
 /// What one [`Link::feed`] saw.

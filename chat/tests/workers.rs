@@ -1,7 +1,8 @@
 //! The broker with sessions spread over several workers on purpose: topic subscriptions live
-//! in each worker's own table (see `server/shard.rs`), queues in the broker's locked shards
-//! (`broker/queues.rs`, reached without the broker's lock for SEND and ACK), users'
-//! destinations and transactions in the broker, and every STOMP rule must hold whichever worker a session
+//! in each worker's own table (see `server/shard.rs`), queues and users' destinations in the
+//! broker's locked shards (`broker/queues.rs`, `broker/users.rs`, reached without the broker's
+//! lock for SEND and ACK), transactions in each session's link, and every STOMP rule must hold
+//! whichever worker a session
 //! landed on. A session's worker is read from its CONNECTED `session` header (the engine
 //! numbers sessions per worker: the index is the id's top 16 bits). Real TCP sockets; every
 //! read bounded by `common::TIMEOUT`.
@@ -495,5 +496,120 @@ fn concurrent_queue_sends_and_acks_on_several_workers_consume_every_message_once
     assert_eq!(seen.len(), total, "every message acknowledged");
     let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
     assert!(twice.is_empty(), "acknowledged more than once: {twice:?}");
+    shutdown(server);
+}
+
+/// Transactions are kept by the session's own link (no broker lock): a queue SEND and a
+/// topic SEND in one take effect at COMMIT only, an ACK in an aborted one does not count (the
+/// message goes to another subscriber when its holder leaves), one in a committed one does;
+/// and each limit or unknown name gets the broker's ERROR and a close.
+#[test]
+fn transactions_hold_queue_sends_and_acks_until_commit_and_refuse_what_they_must() {
+    let server = start_with(|s| {
+        s.broker.max_transactions = 2;
+        s.broker.max_transaction_frames = 3;
+    });
+    let (mut first, _) = connect(&server, "first", None);
+    first.send("SUBSCRIBE\nid:q\ndestination:/queue/tx\nack:client-individual\nreceipt:s\n\n");
+    first.expect("RECEIPT", "the receipt of the queue SUBSCRIBE");
+    let (mut watcher, _) = connect(&server, "watcher", None);
+    watcher.subscribe("t", "/topic/tx");
+    let (mut p, _) = connect(&server, "producer", None);
+    p.send("BEGIN\ntransaction:a\n\n");
+    p.send("SEND\ndestination:/queue/tx\ntransaction:a\nx-n:1\n\n");
+    p.send("SEND\ndestination:/topic/tx\ntransaction:a\nx-n:2\n\n");
+    p.send("SEND\ndestination:/queue/tx\nreceipt:outside\nx-n:0\n\n");
+    p.expect("RECEIPT", "the receipt of a SEND outside the transaction");
+    let m0 = first.expect("MESSAGE", "the message sent outside the transaction");
+    assert_eq!(header_n(&m0).1, 0);
+    first.quiet(
+        Duration::from_millis(150),
+        "nothing of transaction a before COMMIT",
+    );
+    watcher.quiet(
+        Duration::from_millis(50),
+        "nothing of transaction a before COMMIT",
+    );
+    p.send("COMMIT\ntransaction:a\nreceipt:c\n\n");
+    p.expect("RECEIPT", "the receipt of COMMIT");
+    let m1 = first.expect("MESSAGE", "the committed queue message");
+    assert_eq!(header_n(&m1).1, 1);
+    assert_eq!(
+        header_n(&watcher.expect("MESSAGE", "the committed topic message")).1,
+        2
+    );
+
+    // m0 acknowledged in a committed transaction, m1 in an aborted one.
+    let (ack0, ack1) = (m0.header("ack").unwrap(), m1.header("ack").unwrap());
+    first.send("BEGIN\ntransaction:k\n\n");
+    first.send(&format!("ACK\nid:{ack0}\ntransaction:k\n\n"));
+    first.send("COMMIT\ntransaction:k\n\n");
+    first.send("BEGIN\ntransaction:x\n\n");
+    first.send(&format!("ACK\nid:{ack1}\ntransaction:x\n\n"));
+    first.send("ABORT\ntransaction:x\nreceipt:x\n\n");
+    first.expect("RECEIPT", "the receipt of ABORT");
+    first.send("DISCONNECT\nreceipt:bye\n\n");
+    first.expect("RECEIPT", "the receipt of DISCONNECT");
+    let (mut second, _) = connect(&server, "second", None);
+    // Held messages come at once (before a receipt would).
+    second.send("SUBSCRIBE\nid:q\ndestination:/queue/tx\n\n");
+    let again = second.expect(
+        "MESSAGE",
+        "m1, whose ACK was aborted, given to the next subscriber",
+    );
+    assert_eq!(
+        (header_n(&again).1, again.header("redelivered")),
+        (1, Some("true"))
+    );
+    second.quiet(
+        Duration::from_millis(150),
+        "m0, acknowledged in a committed transaction, is gone",
+    );
+
+    let (begin_a, begin_b) = ("BEGIN\ntransaction:a\n\n", "BEGIN\ntransaction:b\n\n");
+    let in_a = "SEND\ndestination:/topic/tx\ntransaction:a\n\n";
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["COMMIT\ntransaction:nope\n\n"],
+            "unknown transaction nope",
+        ),
+        (&["BEGIN\n\n"], "BEGIN without transaction"),
+        (&[begin_a, begin_a], "transaction a already started"),
+        (
+            &[begin_a, begin_b, "BEGIN\ntransaction:c\n\n"],
+            "more than 2 open transactions",
+        ),
+        (
+            &[
+                begin_a,
+                in_a,
+                in_a,
+                "ACK\nid:m1\ntransaction:a\n\n",
+                "NACK\nid:m2\ntransaction:a\n\n",
+            ],
+            "transaction a has more than 3 frames",
+        ),
+        (
+            &["SEND\ndestination:/queue/tx\ntransaction:none\n\n"],
+            "unknown transaction none",
+        ),
+        (
+            &["ACK\nid:m1\ntransaction:none\n\n"],
+            "unknown transaction none",
+        ),
+    ];
+    for (frames, message) in cases {
+        let (mut c, _) = connect(&server, "offender", None);
+        for frame in frames {
+            c.send(frame);
+        }
+        let e = c.expect("ERROR", message);
+        assert_eq!(e.header("message"), Some(message), "{frames:?}");
+        c.closed(message);
+    }
+    watcher.quiet(
+        Duration::from_millis(100),
+        "nothing from the refused transactions",
+    );
     shutdown(server);
 }

@@ -142,7 +142,7 @@ impl Broker {
                 user: user.clone(),
                 subscriptions: Vec::new(),
                 topic_subscriptions: 0,
-                transactions: None,
+                transactions: Default::default(),
                 attributes: None,
                 sends: (!trusted)
                     .then_some(self.config.max_send_rate)

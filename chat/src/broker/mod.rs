@@ -61,7 +61,8 @@ pub mod topics;
 
 pub(crate) use replies::{error_frame_in, receipt_frame_in};
 pub(crate) use routing::{check_send, check_subscribe, message_headers, split_user};
-mod transactions;
+pub(crate) use transactions::{Transactions, TxOp};
+pub(crate) mod transactions;
 pub mod users;
 
 use destination::{Kind, Prefixes};
@@ -436,13 +437,6 @@ impl Subscription {
     }
 }
 
-/// A queued frame inside a transaction.
-#[derive(Debug)]
-enum TxOp {
-    Send(Stored, String),
-    Ack { id: String, nack: bool },
-}
-
 #[derive(Debug)]
 struct SessionState {
     version: Option<Version>,
@@ -450,13 +444,10 @@ struct SessionState {
     subscriptions: Vec<usize>,
     /// Topic subscriptions the transport keeps for it ([`BrokerConfig::shard_topics`]).
     topic_subscriptions: u32,
-    /// Open transactions and the application's attributes: most sessions have neither, so
-    /// each is boxed once used (a box is 8 bytes where an empty map is 48).
-    #[allow(
-        clippy::box_collection,
-        reason = "8 bytes inline instead of an empty map's 48"
-    )]
-    transactions: Option<Box<HashMap<String, Vec<TxOp>>>>,
+    /// Open transactions (see [`transactions`]).
+    transactions: transactions::Transactions,
+    /// The application's attributes: most sessions have none, so boxed once used (a box is
+    /// 8 bytes where an empty map is 48).
     #[allow(
         clippy::box_collection,
         reason = "8 bytes inline instead of an empty map's 48"

@@ -176,7 +176,9 @@ impl Broker {
         let transaction = frame.header("transaction").map(str::to_owned);
         if let Some(tx) = &transaction {
             // The transaction must be open here too (BEGIN was forwarded and recorded).
-            self.transaction(session, tx)?;
+            if !self.has_transaction(session, tx) {
+                return Err(super::refuse(format!("unknown transaction {tx}")));
+            }
         }
         let receipt = self.take_receipt(frame);
         let op = match kind {
@@ -334,7 +336,9 @@ impl Broker {
             return Ok(false);
         };
         if let Some(tx) = transaction {
-            self.transaction(session, tx)?;
+            if !self.has_transaction(session, tx) {
+                return Err(super::refuse(format!("unknown transaction {tx}")));
+            }
         }
         let sub = &mut self.subs[key];
         // `client` is cumulative here; upstream every message is settled on its own (see
@@ -487,13 +491,5 @@ impl Broker {
     /// A RECEIPT for `session` (the relay answers receipts of relayed frames).
     pub fn relay_receipt(&mut self, session: SessionId, id: &str, out: &mut Vec<Action>) {
         self.receipt(session, id, out);
-    }
-
-    /// Whether the session has the transaction open (for the relay's bookkeeping).
-    pub fn has_transaction(&self, session: SessionId, tx: &str) -> bool {
-        self.sessions
-            .get(&session)
-            .and_then(|s| s.transactions.as_ref())
-            .is_some_and(|t| t.contains_key(tx))
     }
 }

@@ -51,11 +51,7 @@ impl Broker {
             return Ok(());
         }
         if let Some(tx) = frame.header("transaction") {
-            return self.add_to_transaction(
-                session,
-                tx,
-                TxOp::Send(stored, destination.to_owned()),
-            );
+            return self.add_to_transaction(session, tx, TxOp::Send(stored));
         }
         self.deliver_send(session, kind, stored, out);
         Ok(())

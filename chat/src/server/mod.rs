@@ -34,10 +34,12 @@
 //!   sends to a user or to one session: users' destination subscriptions live in
 //!   [`users`](crate::broker::users)' shards, listed by user name and by session, so such a
 //!   send locks the name's (or the session's) shard.
-//! * The broker mutex remains for what needs the session table or one order across the
-//!   process, and for the control plane: CONNECT, DISCONNECT and closes, SUBSCRIBE and
-//!   UNSUBSCRIBE of queues and users' destinations (the session's list of subscriptions, for
-//!   ids and the close), and transactions (BEGIN, the frames they hold, COMMIT). Frames that
+//! * No lock for a transaction: BEGIN, the SENDs and ACKs it holds, COMMIT and ABORT are kept
+//!   by the session's link (its `Ticket`, on its own worker); a COMMIT carries out what it
+//!   held by the paths above.
+//! * The broker mutex remains for what needs the session table, and for the control plane:
+//!   CONNECT, DISCONNECT and closes, SUBSCRIBE and UNSUBSCRIBE of queues and users'
+//!   destinations (the session's list of subscriptions, for ids and the close). Frames that
 //!   need it in one batch are handled under one lock (a CONNECT and the frames after it see
 //!   the negotiated version). So does a topic SEND while the application holds subscriptions
 //!   of its own (they live in the broker). Lock order: the broker, then one queue or users'
@@ -263,6 +265,8 @@ struct SendRules {
     app_only: Vec<String>,
     permissions: crate::broker::permissions::Permissions,
     max_subscriptions: usize,
+    max_transactions: usize,
+    max_transaction_frames: usize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -417,6 +421,8 @@ impl Hub {
             app_only: config.broker.app_only.clone(),
             permissions: config.broker.permissions.clone(),
             max_subscriptions: config.broker.max_subscriptions,
+            max_transactions: config.broker.max_transactions,
+            max_transaction_frames: config.broker.max_transaction_frames,
         };
         let local_users = config.broker.relay.is_none();
         let broker = Broker::new(config.broker);

@@ -2,16 +2,17 @@
 //! around it.
 //!
 //! With topic subscriptions kept per worker ([`BrokerConfig::shard_topics`]) a SEND to a
-//! topic or an application destination, outside a transaction, is checked here against the
+//! topic or an application destination is checked here against the
 //! session's [`Ticket`] (its version, its user, its SEND allowance, kept by its link since
 //! CONNECT) and the broker's fixed rules (prefixes, application-only destinations,
 //! permissions, copied at start), and becomes an [`Action::Publish`] or an [`Action::App`]
 //! without the broker mutex. So does a SEND to a queue, handed to the queues' shard for it, a
 //! SEND to a user (the users' shard for the name; see [`crate::broker::users`]), and an ACK
 //! or NACK outside a transaction (its id names the shard; see [`crate::broker::queues`]). A
-//! topic SUBSCRIBE and UNSUBSCRIBE are handled here too, in the worker's own table.
-//! Everything else — CONNECT, SUBSCRIBE and UNSUBSCRIBE of queues and users' destinations,
-//! transactions, DISCONNECT — takes the lock, once per batch of such frames. So does a topic SEND while the application has subscriptions of its
+//! topic SUBSCRIBE and UNSUBSCRIBE are handled here too, in the worker's own table, and
+//! transactions, kept in the session's [`Ticket`]. Everything else — CONNECT, SUBSCRIBE and
+//! UNSUBSCRIBE of queues and users' destinations, DISCONNECT — takes the lock, once per batch
+//! of such frames. So does a topic SEND while the application has subscriptions of its
 //! own (they live in the broker).
 //!
 //! [`BrokerConfig::shard_topics`]: crate::broker::BrokerConfig::shard_topics
@@ -25,9 +26,10 @@ use super::Hub;
 use crate::broker::destination::Kind;
 use crate::broker::limits::Bucket;
 use crate::broker::topics::Published;
+use crate::broker::transactions::named;
 use crate::broker::{
     check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, split_user,
-    Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId, Stored,
+    Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId, Stored, TxOp,
 };
 use crate::link::{Sink, Ticket};
 use crate::stomp::{Command, Frame, StompError, Version};
@@ -204,7 +206,7 @@ impl<'a> Router<'a> {
                 return true;
             }
         }
-        if !hub.sharded || frame.header("transaction").is_some() {
+        if !hub.sharded {
             return false;
         }
         let Some(destination) = frame.header("destination") else {
@@ -225,6 +227,24 @@ impl<'a> Router<'a> {
                 return true;
             }
         };
+        if let Some(tx) = frame.header("transaction") {
+            let stored = Stored {
+                destination: destination.to_owned(),
+                headers: message_headers(frame),
+                body: Bytes::copy_from_slice(frame.body),
+            };
+            let limit = rules.max_transaction_frames;
+            return match ticket.transactions.add(tx, TxOp::Send(stored), limit) {
+                Ok(()) => {
+                    reply_receipt(ticket.version, session, receipt, out);
+                    true
+                }
+                Err(message) => {
+                    error(ticket.version, session, message, receipt, out);
+                    true
+                }
+            };
+        }
         if kind == Kind::Topic && hub.internal_topic_subs.load(Ordering::Relaxed) > 0 {
             return false;
         }
@@ -263,9 +283,7 @@ impl<'a> Router<'a> {
                     .send_to_user(name, &dest, &shown, headers, body, out);
             }
         }
-        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
-            out.push(Action::Send { to: session, frame });
-        }
+        reply_receipt(ticket.version, session, receipt, out);
         true
     }
 }
@@ -282,7 +300,7 @@ impl Router<'_> {
         let Some(ticket) = self.ticket.as_ref() else {
             return false;
         };
-        if !hub.sharded || frame.header("transaction").is_some() {
+        if !hub.sharded {
             return false;
         }
         let id = match ticket.version {
@@ -292,13 +310,132 @@ impl Router<'_> {
         let Some(id) = id else {
             return false;
         };
-        hub.queues
-            .settle(session, id, frame.command == Command::Nack, out);
-        let receipt = frame.header("receipt");
-        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
-            out.push(Action::Send { to: session, frame });
+        let (nack, receipt) = (frame.command == Command::Nack, frame.header("receipt"));
+        let version = ticket.version;
+        if let Some(tx) = frame.header("transaction") {
+            let op = TxOp::Ack {
+                id: id.to_owned(),
+                nack,
+            };
+            let limit = hub.send_rules.max_transaction_frames;
+            let Some(ticket) = self.ticket.as_mut() else {
+                return false;
+            };
+            if let Err(message) = ticket.transactions.add(tx, op, limit) {
+                error(version, session, message, receipt, out);
+                return true;
+            }
+        } else {
+            hub.queues.settle(session, id, nack, out);
         }
+        reply_receipt(version, session, receipt, out);
         true
+    }
+
+    /// BEGIN, COMMIT or ABORT, handled here with the session's own transactions (kept in its
+    /// [`Ticket`]); `false` for the broker to handle. A COMMIT carries out what the
+    /// transaction held, in order, as the frames would have been outside it.
+    fn transaction(
+        &mut self,
+        session: SessionId,
+        frame: &Frame<'_>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let hub = self.hub;
+        if !hub.sharded {
+            return false;
+        }
+        let Some(ticket) = self.ticket.as_mut() else {
+            return false;
+        };
+        let (version, receipt) = (ticket.version, frame.header("receipt"));
+        let result = named(frame).and_then(|tx| match frame.command {
+            Command::Begin => ticket
+                .transactions
+                .begin(tx, hub.send_rules.max_transactions)
+                .map(|()| Vec::new()),
+            _ => ticket.transactions.take(tx),
+        });
+        let ops = match result {
+            Ok(ops) => ops,
+            Err(message) => {
+                error(version, session, message, receipt, out);
+                return true;
+            }
+        };
+        if frame.command == Command::Commit {
+            for op in ops {
+                self.carry_out(session, op, out);
+            }
+        }
+        reply_receipt(version, session, receipt, out);
+        true
+    }
+
+    /// One frame a committed transaction held.
+    fn carry_out(&mut self, session: SessionId, op: TxOp, out: &mut Vec<Action>) {
+        let hub = self.hub;
+        let stored = match op {
+            TxOp::Ack { id, nack } => {
+                hub.queues.settle(session, &id, nack, out);
+                return;
+            }
+            TxOp::Send(stored) => stored,
+        };
+        let rules = &hub.send_rules;
+        match rules.prefixes.kind(&stored.destination) {
+            Some(Kind::Queue) => hub.queues.send(stored, out),
+            Some(Kind::User) => {
+                if let Some((name, dest)) = split_user(&rules.prefixes, &stored.destination) {
+                    let shown = format!("{}{dest}", rules.prefixes.user);
+                    hub.users
+                        .send_to_user(name, &dest, &shown, stored.headers, stored.body, out);
+                }
+            }
+            Some(Kind::App) => {
+                let destination = rules
+                    .prefixes
+                    .strip_app(&stored.destination)
+                    .unwrap_or(&stored.destination)
+                    .to_owned();
+                let user = self
+                    .ticket
+                    .as_ref()
+                    .and_then(|t| t.user.as_deref())
+                    .map(str::to_owned);
+                out.push(Action::App(AppMessage {
+                    session,
+                    user,
+                    destination,
+                    headers: stored.headers,
+                    body: stored.body,
+                }));
+            }
+            Some(Kind::Topic) if hub.internal_topic_subs.load(Ordering::Relaxed) == 0 => {
+                out.push(Action::Publish(Arc::new(Published::new(
+                    stored.destination,
+                    stored.headers,
+                    stored.body,
+                ))))
+            }
+            // The application's own subscriptions live in the broker.
+            Some(Kind::Topic) | None => {
+                self.broker()
+                    .publish(&stored.destination, stored.headers, stored.body, out);
+            }
+        }
+    }
+}
+
+/// The RECEIPT a frame asked for, if it did.
+fn reply_receipt(
+    version: Version,
+    session: SessionId,
+    receipt: Option<&str>,
+    out: &mut Vec<Action>,
+) {
+    if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(version), r)) {
+        out.push(Action::Send { to: session, frame });
     }
 }
 
@@ -339,6 +476,9 @@ impl Sink for Router<'_> {
         let around = match frame.command {
             Command::Send => self.send(session, frame, out),
             Command::Ack | Command::Nack => self.ack(session, frame, out),
+            Command::Begin | Command::Commit | Command::Abort => {
+                self.transaction(session, frame, out)
+            }
             _ => false,
         };
         if around {
@@ -367,6 +507,7 @@ impl Sink for Router<'_> {
                     user,
                     sends: hub.send_rate.map(|rate| Bucket::full(rate, now)),
                     broker_subscriptions: 0,
+                    transactions: Default::default(),
                 });
             }
         }
