@@ -4,6 +4,7 @@
 //! broker comes back after an outage.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,19 +26,31 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// subscriptions to be in place again.
 const RELOAD_DELAY: Duration = Duration::from_secs(1);
 
-/// The external broker's availability, as last reported (relay mode).
+/// The external broker's availability, as last reported (relay mode): kept in an atomic,
+/// read on every chat message without a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 enum Relay {
-    Unknown,
-    Up,
-    Down,
+    Unknown = 0,
+    Up = 1,
+    Down = 2,
+}
+
+impl Relay {
+    fn from_u8(v: u8) -> Relay {
+        match v {
+            1 => Relay::Up,
+            2 => Relay::Down,
+            _ => Relay::Unknown,
+        }
+    }
 }
 
 /// The chat application.
 pub struct ChatApp {
     chat: Arc<Mutex<Chat>>,
     store: Option<Arc<Store>>,
-    relay: Mutex<Relay>,
+    relay: AtomicU8,
     /// Reloads of the store in progress (cluster mode), each on a thread of its own.
     reloads: Mutex<Vec<JoinHandle<()>>>,
     /// Reloads started and not finished, and whether the broker is away (cluster mode):
@@ -72,7 +85,7 @@ impl ChatApp {
         ChatApp {
             chat: Arc::new(Mutex::new(chat)),
             store: store.map(Arc::new),
-            relay: Mutex::new(Relay::Unknown),
+            relay: AtomicU8::new(Relay::Unknown as u8),
             reloads: Mutex::new(Vec::new()),
             recovery: Arc::default(),
             room_quota: None,
@@ -146,7 +159,7 @@ impl ChatApp {
     fn relay_changed(&self, available: bool, messaging: &Messaging) {
         let now_ms = messaging.now_ms();
         let now = if available { Relay::Up } else { Relay::Down };
-        let before = std::mem::replace(&mut *lock(&self.relay), now);
+        let before = Relay::from_u8(self.relay.swap(now as u8, Ordering::SeqCst));
         let mut chat = self.chat();
         if chat.node().is_none() {
             return;
@@ -267,7 +280,8 @@ impl Application for ChatApp {
     }
 
     fn on_app_message(&self, message: &AppMessage, messaging: &Messaging) {
-        if *lock(&self.relay) == Relay::Down && message.destination.starts_with("/chat.") {
+        let relay = Relay::from_u8(self.relay.load(Ordering::Relaxed));
+        if relay == Relay::Down && message.destination.starts_with("/chat.") {
             // Nothing could reach the room: the sender is told at once, and nothing is kept
             // that nobody received.
             let body = ErrorBody {
