@@ -132,9 +132,137 @@ fn broker(c: &mut Criterion) {
     group.finish();
 }
 
+/// Queue SEND, delivery and ACK from `threads` threads at once, each with its own producer,
+/// consumer and queue, through one broker: every frame under the broker's mutex (what the
+/// server did before the queues had shards of their own), or straight to the queue's shard
+/// (`Broker::queues`, what the server's router does now). Only the second should scale with
+/// threads: compare each variant's time per message at 2 threads with its own at 1.
+fn threads(c: &mut Criterion) {
+    use std::sync::{Arc, Barrier, Mutex};
+    use std::time::{Duration, Instant};
+
+    let mut group = c.benchmark_group("broker-threads");
+    group.throughput(Throughput::Elements(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, 2, 4].into_iter().filter(|&t| t == 1 || t <= cores) {
+        for shards in [false, true] {
+            let mut broker = Broker::new(BrokerConfig {
+                max_send_rate: None,
+                ..BrokerConfig::default()
+            });
+            let mut out = Vec::new();
+            for t in 0..threads as u64 {
+                let (consumer, producer) = (100 + 2 * t, 101 + 2 * t);
+                for s in [consumer, producer] {
+                    handle(
+                        &mut broker,
+                        s,
+                        "CONNECT\naccept-version:1.2\nhost:x\n\n",
+                        &mut out,
+                    );
+                }
+                let subscribe =
+                    format!("SUBSCRIBE\nid:q\ndestination:/queue/t{t}\nack:client-individual\n\n");
+                handle(&mut broker, consumer, &subscribe, &mut out);
+            }
+            let queues = Arc::clone(broker.queues());
+            let broker = Arc::new(Mutex::new(broker));
+            let name = format!(
+                "{}/{threads}-threads",
+                if shards {
+                    "queue-shards"
+                } else {
+                    "broker-lock"
+                }
+            );
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let each = iters.div_ceil(threads as u64);
+                    let start = Arc::new(Barrier::new(threads + 1));
+                    let workers: Vec<_> = (0..threads as u64)
+                        .map(|t| {
+                            let (broker, queues, start) =
+                                (Arc::clone(&broker), Arc::clone(&queues), Arc::clone(&start));
+                            std::thread::spawn(move || {
+                                let (consumer, producer) = (100 + 2 * t, 101 + 2 * t);
+                                let destination = format!("/queue/t{t}");
+                                let send = format!("SEND\ndestination:{destination}\n\nhello\0");
+                                let mut out = Vec::new();
+                                let mut acks = VecDeque::new();
+                                start.wait();
+                                let began = Instant::now();
+                                for _ in 0..each {
+                                    out.clear();
+                                    let Ok(Status::Complete(frame, _)) = parse(
+                                        send.as_bytes(),
+                                        &Limits::default(),
+                                        Some(Version::V1_2),
+                                    ) else {
+                                        unreachable!()
+                                    };
+                                    if shards {
+                                        let body = frame.body.to_vec();
+                                        queues.publish(&destination, Vec::new(), body, &mut out);
+                                    } else {
+                                        let mut broker = broker.lock().unwrap();
+                                        broker.handle(producer, &frame, &mut out);
+                                    }
+                                    acks_of_session(&out, consumer, &mut acks);
+                                    let ack = acks.pop_front().expect("the message delivered");
+                                    if shards {
+                                        queues.settle(consumer, &ack, false, &mut out);
+                                    } else {
+                                        let text = format!("ACK\nid:{ack}\n\n\0");
+                                        let Ok(Status::Complete(frame, _)) = parse(
+                                            text.as_bytes(),
+                                            &Limits::default(),
+                                            Some(Version::V1_2),
+                                        ) else {
+                                            unreachable!()
+                                        };
+                                        broker.lock().unwrap().handle(consumer, &frame, &mut out);
+                                    }
+                                    black_box(&out);
+                                }
+                                began.elapsed()
+                            })
+                        })
+                        .collect();
+                    start.wait();
+                    let longest = workers
+                        .into_iter()
+                        .map(|w| w.join().expect("bench thread"))
+                        .max()
+                        .unwrap_or(Duration::ZERO);
+                    // Time for `iters` messages over all threads.
+                    longest.mul_f64(iters as f64 / (each * threads as u64) as f64)
+                })
+            });
+            assert_eq!(queues.unacked_count(), 0, "every message acknowledged");
+        }
+    }
+    group.finish();
+}
+
+/// The `ack` header of every MESSAGE to `session`, in order.
+fn acks_of_session(out: &[Action], session: SessionId, into: &mut VecDeque<String>) {
+    for action in out {
+        let Action::Send { to, frame } = action else {
+            continue;
+        };
+        if *to != session {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&frame.head);
+        if let Some(rest) = head.split("\nack:").nth(1) {
+            into.push_back(rest.split('\n').next().unwrap_or("").to_owned());
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = common::quick();
-    targets = broker
+    targets = broker, threads
 }
 criterion_main!(benches);

@@ -321,16 +321,27 @@ impl Queues {
         }
     }
 
+    /// [`Queues::send`] for a transport or a benchmark outside this crate: a message to the
+    /// queue `destination` (checked by the caller), without the broker's lock.
+    pub fn publish(
+        &self,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: impl Into<bytes::Bytes>,
+        out: &mut Vec<Action>,
+    ) {
+        let stored = Stored {
+            destination: destination.to_owned(),
+            headers,
+            body: body.into(),
+        };
+        self.send(stored, out);
+    }
+
     /// An ACK or NACK by `session` of the queue message `id` (and, for a `client`
     /// subscription, of every one delivered to it before). Whether `id` named a message
     /// awaiting its ACK; an unknown or settled one is ignored by the caller.
-    pub(crate) fn settle(
-        &self,
-        session: SessionId,
-        id: &str,
-        nack: bool,
-        out: &mut Vec<Action>,
-    ) -> bool {
+    pub fn settle(&self, session: SessionId, id: &str, nack: bool, out: &mut Vec<Action>) -> bool {
         let Some((s, key)) = locate(id) else {
             return false;
         };
