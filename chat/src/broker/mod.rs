@@ -62,6 +62,7 @@ pub mod topics;
 pub(crate) use replies::{error_frame_in, receipt_frame_in};
 pub(crate) use routing::{check_send, check_subscribe, message_headers, split_user};
 pub(crate) use transactions::{Transactions, TxOp};
+
 pub(crate) mod transactions;
 pub mod users;
 
@@ -421,9 +422,20 @@ struct Subscription {
 
 /// See [`Subscription::kept`].
 #[derive(Debug)]
-enum Kept {
+pub(crate) enum Kept {
     Queue(queues::QueueSub),
     User(users::UserSub),
+}
+
+/// A client's subscription to a queue or to one of its user's destinations, kept by its
+/// transport (with the parts in the queues' or users' shards) rather than by the broker: the
+/// server does so for the embedded broker (see `crate::server::router`).
+#[derive(Debug)]
+pub(crate) struct KeptSub {
+    pub(crate) id: String,
+    /// The destination as the client asked for it (for the Unsubscribed event).
+    pub(crate) requested: String,
+    pub(crate) kept: Kept,
 }
 
 impl Subscription {

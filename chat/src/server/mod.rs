@@ -256,6 +256,9 @@ pub struct Hub {
     /// lock (when no external broker does the routing: `local_users`).
     users: Arc<Users>,
     local_users: bool,
+    /// Subscriptions to queues and users' destinations kept in sessions' tickets (for the
+    /// subscription count).
+    kept_subscriptions: std::sync::atomic::AtomicUsize,
 }
 
 /// The broker's rules a SEND is checked against, copied at start (they never change).
@@ -452,6 +455,7 @@ impl Hub {
             queues,
             users,
             local_users,
+            kept_subscriptions: Default::default(),
         });
         hub.start_relay()?;
         Ok(hub)
@@ -460,7 +464,38 @@ impl Hub {
     /// Subscriptions of every session: those the broker holds and clients' topic
     /// subscriptions held by the workers.
     pub fn subscription_count(&self) -> usize {
-        self.broker().subscription_count() + self.shards.get().map_or(0, |s| s.subscriptions())
+        self.broker().subscription_count()
+            + self.shards.get().map_or(0, |s| s.subscriptions())
+            + self.kept_subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Ends subscriptions to queues and users' destinations a session's ticket kept (an
+    /// UNSUBSCRIBE, or all of them at its close): their Unsubscribed events, then their
+    /// parts out of the shards; unacknowledged queue messages go back to their queues once
+    /// every one of them is gone (so none reaches another of them).
+    fn drop_kept(
+        &self,
+        session: SessionId,
+        user: Option<String>,
+        gone: Vec<crate::broker::KeptSub>,
+        out: &mut Vec<Action>,
+    ) {
+        self.kept_subscriptions
+            .fetch_sub(gone.len(), Ordering::Relaxed);
+        let mut queues = Vec::new();
+        for sub in gone {
+            out.push(Action::Event(BrokerEvent::Unsubscribed {
+                session,
+                user: user.clone(),
+                destination: sub.requested,
+                id: sub.id,
+            }));
+            match sub.kept {
+                crate::broker::Kept::Queue(queue) => queues.push(queue),
+                crate::broker::Kept::User(entry) => self.users.remove(&entry),
+            }
+        }
+        self.queues.remove(session, &queues, out);
     }
 
     pub fn messaging(self: &Arc<Self>) -> Messaging {
@@ -546,8 +581,8 @@ impl Hub {
         if let Ok(mut peers) = self.peers.write() {
             peers.remove(&id);
         }
-        // Its topic subscriptions, in this worker's table, go first (as the broker reports a
-        // session's subscriptions before its disconnection).
+        // Its topic subscriptions, in this worker's table, and those its ticket kept go first
+        // (as the broker reports a session's subscriptions before its disconnection).
         let (ticket, topics) = link.session_state();
         let user = ticket
             .as_ref()
@@ -557,6 +592,9 @@ impl Hub {
             .filter_map(|key| self.topic_unsubscribe(key, user.clone()))
             .map(Action::Event)
             .collect();
+        if let Some(kept) = ticket.as_mut().and_then(|t| t.kept.take()) {
+            self.drop_kept(id, user, *kept, &mut actions);
+        }
         self.broker().closed(id, &mut actions);
         self.execute(actions, None);
     }

@@ -29,7 +29,8 @@ use crate::broker::topics::Published;
 use crate::broker::transactions::named;
 use crate::broker::{
     check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, split_user,
-    Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, SessionId, Stored, TxOp,
+    Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, Kept, KeptSub, SessionId, Stored,
+    TxOp,
 };
 use crate::link::{Sink, Ticket};
 use crate::stomp::{Command, Frame, StompError, Version};
@@ -70,39 +71,16 @@ impl<'a> Router<'a> {
         }
     }
 
-    /// A SUBSCRIBE. To a topic: checked and added to this worker's table here, without the
-    /// broker (its lock is taken only to look for a duplicate id among the session's queue or
-    /// user subscriptions, when it has any). Anything else: a duplicate of a topic
-    /// subscription's id is refused here, and the broker checks and keeps the rest.
+    /// A SUBSCRIBE, checked here with the broker's rules and kept without the broker: a
+    /// topic's in this worker's table, a queue's and a users' destination's in their shards
+    /// (listed in the session's [`Ticket`] for UNSUBSCRIBE and the close). Held queue messages
+    /// it can take are delivered at once, after its Subscribed event.
     fn subscribe(&mut self, session: SessionId, frame: &Frame<'_>, out: &mut Vec<Action>) {
         let hub = self.hub;
         let Some(ticket) = self.ticket.as_ref() else {
             return self.broker().handle(session, frame, out);
         };
         let (version, receipt) = (ticket.version, frame.header("receipt"));
-        let topic = frame
-            .header("destination")
-            .is_some_and(|d| hub.send_rules.prefixes.kind(d) == Some(Kind::Topic));
-        if !topic {
-            if let Some(id) = self.subscription_id(frame) {
-                if hub.find_topic(self.topics, id).is_some() {
-                    let message = format!("duplicate subscription id {id}");
-                    return error(version, session, message, receipt, out);
-                }
-            }
-            let held = self.topics.len();
-            let start = out.len();
-            let broker = self.broker();
-            broker.set_topic_subscriptions(session, held);
-            broker.handle(session, frame, out);
-            let accepted = out[start..].iter().any(|a| {
-                matches!(a, Action::Event(BrokerEvent::Subscribed { session: s, .. }) if *s == session)
-            });
-            if let (true, Some(ticket)) = (accepted, self.ticket.as_mut()) {
-                ticket.broker_subscriptions += 1;
-            }
-            return;
-        }
         let rules = &hub.send_rules;
         let user = ticket.user.as_deref();
         let asked = match check_subscribe(
@@ -115,62 +93,95 @@ impl<'a> Router<'a> {
             Ok(asked) => asked,
             Err(message) => return error(version, session, message, receipt, out),
         };
+        let kept = ticket.kept.as_deref().map_or(&[][..], Vec::as_slice);
         let duplicate = hub.find_topic(self.topics, &asked.id).is_some()
-            || (ticket.broker_subscriptions > 0
-                && self.broker().has_subscription(session, &asked.id));
+            || kept.iter().any(|k| k.id == asked.id);
         if duplicate {
             let message = format!("duplicate subscription id {}", asked.id);
             return error(version, session, message, receipt, out);
         }
-        let Some(ticket) = self.ticket.as_ref() else {
-            return;
-        };
-        let held = self.topics.len() + ticket.broker_subscriptions as usize;
-        if held >= rules.max_subscriptions {
+        if self.topics.len() + kept.len() >= rules.max_subscriptions {
             let message = format!("more than {} subscriptions", rules.max_subscriptions);
             return error(version, session, message, receipt, out);
         }
         let user = ticket.user.as_deref().map(str::to_owned);
-        let id = asked.id.clone();
-        let key = hub.topic_subscribe(session, asked.id, asked.target, version, asked.ack);
-        self.topics.extend(key);
         out.push(Action::Event(BrokerEvent::Subscribed {
             session,
-            user,
+            user: user.clone(),
             destination: asked.requested.to_owned(),
-            id,
+            id: asked.id.clone(),
         }));
-        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(version), r)) {
-            out.push(Action::Send { to: session, frame });
+        let kept = match (asked.kind, asked.is_user) {
+            (Kind::Topic, false) => {
+                let (id, target) = (asked.id.clone(), asked.target.clone());
+                let key = hub.topic_subscribe(session, id, target, version, asked.ack);
+                self.topics.extend(key);
+                None
+            }
+            (_, true) => Some(Kept::User(hub.users.subscribe(
+                session,
+                user.as_deref(),
+                &asked.id,
+                &asked.target,
+                asked.ack,
+                version,
+            ))),
+            (_, false) => Some(Kept::Queue(hub.queues.subscribe(
+                session,
+                &asked.id,
+                &asked.target,
+                asked.ack,
+                version,
+                out,
+            ))),
+        };
+        if let (Some(kept), Some(ticket)) = (kept, self.ticket.as_mut()) {
+            hub.kept_subscriptions.fetch_add(1, Ordering::Relaxed);
+            ticket.kept.get_or_insert_with(Box::default).push(KeptSub {
+                id: asked.id,
+                requested: asked.requested.to_owned(),
+                kept,
+            });
         }
+        reply_receipt(version, session, receipt, out);
     }
 
-    /// An UNSUBSCRIBE of one of the session's topic subscriptions, handled here; `false`
-    /// for the broker's to handle.
+    /// An UNSUBSCRIBE of one of the session's subscriptions kept here (a topic's in this
+    /// worker's table, a queue's or a users' destination's in the ticket), handled here;
+    /// `false` for the broker to handle (and refuse: it holds none of the session's).
     fn unsubscribe(
         &mut self,
         session: SessionId,
         frame: &Frame<'_>,
         out: &mut Vec<Action>,
     ) -> bool {
-        let Some(ticket) = self.ticket.as_ref() else {
+        let hub = self.hub;
+        let Some(id) = self.subscription_id(frame) else {
             return false;
         };
-        let Some(index) = self
-            .subscription_id(frame)
-            .and_then(|id| self.hub.find_topic(self.topics, id))
-        else {
+        let Some(ticket) = self.ticket.as_mut() else {
             return false;
         };
-        let key = self.topics.swap_remove(index);
         let user = ticket.user.as_deref().map(str::to_owned);
-        if let Some(event) = self.hub.topic_unsubscribe(key, user) {
-            out.push(Action::Event(event));
+        if let Some(index) = hub.find_topic(self.topics, id) {
+            let key = self.topics.swap_remove(index);
+            if let Some(event) = hub.topic_unsubscribe(key, user) {
+                out.push(Action::Event(event));
+            }
+        } else {
+            let Some(list) = ticket.kept.as_mut() else {
+                return false;
+            };
+            let Some(index) = list.iter().position(|k| k.id == id) else {
+                return false;
+            };
+            let gone = list.swap_remove(index);
+            if list.is_empty() {
+                ticket.kept = None;
+            }
+            hub.drop_kept(session, user, vec![gone], out);
         }
-        let receipt = frame.header("receipt");
-        if let Some(frame) = receipt.and_then(|r| receipt_frame_in(Some(ticket.version), r)) {
-            out.push(Action::Send { to: session, frame });
-        }
+        reply_receipt(ticket.version, session, frame.header("receipt"), out);
         true
     }
 
@@ -496,7 +507,6 @@ impl Sink for Router<'_> {
         let connecting = self.ticket.is_none();
         let hub = self.hub;
         let now = self.now_ms;
-        let start = out.len();
         let broker = self.broker();
         broker.handle(session, frame, out);
         if connecting {
@@ -506,17 +516,9 @@ impl Sink for Router<'_> {
                     version,
                     user,
                     sends: hub.send_rate.map(|rate| Bucket::full(rate, now)),
-                    broker_subscriptions: 0,
+                    kept: None,
                     transactions: Default::default(),
                 });
-            }
-        }
-        if frame.command == Command::Unsubscribe {
-            let ended = out[start..].iter().any(|a| {
-                matches!(a, Action::Event(BrokerEvent::Unsubscribed { session: s, .. }) if *s == session)
-            });
-            if let (true, Some(ticket)) = (ended, self.ticket.as_mut()) {
-                ticket.broker_subscriptions = ticket.broker_subscriptions.saturating_sub(1);
             }
         }
     }
