@@ -321,7 +321,7 @@ impl Queues {
         }
     }
 
-    /// [`Queues::send`] for a transport or a benchmark outside this crate: a message to the
+    /// A SEND to a queue, for a transport or a benchmark outside this crate: a message to the
     /// queue `destination` (checked by the caller), without the broker's lock.
     pub fn publish(
         &self,

@@ -22,9 +22,10 @@
 //!   the message is posted once to each worker holding topic subscriptions, which delivers it
 //!   from its own table. Per worker per publish: one atomic load (any topic subscriptions
 //!   there?) and, for each worker posted to, its inbox mutex for one push.
-//! * No lock for a SUBSCRIBE or UNSUBSCRIBE to a topic either: the session's worker checks it
-//!   with the broker's rules and keeps it in its own table (the broker's lock only to look for
-//!   a duplicate id among the session's queue or user subscriptions, when it has any).
+//! * No broker lock for a SUBSCRIBE or UNSUBSCRIBE either: the session's worker checks it
+//!   with the broker's rules and keeps it, a topic's in its own table, a queue's or a users'
+//!   destination's in the shards below, listed in the session's `Ticket` (duplicate ids and
+//!   the per-session limit are checked against both lists).
 //! * No lock of the broker's for a SEND to a queue, nor for an ACK or NACK outside a
 //!   transaction: queues live in [`queues`](crate::broker::queues)' 64 shards, each with its
 //!   own lock (a queue's subscribers, round-robin turn, held and unacknowledged messages), and
@@ -37,13 +38,13 @@
 //! * No lock for a transaction: BEGIN, the SENDs and ACKs it holds, COMMIT and ABORT are kept
 //!   by the session's link (its `Ticket`, on its own worker); a COMMIT carries out what it
 //!   held by the paths above.
-//! * The broker mutex remains for what needs the session table, and for the control plane:
-//!   CONNECT, DISCONNECT and closes, SUBSCRIBE and UNSUBSCRIBE of queues and users'
-//!   destinations (the session's list of subscriptions, for ids and the close). Frames that
-//!   need it in one batch are handled under one lock (a CONNECT and the frames after it see
-//!   the negotiated version). So does a topic SEND while the application holds subscriptions
-//!   of its own (they live in the broker). Lock order: the broker, then one queue or users'
-//!   shard; never the other way round, never two shards at once.
+//! * The broker mutex remains for the control plane, which needs the session table: CONNECT
+//!   (the per-user and per-address limits, the authenticator's verdict), DISCONNECT and the
+//!   close, and the application's session attributes. Frames that need it in one batch are
+//!   handled under one lock (a CONNECT and the frames after it see the negotiated version).
+//!   So does a topic SEND while the application holds subscriptions of its own (they live in
+//!   the broker). Lock order: the broker, then one queue or users' shard; never the other way
+//!   round, never two shards at once.
 //! * The live-session table (`peers`, a read-write lock) is read per session per feed (the
 //!   liveness stamp) and per frame posted through it (replies and queue messages to other
 //!   sessions), not per topic delivery.

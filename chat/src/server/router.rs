@@ -9,10 +9,10 @@
 //! without the broker mutex. So does a SEND to a queue, handed to the queues' shard for it, a
 //! SEND to a user (the users' shard for the name; see [`crate::broker::users`]), and an ACK
 //! or NACK outside a transaction (its id names the shard; see [`crate::broker::queues`]). A
-//! topic SUBSCRIBE and UNSUBSCRIBE are handled here too, in the worker's own table, and
-//! transactions, kept in the session's [`Ticket`]. Everything else — CONNECT, SUBSCRIBE and
-//! UNSUBSCRIBE of queues and users' destinations, DISCONNECT — takes the lock, once per batch
-//! of such frames. So does a topic SEND while the application has subscriptions of its
+//! SUBSCRIBE and UNSUBSCRIBE are handled here too (a topic's in the worker's own table, a
+//! queue's or users' destination's in their shards, listed in the session's [`Ticket`]), and
+//! transactions, kept in the ticket. Everything else — CONNECT, DISCONNECT, and any frame
+//! before CONNECTED — takes the lock, once per batch of such frames. So does a topic SEND while the application has subscriptions of its
 //! own (they live in the broker).
 //!
 //! [`BrokerConfig::shard_topics`]: crate::broker::BrokerConfig::shard_topics
