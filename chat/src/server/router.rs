@@ -1,19 +1,18 @@
-//! Frames of one session on their way to the broker: the SENDs that need no broker state go
-//! around it.
+//! Frames of one session on their way to the broker: all but the control plane go around it.
 //!
 //! With topic subscriptions kept per worker ([`BrokerConfig::shard_topics`]) a SEND to a
-//! topic or an application destination is checked here against the
-//! session's [`Ticket`] (its version, its user, its SEND allowance, kept by its link since
-//! CONNECT) and the broker's fixed rules (prefixes, application-only destinations,
-//! permissions, copied at start), and becomes an [`Action::Publish`] or an [`Action::App`]
+//! topic or an application destination is checked here against the session's [`Ticket`]
+//! (its version, its user, its SEND allowance, kept by its link since CONNECT) and the
+//! broker's fixed rules (prefixes, application-only destinations, permissions, copied at
+//! start), and becomes an [`Action::Publish`] or an [`Action::App`]
 //! without the broker mutex. So does a SEND to a queue, handed to the queues' shard for it, a
 //! SEND to a user (the users' shard for the name; see [`crate::broker::users`]), and an ACK
 //! or NACK outside a transaction (its id names the shard; see [`crate::broker::queues`]). A
 //! SUBSCRIBE and UNSUBSCRIBE are handled here too (a topic's in the worker's own table, a
 //! queue's or users' destination's in their shards, listed in the session's [`Ticket`]), and
 //! transactions, kept in the ticket. Everything else — CONNECT, DISCONNECT, and any frame
-//! before CONNECTED — takes the lock, once per batch of such frames. So does a topic SEND while the application has subscriptions of its
-//! own (they live in the broker).
+//! before CONNECTED — takes the lock, once per batch of such frames. So does a topic SEND
+//! while the application has subscriptions of its own (they live in the broker).
 //!
 //! [`BrokerConfig::shard_topics`]: crate::broker::BrokerConfig::shard_topics
 
