@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::BytesMut;
 
-use super::replies::sanitize;
+use super::routing::message_tail;
 use super::topics::next_message_id;
 use super::{destination, AckMode, Action, OutFrame, SessionId, Stored};
-use crate::stomp::{encode_message_head, EncodeOptions, MessageTail, Version};
+use crate::stomp::{encode_message_head, Version};
 
 /// Shards of the queue table: enough that sessions working different queues rarely meet on
 /// one lock; a pattern subscription costs a part in each.
@@ -136,21 +136,7 @@ pub(super) fn message_frame(
     ack: AckMode,
     tracked: bool,
 ) -> Option<OutFrame> {
-    let mut headers: Vec<(&str, String)> =
-        vec![("destination", sanitize(&stored.destination, Some(version)))];
-    headers.extend(
-        stored
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), sanitize(v, Some(version)))),
-    );
-    let opts = EncodeOptions::new(Some(version)).with_content_length(true);
-    let tail = MessageTail::encode(
-        headers.iter().map(|(n, v)| (*n, v.as_str())),
-        &stored.body,
-        opts,
-    )
-    .ok()?;
+    let tail = message_tail(stored, version)?;
     let ack_header = match (ack, version) {
         (AckMode::Auto, _) | (_, Version::V1_0 | Version::V1_1) => None,
         _ => Some(id),

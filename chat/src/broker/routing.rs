@@ -227,34 +227,20 @@ impl Broker {
         let mut heads = BytesMut::new();
         let message_id = super::topics::next_message_id();
         for &key in targets {
-            let (session, version, ack_mode, sub_id, shown) = {
+            let (session, version, ack_mode, sub_id) = {
                 let sub = &self.subs[key];
                 let version = self
                     .sessions
                     .get(&sub.session)
                     .and_then(|s| s.version)
                     .unwrap_or(Version::V1_2);
-                let shown = stored.destination.clone();
-                (sub.session, version, sub.ack, sub.id.clone(), shown)
+                (sub.session, version, sub.ack, sub.id.clone())
             };
             let slot = version as usize;
             if tails[slot].is_none() {
-                let mut headers: Vec<(&str, String)> =
-                    vec![("destination", sanitize(&shown, Some(version)))];
-                headers.extend(
-                    stored
-                        .headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), sanitize(v, Some(version)))),
-                );
-                let opts = EncodeOptions::new(Some(version)).with_content_length(true);
-                match MessageTail::encode(
-                    headers.iter().map(|(n, v)| (*n, v.as_str())),
-                    &stored.body,
-                    opts,
-                ) {
-                    Ok(t) => tails[slot] = Some(t),
-                    Err(_) => continue,
+                match message_tail(stored, version) {
+                    Some(t) => tails[slot] = Some(t),
+                    None => continue,
                 }
             }
             let Some(tail) = &tails[slot] else { continue };
@@ -479,6 +465,26 @@ impl Broker {
             None => None,
         }
     }
+}
+
+/// The part of a MESSAGE every subscriber of one version shares: the destination, the
+/// message's headers (escaped for `version`) and the body.
+pub(super) fn message_tail(stored: &Stored, version: Version) -> Option<MessageTail> {
+    let mut headers: Vec<(&str, String)> =
+        vec![("destination", sanitize(&stored.destination, Some(version)))];
+    headers.extend(
+        stored
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), sanitize(v, Some(version)))),
+    );
+    let opts = EncodeOptions::new(Some(version)).with_content_length(true);
+    MessageTail::encode(
+        headers.iter().map(|(n, v)| (*n, v.as_str())),
+        &stored.body,
+        opts,
+    )
+    .ok()
 }
 
 /// Whether a client may SEND to `destination`, and what kind of destination it is; the reason

@@ -157,17 +157,10 @@ impl Users {
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let targets: Vec<Arc<Entry>> = self
-            .lock(shard_of_name(user))
-            .by_user
-            .get(user)
-            .map(|list| {
-                list.iter()
-                    .filter(|e| destination::matches(&e.target, destination))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let targets = matching(
+            self.lock(shard_of_name(user)).by_user.get(user),
+            destination,
+        );
         deliver(&targets, shown, headers, body, out);
     }
 
@@ -182,19 +175,20 @@ impl Users {
         body: Bytes,
         out: &mut Vec<Action>,
     ) {
-        let targets: Vec<Arc<Entry>> = self
-            .lock(shard_of_session(session))
-            .by_session
-            .get(&session)
-            .map(|list| {
-                list.iter()
-                    .filter(|e| destination::matches(&e.target, destination))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let shard = self.lock(shard_of_session(session));
+        let targets = matching(shard.by_session.get(&session), destination);
+        drop(shard);
         deliver(&targets, shown, headers, body, out);
     }
+}
+
+/// The subscriptions in `list` that match `destination`, in the order they were made.
+fn matching(list: Option<&Vec<Arc<Entry>>>, destination: &str) -> Vec<Arc<Entry>> {
+    list.into_iter()
+        .flatten()
+        .filter(|e| destination::matches(&e.target, destination))
+        .cloned()
+        .collect()
 }
 
 /// One MESSAGE per subscription in `targets`, in the order they were made. The message id

@@ -237,64 +237,73 @@ impl<'a> Router<'a> {
                 return true;
             }
         };
+        let stored = Stored {
+            destination: destination.to_owned(),
+            headers: message_headers(frame),
+            body: Bytes::copy_from_slice(frame.body),
+        };
+        let version = ticket.version;
         if let Some(tx) = frame.header("transaction") {
-            let stored = Stored {
-                destination: destination.to_owned(),
-                headers: message_headers(frame),
-                body: Bytes::copy_from_slice(frame.body),
-            };
             let limit = rules.max_transaction_frames;
-            return match ticket.transactions.add(tx, TxOp::Send(stored), limit) {
-                Ok(()) => {
-                    reply_receipt(ticket.version, session, receipt, out);
-                    true
-                }
-                Err(message) => {
-                    error(ticket.version, session, message, receipt, out);
-                    true
-                }
-            };
-        }
-        if kind == Kind::Topic && hub.internal_topic_subs.load(Ordering::Relaxed) > 0 {
-            return false;
-        }
-        let body = Bytes::copy_from_slice(frame.body);
-        match kind {
-            Kind::Queue => {
-                let stored = Stored {
-                    destination: destination.to_owned(),
-                    headers: message_headers(frame),
-                    body,
-                };
-                hub.queues.send(stored, out);
+            match ticket.transactions.add(tx, TxOp::Send(stored), limit) {
+                Ok(()) => reply_receipt(version, session, receipt, out),
+                Err(message) => error(version, session, message, receipt, out),
             }
-            Kind::Topic => out.push(Action::Publish(Arc::new(Published::new(
-                destination.to_owned(),
-                message_headers(frame),
-                body,
-            )))),
+            return true;
+        }
+        self.deliver(session, kind, stored, out);
+        reply_receipt(version, session, receipt, out);
+        true
+    }
+
+    /// A checked SEND of `kind` (at once, or at its transaction's COMMIT): to the workers'
+    /// topic tables, the queue's shard, the user's shard or the application; a topic SEND
+    /// while the application holds topic subscriptions of its own through the broker, where
+    /// those live.
+    fn deliver(&mut self, session: SessionId, kind: Kind, stored: Stored, out: &mut Vec<Action>) {
+        let hub = self.hub;
+        let rules = &hub.send_rules;
+        match kind {
+            Kind::Queue => hub.queues.send(stored, out),
+            Kind::User => {
+                // check_send refused any other shape of users' destination.
+                if let Some((name, dest)) = split_user(&rules.prefixes, &stored.destination) {
+                    let shown = format!("{}{dest}", rules.prefixes.user);
+                    hub.users
+                        .send_to_user(name, &dest, &shown, stored.headers, stored.body, out);
+                }
+            }
             Kind::App => {
-                let stripped = rules.prefixes.strip_app(destination).unwrap_or(destination);
+                let destination = rules
+                    .prefixes
+                    .strip_app(&stored.destination)
+                    .unwrap_or(&stored.destination)
+                    .to_owned();
+                let user = self
+                    .ticket
+                    .as_ref()
+                    .and_then(|t| t.user.as_deref())
+                    .map(str::to_owned);
                 out.push(Action::App(AppMessage {
                     session,
-                    user: ticket.user.as_deref().map(str::to_owned),
-                    destination: stripped.to_owned(),
-                    headers: message_headers(frame),
-                    body,
-                }))
+                    user,
+                    destination,
+                    headers: stored.headers,
+                    body: stored.body,
+                }));
             }
-            Kind::User => {
-                let Some((name, dest)) = split_user(&rules.prefixes, destination) else {
-                    return false; // the broker's ERROR (check_send refused it already)
-                };
-                let shown = format!("{}{dest}", rules.prefixes.user);
-                let headers = message_headers(frame);
-                hub.users
-                    .send_to_user(name, &dest, &shown, headers, body, out);
+            Kind::Topic if hub.internal_topic_subs.load(Ordering::Relaxed) == 0 => {
+                out.push(Action::Publish(Arc::new(Published::new(
+                    stored.destination,
+                    stored.headers,
+                    stored.body,
+                ))))
+            }
+            Kind::Topic => {
+                self.broker()
+                    .publish(&stored.destination, stored.headers, stored.body, out);
             }
         }
-        reply_receipt(ticket.version, session, receipt, out);
-        true
     }
 }
 
@@ -384,54 +393,14 @@ impl Router<'_> {
 
     /// One frame a committed transaction held.
     fn carry_out(&mut self, session: SessionId, op: TxOp, out: &mut Vec<Action>) {
-        let hub = self.hub;
-        let stored = match op {
+        match op {
             TxOp::Ack { id, nack } => {
-                hub.queues.settle(session, &id, nack, out);
-                return;
+                self.hub.queues.settle(session, &id, nack, out);
             }
-            TxOp::Send(stored) => stored,
-        };
-        let rules = &hub.send_rules;
-        match rules.prefixes.kind(&stored.destination) {
-            Some(Kind::Queue) => hub.queues.send(stored, out),
-            Some(Kind::User) => {
-                if let Some((name, dest)) = split_user(&rules.prefixes, &stored.destination) {
-                    let shown = format!("{}{dest}", rules.prefixes.user);
-                    hub.users
-                        .send_to_user(name, &dest, &shown, stored.headers, stored.body, out);
-                }
-            }
-            Some(Kind::App) => {
-                let destination = rules
-                    .prefixes
-                    .strip_app(&stored.destination)
-                    .unwrap_or(&stored.destination)
-                    .to_owned();
-                let user = self
-                    .ticket
-                    .as_ref()
-                    .and_then(|t| t.user.as_deref())
-                    .map(str::to_owned);
-                out.push(Action::App(AppMessage {
-                    session,
-                    user,
-                    destination,
-                    headers: stored.headers,
-                    body: stored.body,
-                }));
-            }
-            Some(Kind::Topic) if hub.internal_topic_subs.load(Ordering::Relaxed) == 0 => {
-                out.push(Action::Publish(Arc::new(Published::new(
-                    stored.destination,
-                    stored.headers,
-                    stored.body,
-                ))))
-            }
-            // The application's own subscriptions live in the broker.
-            Some(Kind::Topic) | None => {
-                self.broker()
-                    .publish(&stored.destination, stored.headers, stored.body, out);
+            TxOp::Send(stored) => {
+                let prefixes = &self.hub.send_rules.prefixes;
+                let kind = prefixes.kind(&stored.destination).unwrap_or(Kind::Topic);
+                self.deliver(session, kind, stored, out);
             }
         }
     }
