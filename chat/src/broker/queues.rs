@@ -105,7 +105,7 @@ struct Shared {
 struct Unacked {
     id: String,
     seq: u64,
-    queue: String,
+    /// Its queue is `message.destination`.
     message: Stored,
 }
 
@@ -300,10 +300,9 @@ impl Queues {
     pub(crate) fn send(&self, stored: Stored, out: &mut Vec<Action>) {
         let s = shard_of(&stored.destination);
         let mut shard = self.lock(s);
-        let queue = stored.destination.clone();
-        match self.pick(&mut shard, &queue, None) {
-            Some(key) => self.deliver(&mut shard, s, key, stored, queue, out),
-            None => self.hold(&mut shard, queue, stored),
+        match self.pick(&mut shard, &stored.destination, None) {
+            Some(key) => self.deliver(&mut shard, s, key, stored, out),
+            None => self.hold(&mut shard, stored),
         }
     }
 
@@ -348,7 +347,9 @@ impl Queues {
                 .fetch_sub(settled.len(), Ordering::Relaxed);
             let last = settled.last().map_or(0, |u| u.seq);
             let cumulative = part.ack == AckMode::Client;
-            let shared = (cumulative || !nack)
+            // Other parts matter to a cumulative ACK, and to an ACK only while something is
+            // held somewhere (the room it made may let that flow).
+            let shared = (cumulative || (!nack && self.held_count() > 0))
                 .then(|| Arc::clone(&part.shared))
                 .filter(|sh| sh.parts.get().is_some());
             self.settled(&mut shard, s, key, settled, nack, out);
@@ -455,7 +456,6 @@ impl Queues {
         s: usize,
         key: usize,
         stored: Stored,
-        queue: String,
         out: &mut Vec<Action>,
     ) {
         let part = &mut shard.parts[key];
@@ -474,28 +474,31 @@ impl Queues {
             part.pending.push_back(Unacked {
                 id,
                 seq,
-                queue,
                 message: stored,
             });
         }
     }
 
-    fn hold(&self, shard: &mut Shard, queue: String, stored: Stored) {
-        let held = shard.held.entry(queue.clone()).or_default();
+    fn hold(&self, shard: &mut Shard, stored: Stored) {
+        let held = shard.held.entry(stored.destination.clone()).or_default();
         held.push_back(stored);
         self.held.fetch_add(1, Ordering::Relaxed);
         if held.len() <= self.max_held {
             return;
         }
-        held.pop_front();
+        let Some(dropped) = held.pop_front() else {
+            return;
+        };
         self.held.fetch_sub(1, Ordering::Relaxed);
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        if shard.overflowing.insert(queue.clone()) {
+        let queue = dropped.destination;
+        if !shard.overflowing.contains(&queue) {
             tracing::warn!(
                 queue = %queue,
                 max_held = self.max_held,
                 "queue full: no subscriber can take its messages; the oldest held ones are dropped (counted in sockeye_broker_queue_dropped_total) until it drains"
             );
+            shard.overflowing.insert(queue);
         }
     }
 
@@ -513,11 +516,10 @@ impl Queues {
         if !message.headers.iter().any(|(n, _)| n == "redelivered") {
             message.headers.push(("redelivered".into(), "true".into()));
         }
-        let queue = unacked.queue;
         let again = exclude.filter(|&k| shard.parts.contains(k));
-        match self.pick(shard, &queue, exclude).or(again) {
-            Some(key) => self.deliver(shard, s, key, message, queue, out),
-            None => self.hold(shard, queue, message),
+        match self.pick(shard, &message.destination, exclude).or(again) {
+            Some(key) => self.deliver(shard, s, key, message, out),
+            None => self.hold(shard, message),
         }
     }
 
@@ -548,7 +550,7 @@ impl Queues {
                     break;
                 };
                 self.held.fetch_sub(1, Ordering::Relaxed);
-                self.deliver(shard, s, k, stored, queue.clone(), out);
+                self.deliver(shard, s, k, stored, out);
                 if shard.held.get(&queue).is_some_and(VecDeque::is_empty) {
                     break;
                 }
