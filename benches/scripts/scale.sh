@@ -13,7 +13,9 @@
 #   fan8  STOMP fan-out over WebSocket: 8 topics x $FAN8_SUBS subscribers (default 250) x
 #         100 B, one publisher per topic (one load generator process per topic)
 #   fan1  STOMP fan-out over WebSocket: one publisher, $FAN1_SUBS subscribers (default 1000)
-#         of one topic, spread over the workers as the server accepts them
+#         of one topic, spread over the workers as the server accepts them; one load
+#         generator process whose subscribers are read by as many threads as echo has
+#         processes (--threads: one thread cannot read what several workers deliver)
 # Placement: the server on cores 0..W-1 (taskset); the load generators on the cores above
 # W-1 when there are at least $MIN_LOADGEN_CPUS (default 2) of them, else on every core
 # (a small machine: then only "W workers are not slower than one" can be read off).
@@ -167,10 +169,10 @@ run_echo() {
 }
 
 run_fanout() {
-    local shape=$1 w=$2 rep=$3 topics subs
+    local shape=$1 w=$2 rep=$3 topics subs threads
     case $shape in
-        fan8) topics=8; subs=$FAN8_SUBS ;;
-        fan1) topics=1; subs=$FAN1_SUBS ;;
+        fan8) topics=8; subs=$FAN8_SUBS; threads=1 ;;
+        fan1) topics=1; subs=$FAN1_SUBS; threads=$(loadgen_count "$w") ;;
     esac
     RUST_LOG=warn taskset -c "$(server_cpus "$w")" "$CHAT" --listen "127.0.0.1:$WS_PORT" \
         --stomp-listen "127.0.0.1:$TCP_PORT" --data-dir off --workers "$w" \
@@ -180,7 +182,7 @@ run_fanout() {
     wait_listening "$WS_PORT"
     drive "$shape" "$w" "$rep" "$topics" fanout --transport ws --url "ws://127.0.0.1:$WS_PORT/ws" \
         --destination "/topic/scale.@I@" --subs "$subs" --size 100 --window "$WINDOW" \
-        --seconds "$SECS" --warmup "$WARMUP" --server-pid "$server_pid"
+        --seconds "$SECS" --warmup "$WARMUP" --server-pid "$server_pid" --threads "$threads"
 }
 
 for rep in $(seq "$REPS"); do

@@ -61,9 +61,10 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll};
+use mio::{Events, Poll, Token, Waker};
 
 use super::{ClientConfig, ClientError, UrlError, WsUrl};
 use crate::driver::{Message, Tag};
@@ -78,6 +79,27 @@ use state::{Core, Ready};
 
 /// Reads of one connection per loop turn before the others get their go.
 pub const READS_PER_TURN: usize = 16;
+
+/// The poll token of the loop's waker: no connection's slot ever has it.
+const WAKE: Token = Token(usize::MAX);
+
+/// Ends a loop's wait from another thread (see [`EventLoop::waker`]). Cheap to clone.
+#[derive(Clone)]
+pub struct LoopWaker(Arc<Waker>);
+
+impl fmt::Debug for LoopWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoopWaker")
+    }
+}
+
+impl LoopWaker {
+    /// Makes the loop's current poll return (or its next one, at once), so the thread
+    /// running the loop gets to look at whatever was shared with it.
+    pub fn wake(&self) -> io::Result<()> {
+        self.0.wake()
+    }
+}
 
 /// Names a connection of one loop: its slot and the slot's generation, so an id kept after
 /// the connection ended never reaches a later one in the same slot.
@@ -298,6 +320,8 @@ pub struct EventLoop<D> {
     poll: Poll,
     events: Events,
     core: Core<D>,
+    /// Made on first use: a poll has at most one waker.
+    waker: Option<LoopWaker>,
 }
 
 impl<D> fmt::Debug for EventLoop<D> {
@@ -316,7 +340,19 @@ impl<D> EventLoop<D> {
             poll,
             events: Events::with_capacity(1024),
             core: Core::new(config, registry),
+            waker: None,
         })
+    }
+
+    /// A waker for this loop, for threads that hand it work (a [`EventLoop::turn`] waiting
+    /// for readiness returns when it is woken). Every call returns the same one.
+    pub fn waker(&mut self) -> io::Result<LoopWaker> {
+        if let Some(w) = &self.waker {
+            return Ok(w.clone());
+        }
+        let w = LoopWaker(Arc::new(Waker::new(self.poll.registry(), WAKE)?));
+        self.waker = Some(w.clone());
+        Ok(w)
     }
 
     /// Starts connecting to `target` (non-blocking; the socket is bound to `target.local`
@@ -359,6 +395,9 @@ impl<D> EventLoop<D> {
         }
         self.core.now = Instant::now();
         for event in self.events.iter() {
+            if event.token() == WAKE {
+                continue;
+            }
             let hup = event.is_read_closed() || event.is_error();
             let ready = Ready {
                 readable: event.is_readable() || hup,

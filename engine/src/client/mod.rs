@@ -23,7 +23,9 @@ pub mod url;
 
 use stream::ClientStream;
 
-pub use event_loop::{ClientConn, ClientHandler, ClientId, Control, EventLoop, LoopConfig, Target};
+pub use event_loop::{
+    ClientConn, ClientHandler, ClientId, Control, EventLoop, LoopConfig, LoopWaker, Target,
+};
 pub use url::{UrlError, WsUrl};
 
 /// Fills `buf` from the operating system's randomness (masking keys, handshake nonces).

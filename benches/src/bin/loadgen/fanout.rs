@@ -28,8 +28,18 @@
 //! Stages: open (paced) → subscribe → warm up → measure (deliveries, latencies, the server's CPU
 //! time) → drain (stop publishing; wait for every outstanding delivery, and in flood mode every
 //! RECEIPT, for at most 5 s) → close → report.
+//!
+//! **Threads** (`--threads T`, default 1): one thread reading every subscriber's deliveries
+//! is what limits a single-topic fan-out once the server has several cores (it takes most of
+//! a core at 600,000 deliveries/s). With T threads, each runs its own loop over every T-th
+//! subscriber; thread 0, the *leader*, also holds the publisher and moves the stages. They
+//! share a [`Team`]: the published count, each thread's subscribers' progress (the leader's
+//! window is at the slowest subscriber of all) and the stage; a thread whose subscribers
+//! catch up wakes the leader's loop. The figures are summed at the end.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sockeye_chat::stomp::{encode, parse, Command, EncodeOptions, Limits, Status, Version};
@@ -62,6 +72,9 @@ const FLOOD_BYTES: u64 = 8 << 20;
 /// Bytes of the body holding the sequence number and the send time (16 hex digits each).
 const STAMP: usize = 32;
 
+/// Most threads a run may have (`--threads`).
+const MAX_THREADS: usize = 64;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
     Ws,
@@ -87,6 +100,7 @@ impl Policy {
     }
 }
 
+#[derive(Clone)]
 pub struct Settings {
     pub transport: Transport,
     /// The publisher's URL (WebSocket) or address (TCP), as given.
@@ -119,6 +133,8 @@ pub struct Settings {
     /// Offer permessage-deflate (`--deflate`, WebSocket only): a subscriber it was not agreed
     /// with counts as a connection error.
     pub deflate: bool,
+    /// Threads sharing the subscribers (`--threads`; see the module docs).
+    pub threads: usize,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
@@ -198,6 +214,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         vhost: o.get("vhost", "/".to_string())?,
         conn_rate: bounded("conn-rate", o.get("conn-rate", 2000.0)?, 1.0, 1e6)?,
         deflate: o.flag("deflate"),
+        threads: bounded("threads", o.get("threads", 1)?, 1, MAX_THREADS)?,
     };
     o.finish()?;
     if s.stall > 0 && (s.flood.is_none() || s.transport != Transport::Tcp) {
@@ -208,6 +225,12 @@ fn settings(args: &[String]) -> Result<Settings, String> {
             "{} servers to subscribe at, for {} subscribers",
             s.sub_targets.len(),
             s.subs
+        ));
+    }
+    if s.threads > s.subs {
+        return Err(format!(
+            "--threads {} for {} subscribers",
+            s.threads, s.subs
         ));
     }
     if s.stall > s.subs {
@@ -345,6 +368,76 @@ enum Stage {
     Done,
 }
 
+impl Stage {
+    const ALL: [Stage; 6] = [
+        Stage::Opening,
+        Stage::Warmup,
+        Stage::Measure,
+        Stage::Drain,
+        Stage::Closing,
+        Stage::Done,
+    ];
+
+    fn from_u8(n: u8) -> Stage {
+        Stage::ALL[usize::from(n).min(Stage::ALL.len() - 1)]
+    }
+}
+
+/// What the threads of one run share (see the module docs). Thread 0 (the leader) writes the
+/// stage and the published count; each other thread writes its own [`Part`].
+pub struct Team {
+    /// The zero of the timestamps in message bodies, the same for every thread.
+    base: Instant,
+    stage: AtomicU8,
+    /// The leader's `published`, stored before the SENDs go out (so a thread that reads a
+    /// delivery of message n finds n below it).
+    published: AtomicU64,
+    /// Per thread (the leader's entry unused).
+    parts: Box<[Part]>,
+    /// Wakes the leader's loop.
+    waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// One thread's progress, as the leader needs it.
+#[derive(Default)]
+struct Part {
+    /// Every live subscriber of the thread has every message before this one.
+    acked: AtomicU64,
+    live: AtomicU32,
+    subscribed: AtomicUsize,
+    /// Subscribers subscribed or failed to.
+    settled: AtomicUsize,
+    /// In the drain: every live subscriber has everything published.
+    drained: AtomicBool,
+}
+
+impl Team {
+    fn new(threads: usize) -> Team {
+        Team {
+            base: Instant::now(),
+            stage: AtomicU8::new(Stage::Opening as u8),
+            published: AtomicU64::new(0),
+            parts: (0..threads).map(|_| Part::default()).collect(),
+            waker: OnceLock::new(),
+        }
+    }
+
+    fn followers(&self) -> &[Part] {
+        &self.parts[1..]
+    }
+
+    fn wake_leader(&self) {
+        if let Some(wake) = self.waker.get() {
+            wake();
+        }
+    }
+
+    /// Sets how the leader's loop is woken (its transport does, once its loop exists).
+    pub fn set_waker(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.waker.set(wake);
+    }
+}
+
 #[derive(Default)]
 struct Window {
     start: Option<Instant>,
@@ -372,6 +465,11 @@ struct PerTarget {
 
 pub struct Bench {
     s: Settings,
+    /// The threads of the run, when there are several; this one's number (0 leads) and how
+    /// many subscribers it serves.
+    team: Option<Arc<Team>>,
+    part: usize,
+    share: usize,
     by_target: Vec<PerTarget>,
     /// The zero of the timestamps carried in message bodies.
     base: Instant,
@@ -433,7 +531,13 @@ pub struct Bench {
 }
 
 impl Bench {
+    #[cfg(test)]
     fn new(s: Settings) -> Result<Bench, String> {
+        Bench::in_team(s, 0, None)
+    }
+
+    /// Thread `part`'s bench of a run of several threads (`team`), or the only one.
+    fn in_team(s: Settings, part: usize, team: Option<Arc<Team>>) -> Result<Bench, String> {
         let opts = EncodeOptions::new(Some(Version::V1_2)).with_content_length(true);
         let mut send_template = Vec::new();
         let body = vec![b'.'; s.size];
@@ -468,13 +572,18 @@ impl Bench {
         }
         let stamp_at = send_template.len() - 1 - s.size;
         let now = Instant::now();
+        let parts = team.as_ref().map_or(1, |t| t.parts.len());
+        let base = team.as_ref().map_or(now, |t| t.base);
         Ok(Bench {
+            team,
+            part,
+            share: (s.subs + parts - 1 - part) / parts,
             counts: vec![0; s.window as usize],
             by_target: (0..s.sub_targets.len())
                 .map(|_| PerTarget::default())
                 .collect(),
             s,
-            base: now,
+            base,
             stage: Stage::Opening,
             stage_at: now,
             opening_at: now,
@@ -536,6 +645,77 @@ impl Bench {
     fn enter(&mut self, stage: Stage, now: Instant) {
         self.stage = stage;
         self.stage_at = now;
+        if let (Some(team), 0) = (&self.team, self.part) {
+            team.stage.store(stage as u8, Ordering::Release);
+        }
+    }
+
+    /// This thread's entry in the team (a follower's).
+    fn own_part(&self) -> Option<&Part> {
+        self.team
+            .as_deref()
+            .filter(|_| self.part > 0)
+            .map(|t| &t.parts[self.part])
+    }
+
+    /// A follower takes in what the leader has published so far.
+    fn sync_published(&mut self) {
+        if let Some(team) = self.team.as_deref().filter(|_| self.part > 0) {
+            self.published = team.published.load(Ordering::Acquire);
+        }
+    }
+
+    /// A follower tells the leader how its subscribers stand.
+    fn report_progress(&self) {
+        if let Some(p) = self.own_part() {
+            p.live.store(self.live, Ordering::Relaxed);
+            p.subscribed.store(self.subscribed, Ordering::Relaxed);
+            p.settled
+                .store(self.subscribed + self.failed, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether no subscriber is left to publish to. In a team the leader decides (its
+    /// `step` looks at every thread's count); a follower never does.
+    fn none_live(&self) -> bool {
+        match &self.team {
+            None => self.live == 0,
+            Some(team) if self.part == 0 => {
+                let others: u32 = team
+                    .followers()
+                    .iter()
+                    .map(|p| p.live.load(Ordering::Relaxed))
+                    .sum();
+                self.live + others == 0
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Every thread's subscribers have every message before this one (the leader's window).
+    fn team_acked(&self) -> u64 {
+        match &self.team {
+            // A thread with no subscriber left moves no more: it holds nothing back.
+            Some(team) => team
+                .followers()
+                .iter()
+                .filter(|p| p.live.load(Ordering::Relaxed) > 0)
+                .map(|p| p.acked.load(Ordering::Acquire))
+                .fold(self.acked, u64::min),
+            None => self.acked,
+        }
+    }
+
+    /// Subscribers subscribed, and those settled (subscribed or failed), over every thread.
+    fn team_subscribed(&self) -> (usize, usize) {
+        let (mut subscribed, mut settled) = (self.subscribed, self.subscribed + self.failed);
+        if let Some(team) = &self.team {
+            for p in team.followers() {
+                subscribed += p.subscribed.load(Ordering::Relaxed);
+                settled += p.settled.load(Ordering::Relaxed);
+            }
+        }
+        (subscribed, settled)
     }
 
     /// The transport is up: send CONNECT.
@@ -566,6 +746,7 @@ impl Bench {
         if peer.phase == Phase::Connecting {
             if !peer.is_publisher() {
                 self.failed += 1;
+                self.report_progress();
             }
         } else {
             self.conn_errors += 1;
@@ -595,7 +776,7 @@ impl Bench {
             self.leave(peer);
             self.lose(peer, self.published.saturating_sub(peer.next_seq));
             self.advance();
-            if self.live == 0 {
+            if self.none_live() {
                 self.abort("every subscriber is gone".into(), Instant::now());
             }
         }
@@ -606,6 +787,7 @@ impl Bench {
         if peer.ignored() {
             return;
         }
+        self.sync_published();
         if peer.buf.is_empty() {
             let used = self.frames(peer, bytes, now, out);
             if used < bytes.len() && !peer.ignored() {
@@ -696,6 +878,10 @@ impl Bench {
                 self.by_target[peer.index % self.s.sub_targets.len()].subscribed += 1;
                 self.live += 1;
                 self.sum_next += peer.next_seq;
+                self.report_progress();
+                if let Some(team) = self.team.as_deref().filter(|_| self.part > 0) {
+                    team.wake_leader();
+                }
             }
             (Command::Receipt, Phase::Ready) if peer.is_publisher() && self.s.flood.is_some() => {
                 let id = parsed.header("receipt-id").unwrap_or("");
@@ -729,7 +915,7 @@ impl Bench {
                     self.missed_by_slow += self.published.saturating_sub(peer.next_seq);
                     self.leave(peer);
                     self.advance();
-                    if self.live == 0 {
+                    if self.none_live() {
                         self.stop("every subscriber was disconnected as slow", Instant::now());
                     }
                 }
@@ -833,6 +1019,7 @@ impl Bench {
     fn leave(&mut self, peer: &Peer) {
         self.live -= 1;
         self.sum_next -= peer.next_seq;
+        self.report_progress();
     }
 
     /// Stops publishing early, not as an error: the measured window (if it started) ends here.
@@ -852,9 +1039,11 @@ impl Bench {
     /// flood mode every SEND has its receipt), and every subscriber told it was slow is closed.
     fn drained(&self) -> bool {
         let delivered = match self.s.flood {
-            None => self.acked >= self.published,
+            // (A thread whose subscribers are all gone has nothing to wait for.)
+            None => self.live == 0 || self.acked >= self.published,
             Some(_) => {
-                self.receipted >= self.published
+                // Receipts come to the publisher, that is, to the leader.
+                (self.part > 0 || self.receipted >= self.published)
                     && self.sum_next == u64::from(self.live) * self.published
             }
         };
@@ -866,6 +1055,7 @@ impl Bench {
         if self.s.flood.is_some() {
             return;
         }
+        let before = self.acked;
         while self.acked < self.published {
             let slot = (self.acked % self.s.window) as usize;
             if self.counts[slot] < self.live {
@@ -873,6 +1063,12 @@ impl Bench {
             }
             self.counts[slot] = 0;
             self.acked += 1;
+        }
+        if self.acked != before {
+            if let (Some(team), Some(p)) = (self.team.as_deref(), self.own_part()) {
+                p.acked.store(self.acked, Ordering::Release);
+                team.wake_leader();
+            }
         }
     }
 
@@ -906,7 +1102,7 @@ impl Bench {
             return;
         }
         let mut allowed = match self.s.flood {
-            None => (self.acked + self.s.window).saturating_sub(self.published),
+            None => (self.team_acked() + self.s.window).saturating_sub(self.published),
             Some(r) => (self.receipted + r).saturating_sub(self.published),
         };
         if self.s.rate > 0.0 {
@@ -935,13 +1131,22 @@ impl Bench {
     /// Between loop turns: start connections, move through the stages, publish. Returns false
     /// once the run is over.
     pub fn step(&mut self, now: Instant, d: &mut dyn Driver) -> bool {
+        if self.part > 0 {
+            return self.follow(now, d);
+        }
         let since = now - self.stage_at;
+        if self.team.is_some()
+            && matches!(self.stage, Stage::Warmup | Stage::Measure)
+            && self.none_live()
+        {
+            self.abort("every subscriber is gone".into(), now);
+        }
         match self.stage {
             Stage::Opening => {
                 self.launch(now, d);
-                let settled = self.subscribed + self.failed >= self.s.subs;
-                if self.publisher_ready && settled {
-                    if self.subscribed == 0 {
+                let (subscribed, settled) = self.team_subscribed();
+                if self.publisher_ready && settled >= self.s.subs {
+                    if subscribed == 0 {
                         self.abort("no subscriber could subscribe".into(), now);
                     } else {
                         self.sending = true;
@@ -952,7 +1157,7 @@ impl Bench {
                     if since > OPEN_SLACK + Duration::from_secs_f64(pacing) {
                         let why = format!(
                             "opening timed out: {} of {} subscribed, publisher {}",
-                            self.subscribed,
+                            self.team_subscribed().0,
                             self.s.subs,
                             if self.publisher_ready {
                                 "ready"
@@ -973,40 +1178,9 @@ impl Bench {
                 self.sending = false;
                 self.enter(Stage::Drain, now);
             }
-            Stage::Drain if self.drained() || since >= DRAIN => {
+            Stage::Drain if (self.drained() && self.team_drained()) || since >= DRAIN => {
                 self.enter(Stage::Closing, now);
-                let published = self.published;
-                let (mut missing, mut connected, mut unclosed) = (0, 0, 0);
-                let targets = self.s.sub_targets.len();
-                let mut missing_at = vec![0; targets];
-                d.close_all(&mut |p: &Peer| {
-                    if p.is_publisher() {
-                        return;
-                    }
-                    match p.phase {
-                        Phase::Ready => {
-                            connected += 1;
-                            let n = published.saturating_sub(p.next_seq);
-                            missing += n;
-                            missing_at[p.index % targets] += n;
-                        }
-                        Phase::Slow => unclosed += 1,
-                        _ => {}
-                    }
-                });
-                if self.s.policy == Policy::Drop {
-                    self.dropped += missing;
-                } else {
-                    self.lost += missing;
-                    for (t, n) in self.by_target.iter_mut().zip(missing_at) {
-                        t.lost += n;
-                    }
-                }
-                self.connected_at_end = connected;
-                self.slow_unclosed = unclosed;
-                if self.s.flood.is_some() {
-                    self.unreceipted = published - self.receipted;
-                }
+                self.close_everything(d);
             }
             Stage::Closing if d.len() == 0 || since >= CLOSING => {
                 self.enter(Stage::Done, now);
@@ -1017,6 +1191,9 @@ impl Bench {
         }
         self.publish(now);
         if !self.pub_out.is_empty() {
+            if let Some(team) = &self.team {
+                team.published.store(self.published, Ordering::Release);
+            }
             if !d.send_to_publisher(&self.pub_out) {
                 self.send_errors += 1;
                 self.complain(format_args!("publisher: send failed"));
@@ -1026,8 +1203,95 @@ impl Bench {
         true
     }
 
-    /// Starts the publisher, then subscribers as the connection rate allows.
+    /// Whether every follower's subscribers have everything published (in the drain).
+    fn team_drained(&self) -> bool {
+        self.team.as_ref().is_none_or(|team| {
+            team.followers()
+                .iter()
+                .all(|p| p.drained.load(Ordering::Acquire))
+        })
+    }
+
+    /// The drain is over: close every connection, counting what each subscriber still
+    /// misses.
+    fn close_everything(&mut self, d: &mut dyn Driver) {
+        let published = self.published;
+        let (mut missing, mut connected, mut unclosed) = (0, 0, 0);
+        let targets = self.s.sub_targets.len();
+        let mut missing_at = vec![0; targets];
+        d.close_all(&mut |p: &Peer| {
+            if p.is_publisher() {
+                return;
+            }
+            match p.phase {
+                Phase::Ready => {
+                    connected += 1;
+                    let n = published.saturating_sub(p.next_seq);
+                    missing += n;
+                    missing_at[p.index % targets] += n;
+                }
+                Phase::Slow => unclosed += 1,
+                _ => {}
+            }
+        });
+        if self.s.policy == Policy::Drop {
+            self.dropped += missing;
+        } else {
+            self.lost += missing;
+            for (t, n) in self.by_target.iter_mut().zip(missing_at) {
+                t.lost += n;
+            }
+        }
+        self.connected_at_end = connected;
+        self.slow_unclosed = unclosed;
+        if self.s.flood.is_some() && self.part == 0 {
+            self.unreceipted = published - self.receipted;
+        }
+    }
+
+    /// A follower's turn: its subscribers, and the stages as the leader moves them.
+    fn follow(&mut self, now: Instant, d: &mut dyn Driver) -> bool {
+        let Some(team) = self.team.clone() else {
+            return false;
+        };
+        self.sync_published();
+        if self.stage == Stage::Opening {
+            self.launch(now, d);
+        }
+        let lead = Stage::from_u8(team.stage.load(Ordering::Acquire));
+        while self.stage < lead && self.stage < Stage::Closing {
+            let next = Stage::from_u8(self.stage as u8 + 1);
+            self.enter(next, now);
+            if next == Stage::Closing {
+                // The leader has stopped publishing: `published` is final.
+                self.sync_published();
+                self.close_everything(d);
+            }
+        }
+        match self.stage {
+            Stage::Drain => {
+                let drained = self.drained();
+                let part = &team.parts[self.part];
+                if drained && !part.drained.swap(true, Ordering::AcqRel) {
+                    team.wake_leader();
+                }
+            }
+            Stage::Closing if d.len() == 0 || now - self.stage_at >= CLOSING => {
+                self.enter(Stage::Done, now);
+                return false;
+            }
+            Stage::Done => return false,
+            _ => {}
+        }
+        true
+    }
+
+    /// Starts the publisher (the leader does), then this thread's subscribers (every
+    /// `threads`-th from its number) as the connection rate allows.
     fn launch(&mut self, now: Instant, d: &mut dyn Driver) {
+        if self.part > 0 {
+            self.publisher_launched = true;
+        }
         if !self.publisher_launched {
             self.publisher_launched = true;
             if let Err(e) = d.connect(Peer::new(usize::MAX)) {
@@ -1035,15 +1299,63 @@ impl Bench {
                 return;
             }
         }
-        let due = (now - self.opening_at).as_secs_f64() * self.s.conn_rate;
-        let due = (due.ceil() as usize).clamp(1, self.s.subs);
+        let parts = self.team.as_ref().map_or(1, |t| t.parts.len());
+        let due = (now - self.opening_at).as_secs_f64() * self.s.conn_rate / parts as f64;
+        let due = (due.ceil() as usize).clamp(1, self.share);
         while self.launched < due {
-            let index = self.launched;
+            let index = self.part + self.launched * parts;
             self.launched += 1;
             if let Err(e) = d.connect(Peer::new(index)) {
                 self.failed += 1;
                 self.complain(format_args!("subscriber {index}: cannot connect: {e}"));
             }
+        }
+        self.report_progress();
+    }
+
+    /// The leader of a team of threads (whose loop its followers must be able to wake).
+    pub fn leads_team(&self) -> Option<&Team> {
+        self.team.as_deref().filter(|_| self.part == 0)
+    }
+
+    /// Adds a follower's figures to the leader's, once both are done.
+    fn absorb(&mut self, f: Bench) {
+        self.subscribed += f.subscribed;
+        self.failed += f.failed;
+        self.window.deliveries += f.window.deliveries;
+        self.window.latency.merge(&f.window.latency);
+        for (t, o) in self.by_target.iter_mut().zip(&f.by_target) {
+            t.subscribed += o.subscribed;
+            t.deliveries += o.deliveries;
+            t.latency.merge(&o.latency);
+            t.lost += o.lost;
+        }
+        self.lost += f.lost;
+        self.out_of_order += f.out_of_order;
+        self.corrupt += f.corrupt;
+        self.slow_told += f.slow_told;
+        self.slow_closed += f.slow_closed;
+        self.slow_unclosed += f.slow_unclosed;
+        if self.slow_note.is_none() {
+            self.slow_note = f.slow_note;
+        }
+        self.missed_by_slow += f.missed_by_slow;
+        self.dropped += f.dropped;
+        self.connected_at_end += f.connected_at_end;
+        self.send_errors += f.send_errors;
+        self.conn_errors += f.conn_errors;
+        self.stomp_errors += f.stomp_errors;
+        self.closed_early += f.closed_early;
+        if self.aborted.is_none() {
+            self.aborted = f.aborted;
+        }
+        if f.stage != Stage::Done && self.aborted.is_none() {
+            let why = format!(
+                "thread {} did not finish (stopped at {:?})",
+                f.part, f.stage
+            );
+            eprintln!("error: {why}");
+            self.aborted = Some(why);
         }
     }
 
@@ -1087,13 +1399,46 @@ pub fn main(args: &[String]) -> Result<bool, String> {
     Ok(report(&bench))
 }
 
-/// Runs the whole bench on its transport, within its time bound.
+/// Runs the whole bench on its transport, within its time bound: in this thread, and with
+/// `--threads T` in T - 1 more (each ends by the same deadline, so joining them is bounded).
 fn execute(s: Settings) -> Result<Bench, String> {
-    let mut bench = Bench::new(s)?;
+    let team = (s.threads > 1).then(|| Arc::new(Team::new(s.threads)));
+    let mut bench = Bench::in_team(s.clone(), 0, team.clone())?;
     let deadline = Instant::now() + bench.bound();
-    match bench.s.transport {
-        Transport::Ws => ws::run(&mut bench, deadline)?,
-        Transport::Tcp => tcp::run(&mut bench, deadline)?,
+    let mut followers = Vec::new();
+    for part in 1..s.threads {
+        let follower = Bench::in_team(s.clone(), part, team.clone())?;
+        let thread = std::thread::Builder::new()
+            .name(format!("fanout-{part}"))
+            .spawn(move || run_one(follower, deadline))
+            .map_err(|e| format!("thread {part}: {e}"))?;
+        followers.push(thread);
+    }
+    bench = run_one(bench, deadline)?;
+    for (part, thread) in (1..).zip(followers) {
+        match thread.join() {
+            Ok(Ok(follower)) => bench.absorb(follower),
+            Ok(Err(e)) => bench.abort(format!("thread {part}: {e}"), Instant::now()),
+            Err(_) => bench.abort(format!("thread {part} panicked"), Instant::now()),
+        }
+    }
+    Ok(bench)
+}
+
+/// One thread's loop on the run's transport.
+fn run_one(mut bench: Bench, deadline: Instant) -> Result<Bench, String> {
+    let run = match bench.s.transport {
+        Transport::Ws => ws::run(&mut bench, deadline),
+        Transport::Tcp => tcp::run(&mut bench, deadline),
+    };
+    if let Err(e) = run {
+        // The others must not wait for this thread's subscribers.
+        if let Some(p) = bench.own_part() {
+            p.live.store(0, Ordering::Relaxed);
+            p.settled.store(bench.share, Ordering::Relaxed);
+            p.drained.store(true, Ordering::Release);
+        }
+        return Err(e);
     }
     if bench.stage < Stage::Closing {
         bench.abort("the run hit its time bound".into(), Instant::now());
@@ -1143,9 +1488,13 @@ fn report(b: &Bench) -> bool {
         0 => String::new(),
         n => format!(", {n} subscribers stalled until the drain"),
     };
+    let threads = match s.threads {
+        1 => String::new(),
+        n => format!(", {n} threads"),
+    };
     println!(
         "fanout {transport} {}: 1 publisher → {} subscribers ({} subscribed, {} failed) of {}, \
-         {} B, {rate}, {pacing}, {:.2} s window",
+         {} B, {rate}, {pacing}{threads}, {:.2} s window",
         s.target_text,
         s.subs,
         b.subscribed,
@@ -1280,7 +1629,7 @@ fn report(b: &Bench) -> bool {
          \"receipts\":{},\"unreceipted\":{},\"connected\":{},\"slow_disconnected\":{},\
          \"slow_unclosed\":{},\"missed_by_slow\":{},\"dropped\":{},\"slow_error\":{},\
          \"closed_early\":{},\"stalled\":{},\"subscribed_at\":[{}],\"server_pids\":[{}],\
-         \"server_cpu_pct_each\":[{}]}}",
+         \"server_cpu_pct_each\":[{}],\"threads\":{}}}",
         json_str(&s.target_text),
         json_str(&s.destination),
         s.subs,
@@ -1330,6 +1679,7 @@ fn report(b: &Bench) -> bool {
             .map(|&p| json_num(p))
             .collect::<Vec<_>>()
             .join(","),
+        s.threads,
     );
     errors == 0
 }
@@ -1902,6 +2252,139 @@ mod tests {
         assert_eq!(b.lost, 4);
     }
 
+    /// Subscribers `indices` of `b` (a thread's share) connect and subscribe.
+    fn subscribe(b: &mut Bench, indices: &[usize], now: Instant) -> Vec<Peer> {
+        let mut out = Vec::new();
+        let mut subs: Vec<Peer> = indices.iter().map(|&i| Peer::new(i)).collect();
+        for p in &mut subs {
+            b.opened(p, &mut out);
+            b.data(p, b"CONNECTED\nversion:1.2\n\n\0", now, &mut out);
+            b.data(p, b"RECEIPT\nreceipt-id:x\n\n\0", now, &mut out);
+        }
+        subs
+    }
+
+    #[test]
+    fn a_team_publishes_at_the_pace_of_its_slowest_thread() {
+        let list = [
+            "--transport",
+            "tcp",
+            "--size",
+            "40",
+            "--warmup",
+            "0",
+            "--seconds",
+            "0.1",
+            "--subs",
+            "4",
+            "--window",
+            "2",
+            "--threads",
+            "2",
+        ];
+        let s = settings(&args(&list)).unwrap();
+        let team = Arc::new(Team::new(2));
+        let woken = Arc::new(AtomicUsize::new(0));
+        let count = woken.clone();
+        team.set_waker(Box::new(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+        }));
+        let mut lead = Bench::in_team(s.clone(), 0, Some(team.clone())).unwrap();
+        let mut follow = Bench::in_team(s, 1, Some(team.clone())).unwrap();
+        assert_eq!((lead.share, follow.share), (2, 2));
+        let now = Instant::now();
+        let (mut net, mut fnet) = (NoNet::default(), NoNet::default());
+        let mut out = Vec::new();
+        let mut publisher = Peer::new(usize::MAX);
+        lead.opened(&mut publisher, &mut out);
+        lead.data(
+            &mut publisher,
+            b"CONNECTED\nversion:1.2\n\n\0",
+            now,
+            &mut out,
+        );
+        let mut mine = subscribe(&mut lead, &[0, 2], now);
+        // The leader waits for the follower's subscribers before it publishes.
+        assert!(lead.step(now, &mut net));
+        assert_eq!((lead.stage, lead.published), (Stage::Opening, 0));
+        let mut theirs = subscribe(&mut follow, &[1, 3], now);
+        assert!(follow.step(now, &mut fnet));
+        assert!(lead.step(now, &mut net));
+        assert_eq!((lead.stage, lead.published), (Stage::Warmup, 2));
+        assert!(follow.step(now, &mut fnet));
+        assert_eq!(
+            follow.stage,
+            Stage::Warmup,
+            "the follower follows the stage"
+        );
+        let sent = bodies(&net.sent);
+        // The leader's own subscribers have both: not enough while the follower's lag.
+        for p in &mut mine {
+            for body in &sent {
+                lead.data(p, &message(body), now, &mut out);
+            }
+        }
+        assert!(lead.step(now, &mut net));
+        assert_eq!(
+            lead.published, 2,
+            "the follower's subscribers have nothing yet"
+        );
+        // One of the follower's subscribers has them: still not.
+        for body in &sent {
+            follow.data(&mut theirs[0], &message(body), now, &mut out);
+        }
+        assert!(lead.step(now, &mut net));
+        assert_eq!(lead.published, 2);
+        // The other gets the first: one more may go, and the leader was woken for it.
+        let before = woken.load(Ordering::Relaxed);
+        follow.data(&mut theirs[1], &message(&sent[0]), now, &mut out);
+        assert!(woken.load(Ordering::Relaxed) > before);
+        assert!(lead.step(now, &mut net));
+        assert_eq!(lead.published, 3);
+        assert_eq!(
+            (follow.corrupt, follow.lost, lead.corrupt, lead.lost),
+            (0, 0, 0, 0)
+        );
+        // A thread whose subscribers are all gone holds nothing back.
+        follow.leave(&theirs[0]);
+        theirs[0].phase = Phase::Broken;
+        follow.leave(&theirs[1]);
+        theirs[1].phase = Phase::Broken;
+        let sent = bodies(&net.sent);
+        for p in &mut mine {
+            lead.data(p, &message(&sent[2]), now, &mut out);
+        }
+        assert!(lead.step(now, &mut net));
+        assert_eq!(lead.published, 5);
+        // The measured window ends: the leader drains, and waits for its follower.
+        let later = now + Duration::from_millis(200);
+        assert!(lead.step(later, &mut net));
+        assert_eq!(lead.stage, Stage::Drain);
+        let sent = bodies(&net.sent);
+        for p in &mut mine {
+            for body in &sent[3..] {
+                lead.data(p, &message(body), later, &mut out);
+            }
+        }
+        assert!(lead.step(later, &mut net));
+        assert_eq!(
+            lead.stage,
+            Stage::Drain,
+            "the follower has not said it is drained"
+        );
+        assert!(follow.step(later, &mut fnet));
+        assert_eq!(follow.stage, Stage::Drain);
+        assert!(lead.step(later, &mut net));
+        assert_eq!(lead.stage, Stage::Closing);
+        assert!(
+            !follow.step(later, &mut fnet),
+            "nothing left open: the follower is done"
+        );
+        assert!(!lead.step(later, &mut net));
+        lead.absorb(follow);
+        assert_eq!((lead.subscribed, lead.lost, lead.aborted), (4, 0, None));
+    }
+
     /// Both transports against Sockeye's own broker, in this process.
     #[test]
     fn end_to_end_against_the_broker() {
@@ -1927,8 +2410,9 @@ mod tests {
         let pid = std::process::id().to_string();
         let runs = [("ws", "--url", &url), ("tcp", "--addr", &addr)]
             .into_iter()
-            .flat_map(|run| [(run, None), (run, Some("64"))]);
-        for ((transport, flag, target), flood) in runs {
+            .flat_map(|run| [(run, None), (run, Some("64"))])
+            .flat_map(|run| [(run, "1"), (run, "3")]);
+        for (((transport, flag, target), flood), threads) in runs {
             let mut list = vec![
                 "--transport",
                 transport,
@@ -1942,10 +2426,12 @@ mod tests {
                 "0.1",
                 "--server-pid",
                 &pid,
+                "--threads",
+                threads,
             ];
             list.extend(flood.iter().flat_map(|r| ["--flood", r]));
             let b = execute(settings(&args(&list)).unwrap()).unwrap();
-            let run = format!("{transport} flood {flood:?}");
+            let run = format!("{transport} flood {flood:?} threads {threads}");
             assert_eq!(b.errors(), 0, "{run}");
             assert_eq!(b.subscribed, 5, "{run}");
             assert!(b.window.deliveries > 0, "{run}");

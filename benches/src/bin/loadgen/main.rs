@@ -41,6 +41,7 @@ usage:
                 [--passcode guest] [--vhost /] [--conn-rate 2000] [--flood R]
                 [--slow-consumer disconnect|throttle|drop] [--stall 0]
                 [--subscribe-urls URL,URL... | --subscribe-addrs IP:PORT,...] [--deflate]
+                [--threads 1]
   loadgen sockjs [--url http://127.0.0.1:8081/echo] [--sessions 100] [--size 100] [--window 8]
                 [--batch 1] [--secs 5] [--warmup 1] [--pid SERVER_PID] [--rate 1000]
 Only loopback targets (127.0.0.0/8, [::1]). The last line printed is `RESULT {json}`.";

@@ -511,3 +511,37 @@ fn targets_come_from_ws_urls() {
     let t = Target::from_url("ws://[::1]:9001/").unwrap();
     assert_eq!(t.server_name(), "::1");
 }
+
+#[test]
+fn a_waker_ends_a_turn_waiting_for_readiness() {
+    let mut lp = EventLoop::<()>::new(LoopConfig::default()).unwrap();
+    let waker = lp.waker().unwrap();
+    // Every call hands out the same waker (a poll has at most one).
+    let again = lp.waker().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        waker.wake().unwrap();
+        tx.send(()).unwrap();
+    });
+    let mut h = Log::default();
+    let started = Instant::now();
+    lp.turn(&mut h, Some(Duration::from_secs(20))).unwrap();
+    let waited = started.elapsed();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the waking thread to report its wake");
+    thread.join().expect("the waking thread to finish");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the turn waited {waited:?}: the wake did not end it"
+    );
+    assert!(
+        h.opened == 0 && h.errors.is_empty() && h.closes.is_empty(),
+        "a wake is no connection's event"
+    );
+    // A wake before the turn makes the next one return at once.
+    again.wake().unwrap();
+    let started = Instant::now();
+    lp.turn(&mut h, Some(Duration::from_secs(20))).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

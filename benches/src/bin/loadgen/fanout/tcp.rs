@@ -220,6 +220,14 @@ impl Driver for Loop {
 
 pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
     let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    if let Some(team) = bench.leads_team() {
+        // No connection's key is usize::MAX: `serve` ignores the waker's events.
+        let waker = mio::Waker::new(poll.registry(), Token(usize::MAX))
+            .map_err(|e| format!("poll waker: {e}"))?;
+        team.set_waker(Box::new(move || {
+            let _ = waker.wake();
+        }));
+    }
     let mut lp = Loop {
         poll,
         addr: bench.s.addr,

@@ -153,6 +153,12 @@ pub fn run(bench: &mut Bench, deadline: Instant) -> Result<(), String> {
         ..LoopConfig::default()
     };
     let mut lp = EventLoop::new(config).map_err(|e| format!("event loop: {e}"))?;
+    if let Some(team) = bench.leads_team() {
+        let waker = lp.waker().map_err(|e| format!("event loop waker: {e}"))?;
+        team.set_waker(Box::new(move || {
+            let _ = waker.wake();
+        }));
+    }
     let mut publisher = None;
     let mut side = Side {
         bench,
