@@ -31,6 +31,8 @@ pub trait EncodeBuf {
     fn truncate(&mut self, len: usize);
     /// Appends `bytes`.
     fn put(&mut self, bytes: &[u8]);
+    /// Makes room for `additional` more bytes (a hint: `put` grows the buffer anyway).
+    fn reserve(&mut self, _additional: usize) {}
 }
 
 impl EncodeBuf for Vec<u8> {
@@ -43,6 +45,9 @@ impl EncodeBuf for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
 }
 
 impl EncodeBuf for BytesMut {
@@ -54,6 +59,9 @@ impl EncodeBuf for BytesMut {
     }
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+    fn reserve(&mut self, additional: usize) {
+        BytesMut::reserve(self, additional);
     }
 }
 
@@ -199,6 +207,11 @@ pub fn encode_message_head<B: EncodeBuf + ?Sized>(
 ) -> Result<(), EncodeError> {
     let esc = Escaping::for_frame(Command::Message, tail.version);
     let mark = out.len();
+    // Room for the whole head at once (unless escapes lengthen it): a fan-out carves one
+    // head per subscriber out of a `BytesMut` that `split` leaves empty, and growing it
+    // header by header cost several reallocations per delivery.
+    let values = subscription.len() + message_id.len() + ack.map_or(0, |a| a.len() + 5);
+    out.reserve(40 + values);
     out.put(b"MESSAGE\n");
     let [sub, id, ack_name] = PER_SUBSCRIBER_HEADERS;
     let headers = [
