@@ -81,6 +81,21 @@ fn stomp(c: &mut Criterion) {
             black_box((&heads, &tails));
         })
     });
+    // As the server's topic tables do: each head split off a `BytesMut` and frozen, kept
+    // (queued to its subscriber) until the fan-out is over.
+    let mut carved = bytes::BytesMut::new();
+    let mut frozen = Vec::with_capacity(SUBSCRIBERS);
+    group.bench_function("fan-out/100-subscribers/split-heads", |b| {
+        b.iter(|| {
+            frozen.clear();
+            for id in &ids {
+                encode_message_head(&tail, id, "m-1042", Some("a-1042"), &mut carved)
+                    .expect("encodes");
+                frozen.push((carved.split().freeze(), tail.bytes().clone()));
+            }
+            black_box(&frozen);
+        })
+    });
     group.finish();
 }
 
