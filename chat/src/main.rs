@@ -107,6 +107,10 @@ struct Args {
     /// Subscriptions per session (0: no limit). Default 1000.
     #[arg(long, value_name = "N")]
     max_subscriptions: Option<usize>,
+    /// Of those, subscriptions to a queue pattern such as /queue/jobs.* (each holds a part in
+    /// every one of the queues' 64 shards). Default 16.
+    #[arg(long, value_name = "N")]
+    max_queue_patterns: Option<usize>,
     /// Messages a queue holds while no subscriber can take them (none, or all at their
     /// unacknowledged limit); past it the oldest are dropped, counted in
     /// sockeye_broker_queue_dropped_total and warned of. Default 1000.
@@ -197,6 +201,7 @@ struct FileConfig {
     users: Option<PathBuf>,
     max_send_rate: Option<u32>,
     max_subscriptions: Option<usize>,
+    max_queue_patterns: Option<usize>,
     max_held_per_queue: Option<usize>,
     max_sessions_per_user: Option<usize>,
     max_sessions_per_address: Option<usize>,
@@ -498,6 +503,10 @@ fn run(args: Args) -> Result<(), String> {
     stomp.broker.max_send_rate = (send_rate > 0).then(|| SendRate::per_second(send_rate));
     stomp.broker.max_subscriptions =
         limit(args.max_subscriptions.or(file.max_subscriptions), 1000).unwrap_or(usize::MAX);
+    stomp.broker.max_queue_patterns = args
+        .max_queue_patterns
+        .or(file.max_queue_patterns)
+        .unwrap_or(16);
     stomp.broker.max_held_per_queue = args
         .max_held_per_queue
         .or(file.max_held_per_queue)
@@ -514,6 +523,7 @@ fn run(args: Args) -> Result<(), String> {
     info!(
         send_rate,
         subscriptions = stomp.broker.max_subscriptions,
+        queue_patterns = stomp.broker.max_queue_patterns,
         held_per_queue = stomp.broker.max_held_per_queue,
         per_user = stomp.broker.max_sessions_per_user.unwrap_or(0),
         per_address = stomp.broker.max_sessions_per_address.unwrap_or(0),

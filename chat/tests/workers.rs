@@ -342,6 +342,44 @@ fn one_id_space_and_one_limit_over_topic_and_queue_subscriptions() {
     shutdown(server);
 }
 
+/// A queue pattern subscription holds a part in every queue shard: a limit of its own
+/// (`max_queue_patterns`), on the server's path without the broker lock.
+#[test]
+fn queue_pattern_subscriptions_have_a_limit_of_their_own() {
+    let server = start_with(|s| s.broker.max_queue_patterns = 2);
+    let (mut a, _) = connect(&server, "a", None);
+    a.subscribe("1", "/queue/jobs.*");
+    a.subscribe("2", "/queue/mail.**");
+    a.send("SUBSCRIBE\nid:3\ndestination:/queue/more.*\n\n");
+    let e = a.expect(
+        "ERROR",
+        "a third queue pattern subscription over the limit of 2",
+    );
+    assert!(
+        e.header("message")
+            .unwrap_or("")
+            .contains("more than 2 queue pattern subscriptions"),
+        "{e:?}"
+    );
+    // Queues by name, topic patterns and users' queue patterns are not counted.
+    let (mut b, _) = connect(&server, "b", None);
+    b.subscribe("1", "/queue/jobs.*");
+    b.subscribe("2", "/queue/mail.*");
+    b.subscribe("3", "/queue/jobs.one");
+    b.subscribe("4", "/topic/news.*");
+    b.subscribe("5", "/user/queue/*");
+    // After an UNSUBSCRIBE of a pattern there is room for another.
+    b.send("UNSUBSCRIBE\nid:1\nreceipt:u1\n\n");
+    b.expect("RECEIPT", "the receipt of the pattern UNSUBSCRIBE");
+    b.subscribe("6", "/queue/other.*");
+    // And the patterns still deliver.
+    let (mut p, _) = connect(&server, "p", None);
+    p.send("SEND\ndestination:/queue/other.x\n\nhello");
+    let m = b.expect("MESSAGE", "a message to /queue/other.x through the pattern");
+    assert_eq!(m.body, b"hello");
+    shutdown(server);
+}
+
 /// What a subscriber read of a flood: how many messages, in order, and whether it was then
 /// told it fell behind.
 fn read_flood(mut c: Stomp, n: usize) -> (usize, bool) {

@@ -60,7 +60,7 @@ mod routing;
 pub mod topics;
 
 pub(crate) use replies::{error_frame_in, receipt_frame_in};
-pub(crate) use routing::{check_send, check_subscribe, message_headers, split_user};
+pub(crate) use routing::{check_room, check_send, check_subscribe, message_headers, split_user};
 pub(crate) use transactions::{Transactions, TxOp};
 
 pub(crate) mod transactions;
@@ -307,6 +307,10 @@ pub struct BrokerConfig {
     pub max_unacked: usize,
     /// Subscriptions per session. Default 1,000.
     pub max_subscriptions: usize,
+    /// Of those, subscriptions to a queue pattern (`/queue/jobs.*`) of the embedded broker:
+    /// each has a part in every one of the queues' 64 shards (about 8 KB), so they have a
+    /// limit of their own. Default 16.
+    pub max_queue_patterns: usize,
     /// Open transactions per session and frames per transaction. Default 16 and 1,000.
     pub max_transactions: usize,
     pub max_transaction_frames: usize,
@@ -358,6 +362,7 @@ impl Default for BrokerConfig {
             max_held_per_queue: 1000,
             max_unacked: 1000,
             max_subscriptions: 1000,
+            max_queue_patterns: 16,
             max_transactions: 16,
             max_transaction_frames: 1000,
             server_name: format!("sockeye/{}", env!("CARGO_PKG_VERSION")),

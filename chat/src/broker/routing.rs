@@ -288,6 +288,32 @@ impl Broker {
         let version = state.version.unwrap_or(Version::V1_2);
         let user = (!state.trusted).then_some(state.user.as_deref());
         let config = &self.config;
+        let asked = check_subscribe(&config.prefixes, &config.permissions, version, user, frame)
+            .map_err(refuse)?;
+        if state
+            .subscriptions
+            .iter()
+            .any(|&k| self.subs[k].id == asked.id)
+        {
+            return Err(refuse(format!("duplicate subscription id {}", asked.id)));
+        }
+        let held = state.subscriptions.len() + state.topic_subscriptions as usize;
+        let queue_patterns = state
+            .subscriptions
+            .iter()
+            .filter(|&&k| {
+                let sub = &self.subs[k];
+                matches!(sub.kept, Some(Kept::Queue(_))) && destination::is_pattern(&sub.target)
+            })
+            .count();
+        check_room(
+            &asked,
+            held,
+            queue_patterns,
+            config.max_subscriptions,
+            config.max_queue_patterns,
+        )
+        .map_err(refuse)?;
         let Asked {
             requested,
             id,
@@ -295,18 +321,7 @@ impl Broker {
             target,
             is_user,
             kind,
-        } = check_subscribe(&config.prefixes, &config.permissions, version, user, frame)
-            .map_err(refuse)?;
-        if state.subscriptions.iter().any(|&k| self.subs[k].id == id) {
-            return Err(refuse(format!("duplicate subscription id {id}")));
-        }
-        let held = state.subscriptions.len() + state.topic_subscriptions as usize;
-        if held >= self.config.max_subscriptions {
-            return Err(refuse(format!(
-                "more than {} subscriptions",
-                self.config.max_subscriptions
-            )));
-        }
+        } = asked;
         let user = state.user.clone();
         if self.shards_topic(kind, is_user, state.trusted) {
             if let Some(s) = self.sessions.get_mut(&session) {
@@ -559,6 +574,36 @@ pub(crate) struct Asked<'f> {
     pub target: String,
     pub is_user: bool,
     pub kind: Kind,
+}
+
+impl Asked<'_> {
+    /// A subscription to a queue pattern (`/queue/jobs.*`, not a user's): a part in every one
+    /// of the queues' shards.
+    pub fn is_queue_pattern(&self) -> bool {
+        self.kind == Kind::Queue && !self.is_user && destination::is_pattern(&self.target)
+    }
+}
+
+/// Refuses a subscription past its session's limits: it holds `held` subscriptions in all,
+/// `queue_patterns` of them to queue patterns (which have a limit of their own: see
+/// [`BrokerConfig::max_queue_patterns`](super::BrokerConfig::max_queue_patterns)). The same
+/// check on the broker's path and on the server's (see `crate::server::router`).
+pub(crate) fn check_room(
+    asked: &Asked<'_>,
+    held: usize,
+    queue_patterns: usize,
+    max_subscriptions: usize,
+    max_queue_patterns: usize,
+) -> Result<(), String> {
+    if held >= max_subscriptions {
+        return Err(format!("more than {max_subscriptions} subscriptions"));
+    }
+    if asked.is_queue_pattern() && queue_patterns >= max_queue_patterns {
+        return Err(format!(
+            "more than {max_queue_patterns} queue pattern subscriptions"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a SUBSCRIBE from a session of `version` against the prefixes and, for a client

@@ -752,6 +752,42 @@ fn another_users_destination_cannot_be_subscribed_to() {
     assert!(frames_to(&actions, 1)[0].starts_with("RECEIPT\n"));
 }
 
+/// Queue pattern subscriptions (a part in every queue shard each) have a limit of their own
+/// on the broker's path too; queues by name and topic patterns do not count against it.
+#[test]
+fn queue_pattern_subscriptions_have_a_limit_of_their_own() {
+    let mut h = Harness::with(BrokerConfig {
+        max_queue_patterns: 1,
+        ..BrokerConfig::default()
+    });
+    h.connect(1);
+    assert!(refusal(&h.send(1, "SUBSCRIBE\nid:p\ndestination:/queue/jobs.*\n\n")).is_none());
+    let actions = h.send(1, "SUBSCRIBE\nid:q\ndestination:/queue/mail.*\n\n");
+    assert_eq!(
+        refusal(&actions).as_deref(),
+        Some("more than 1 queue pattern subscriptions"),
+        "{actions:?}"
+    );
+    for (id, destination) in [("a", "/queue/jobs.one"), ("t", "/topic/news.*")] {
+        let frame = format!("SUBSCRIBE\nid:{id}\ndestination:{destination}\n\n");
+        let actions = h.send(1, &frame);
+        assert!(refusal(&actions).is_none(), "{destination}: {actions:?}");
+    }
+    assert!(refusal(&h.send(1, "UNSUBSCRIBE\nid:p\n\n")).is_none());
+    let actions = h.send(1, "SUBSCRIBE\nid:q\ndestination:/queue/mail.*\n\n");
+    assert!(refusal(&actions).is_none(), "room again: {actions:?}");
+}
+
+/// The `message` header of an ERROR to session 1 among `actions`, if any.
+fn refusal(actions: &[Action]) -> Option<String> {
+    frames_to(actions, 1).iter().find_map(|f| {
+        f.strip_prefix("ERROR\n")?
+            .lines()
+            .find_map(|l| l.strip_prefix("message:"))
+            .map(str::to_owned)
+    })
+}
+
 /// With `shard_topics` the broker checks a client's topic SUBSCRIBE and hands it to the
 /// transport ([`Action::TopicSubscribe`]) instead of keeping it, answers a SEND to a topic with
 /// one [`Action::Publish`] and no MESSAGE of its own, counts the transport's subscriptions

@@ -269,6 +269,7 @@ struct SendRules {
     app_only: Vec<String>,
     permissions: crate::broker::permissions::Permissions,
     max_subscriptions: usize,
+    max_queue_patterns: usize,
     max_transactions: usize,
     max_transaction_frames: usize,
 }
@@ -425,6 +426,7 @@ impl Hub {
             app_only: config.broker.app_only.clone(),
             permissions: config.broker.permissions.clone(),
             max_subscriptions: config.broker.max_subscriptions,
+            max_queue_patterns: config.broker.max_queue_patterns,
             max_transactions: config.broker.max_transactions,
             max_transaction_frames: config.broker.max_transaction_frames,
         };

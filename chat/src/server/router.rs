@@ -22,14 +22,14 @@ use std::sync::{Arc, MutexGuard};
 use bytes::Bytes;
 
 use super::Hub;
-use crate::broker::destination::Kind;
+use crate::broker::destination::{self, Kind};
 use crate::broker::limits::Bucket;
 use crate::broker::topics::Published;
 use crate::broker::transactions::named;
 use crate::broker::{
-    check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in, split_user,
-    Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, Kept, KeptSub, SessionId, Stored,
-    TxOp,
+    check_room, check_send, check_subscribe, error_frame_in, message_headers, receipt_frame_in,
+    split_user, Action, AppMessage, Broker, BrokerEvent, Credentials, Ending, Kept, KeptSub,
+    SessionId, Stored, TxOp,
 };
 use crate::link::{Sink, Ticket};
 use crate::stomp::{Command, Frame, StompError, Version};
@@ -99,8 +99,17 @@ impl<'a> Router<'a> {
             let message = format!("duplicate subscription id {}", asked.id);
             return error(version, session, message, receipt, out);
         }
-        if self.topics.len() + kept.len() >= rules.max_subscriptions {
-            let message = format!("more than {} subscriptions", rules.max_subscriptions);
+        let queue_patterns = kept
+            .iter()
+            .filter(|k| matches!(k.kept, Kept::Queue(_)) && destination::is_pattern(&k.requested))
+            .count();
+        if let Err(message) = check_room(
+            &asked,
+            self.topics.len() + kept.len(),
+            queue_patterns,
+            rules.max_subscriptions,
+            rules.max_queue_patterns,
+        ) {
             return error(version, session, message, receipt, out);
         }
         let user = ticket.user.as_deref().map(str::to_owned);
