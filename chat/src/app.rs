@@ -2,6 +2,17 @@
 //! disconnect, the HTTP pages and API, persistence off the event loop. In cluster mode (see
 //! [`crate::cluster`]) also what other nodes say, and a reload of the store when the external
 //! broker comes back after an outage.
+//!
+//! Locks: without a cluster the rooms are spread over [`ROOM_SHARDS`] shards by room id
+//! ([`Chat::split`]), each behind its own mutex, and a chat message (JOIN, SEND, LEAVE) locks
+//! its room's shard only, from reading the room through publishing what it caused (so a
+//! room's messages go out in the order they were numbered): messages to different rooms
+//! never wait for each other. What spans rooms takes the shards one after the other, never
+//! two at once: a session's close (it leaves every room), the room list, creating a room
+//! (under one more mutex, held while the name is checked against every shard: rare, and off
+//! the message path). Other broker events (SUBSCRIBE and the like) lock nothing. In cluster
+//! mode the chat's state spans rooms (node counters, members per node), so it stays whole:
+//! one shard, one lock, as before.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,7 +27,10 @@ use tracing::{info, warn};
 use crate::broker::{AppMessage, BrokerEvent};
 use crate::http;
 use crate::rooms::quota::RoomQuota;
-use crate::rooms::{json_headers, room_topic, Chat, Effect, ErrorBody, Store, ERRORS_DESTINATION};
+use crate::rooms::{
+    json_headers, parse_app_body, room_id, room_topic, shard_of, validate_name, Chat, ChatConfig,
+    ChatError, Effect, ErrorBody, RoomDetail, RoomSummary, Store, ERRORS_DESTINATION,
+};
 use crate::server::{Application, Messaging};
 
 /// How long a reload of the store may wait for the database.
@@ -46,9 +60,18 @@ impl Relay {
     }
 }
 
+/// Shards of the rooms without a cluster (see the module docs).
+pub const ROOM_SHARDS: usize = 64;
+
 /// The chat application.
 pub struct ChatApp {
-    chat: Arc<Mutex<Chat>>,
+    /// The rooms, by [`shard_of`] their id; one shard in cluster mode.
+    shards: Arc<[Mutex<Chat>]>,
+    /// The chat's limits (the same in every shard).
+    config: ChatConfig,
+    /// Creating a room (several shards): held while its name is checked against every shard
+    /// and it is added; the next room number.
+    creating: Mutex<u64>,
     store: Option<Arc<Store>>,
     relay: AtomicU8,
     /// Reloads of the store in progress (cluster mode), each on a thread of its own.
@@ -82,8 +105,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ChatApp {
     /// `store`: where rooms and history are written (`None`: memory only).
     pub fn new(chat: Chat, store: Option<Store>) -> Self {
+        let config = chat.config().clone();
+        let next_room = chat.next_room();
         ChatApp {
-            chat: Arc::new(Mutex::new(chat)),
+            shards: chat
+                .split(ROOM_SHARDS)
+                .into_iter()
+                .map(Mutex::new)
+                .collect(),
+            config,
+            creating: Mutex::new(next_room),
             store: store.map(Arc::new),
             relay: AtomicU8::new(Relay::Unknown as u8),
             reloads: Mutex::new(Vec::new()),
@@ -99,25 +130,79 @@ impl ChatApp {
         self
     }
 
+    /// The chat of cluster mode, whole (without a cluster: the first of the shards).
     fn chat(&self) -> MutexGuard<'_, Chat> {
-        lock(&self.chat)
+        lock(&self.shards[0])
     }
 
-    /// Reads the chat (locked while `f` runs).
+    /// The shard holding room `id`.
+    fn shard(&self, id: &str) -> &Mutex<Chat> {
+        &self.shards[shard_of(id, self.shards.len())]
+    }
+
+    /// How many shards the rooms are spread over (one in cluster mode).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Reads the chat of cluster mode, whole (locked while `f` runs). Without a cluster it
+    /// reads the first of the shards only.
     pub fn with_chat<R>(&self, f: impl FnOnce(&Chat) -> R) -> R {
         f(&self.chat())
     }
 
-    /// Runs `f` on the chat (with the time) and carries out the effects it returns, all with
-    /// the chat locked.
+    /// Runs `f` on the chat of cluster mode (with the time) and carries out the effects it
+    /// returns, all with the chat locked. Without a cluster it runs on the first shard only:
+    /// the application's own paths pick a room's shard.
     pub fn run(&self, messaging: &Messaging, f: impl FnOnce(&mut Chat, u64) -> Vec<Effect>) {
-        let mut chat = self.chat();
+        self.run_on(&self.shards[0], messaging, f);
+    }
+
+    /// [`ChatApp::run`] on one shard.
+    fn run_on(
+        &self,
+        shard: &Mutex<Chat>,
+        messaging: &Messaging,
+        f: impl FnOnce(&mut Chat, u64) -> Vec<Effect>,
+    ) {
+        let mut chat = lock(shard);
         let effects = f(&mut chat, messaging.now_ms());
         self.apply(effects, messaging);
     }
 
-    /// Carries out the domain's effects. Called with the chat locked, so that messages are
-    /// published in the order the domain numbered them.
+    /// An application message: in its room's shard (a body that names no room, or cannot
+    /// be read, is answered from the first; destinations outside `/chat.` are not the
+    /// chat's).
+    fn handle_app(&self, message: &AppMessage, messaging: &Messaging) {
+        if !message.destination.starts_with("/chat.") {
+            return;
+        }
+        let body = parse_app_body(&self.config, &message.body);
+        let shard = match &body {
+            Ok(b) => b
+                .room_id
+                .as_deref()
+                .map_or(&self.shards[0], |id| self.shard(id)),
+            Err(_) => &self.shards[0],
+        };
+        self.run_on(shard, messaging, |chat, now| {
+            chat.handle_app_body(message, body, now)
+        });
+    }
+
+    /// A broker event. Only a session's end concerns the chat (it leaves every room it was
+    /// in): every shard in turn; anything else locks nothing.
+    fn handle_event(&self, event: &BrokerEvent, messaging: &Messaging) {
+        if !matches!(event, BrokerEvent::Disconnected { .. }) {
+            return;
+        }
+        for shard in self.shards.iter() {
+            self.run_on(shard, messaging, |chat, now| chat.handle_event(event, now));
+        }
+    }
+
+    /// Carries out the domain's effects. Called with the room's shard locked, so that
+    /// messages are published in the order the domain numbered them.
     fn apply(&self, effects: Vec<Effect>, messaging: &Messaging) {
         for effect in effects {
             match effect {
@@ -190,7 +275,7 @@ impl ChatApp {
         let Some(store) = self.store.clone() else {
             return;
         };
-        let chat = Arc::clone(&self.chat);
+        let shards = Arc::clone(&self.shards);
         {
             let mut recovery = lock(&self.recovery);
             recovery.pending += 1;
@@ -202,7 +287,8 @@ impl ChatApp {
             .spawn(move || {
                 std::thread::sleep(RELOAD_DELAY);
                 let loaded = store.load_timeout(RELOAD_TIMEOUT);
-                let mut chat = lock(&chat);
+                // Cluster mode: one shard, the whole chat.
+                let mut chat = lock(&shards[0]);
                 let (rooms, mut missed) = match loaded {
                     Ok(state) => chat.merge_loaded(state),
                     Err(e) => {
@@ -253,7 +339,7 @@ impl Application for ChatApp {
     }
 
     fn metrics(&self, out: &mut crate::server::metrics::Exposition) {
-        let rooms = lock(&self.chat).rooms().len();
+        let rooms: usize = self.shards.iter().map(|s| lock(s).rooms().len()).sum();
         out.single("sockeye_chat_rooms", "gauge", "Chat rooms.", rooms as f64);
         let Some(store) = &self.store else { return };
         out.single(
@@ -293,14 +379,14 @@ impl Application for ChatApp {
             messaging.publish_to_session(message.session, ERRORS_DESTINATION, json_headers(), body);
             return;
         }
-        self.run(messaging, |chat, now| chat.handle_app(message, now));
+        self.handle_app(message, messaging);
     }
 
     fn on_event(&self, event: &BrokerEvent, messaging: &Messaging) {
         if let BrokerEvent::Relay { available } = event {
             self.relay_changed(*available, messaging);
         }
-        self.run(messaging, |chat, now| chat.handle_event(event, now));
+        self.handle_event(event, messaging);
     }
 
     fn on_http_from(
@@ -331,9 +417,79 @@ impl Application for ChatApp {
     }
 
     fn on_http(&self, req: &Request<'_, '_>, body: &[u8], messaging: &Messaging) -> HttpResponse {
-        let mut chat = self.chat();
-        let reply = http::handle_request(&mut chat, req, body, messaging.now_ms());
+        if self.shards.len() == 1 {
+            let mut chat = self.chat();
+            let reply = http::handle_request(&mut *chat, req, body, messaging.now_ms());
+            self.apply(reply.effects, messaging);
+            return reply.response;
+        }
+        let reply = http::handle_request(&mut Sharded(self), req, body, messaging.now_ms());
         self.apply(reply.effects, messaging);
         reply.response
     }
+}
+
+/// The HTTP surface's view of rooms spread over shards (see the module docs).
+struct Sharded<'a>(&'a ChatApp);
+
+impl http::Rooms for Sharded<'_> {
+    fn summaries(&self) -> Vec<RoomSummary> {
+        let mut all: Vec<RoomSummary> = self
+            .0
+            .shards
+            .iter()
+            .flat_map(|s| lock(s).summaries())
+            .collect();
+        // Oldest first: a room's number (its id's last part) counts rooms as they were made.
+        all.sort_by_key(|r| (number_of(&r.id), r.created));
+        all
+    }
+
+    fn detail(&self, id: &str) -> Option<RoomDetail> {
+        lock(self.0.shard(id)).room(id).map(|r| r.detail())
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        lock(self.0.shard(id)).room(id).is_some()
+    }
+
+    fn create_room(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<(RoomSummary, Vec<Effect>), ChatError> {
+        let app = self.0;
+        let mut next = lock(&app.creating);
+        // The checks of Chat::create_room, in its order, over every shard.
+        let name =
+            validate_name(name, app.config.max_room_name_chars).map_err(ChatError::RoomName)?;
+        let (mut rooms, mut taken) = (0, false);
+        for shard in app.shards.iter() {
+            let chat = lock(shard);
+            rooms += chat.rooms().len();
+            taken |= chat.has_room_named(&name);
+        }
+        if rooms >= app.config.max_rooms {
+            return Err(ChatError::TooManyRooms(app.config.max_rooms));
+        }
+        if taken {
+            return Err(ChatError::DuplicateRoomName(name));
+        }
+        loop {
+            let id = room_id(&name, *next);
+            *next += 1;
+            let mut chat = lock(app.shard(&id));
+            if chat.room(&id).is_none() {
+                return Ok(chat.add_room(id, name, now_ms));
+            }
+        }
+    }
+}
+
+/// The number a room id ends with (`general-chat-3` → 3); rooms without one sort last.
+fn number_of(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }

@@ -6,8 +6,8 @@
 //! | `/`                    | GET, HEAD       | the room list page                               |
 //! | `/rooms/{id}`          | GET, HEAD       | the room page (404 for an unknown room)          |
 //! | `/static/{asset}`      | GET, HEAD       | `app.js`, `stomp.js`, `sockjs.js`, `style.css`, `favicon.svg` |
-//! | `/api/rooms`           | GET, HEAD, POST | [`RoomSummary`](crate::rooms::RoomSummary) list; POST `{name}` → 201 room |
-//! | `/api/rooms/{id}`      | GET, HEAD       | [`RoomDetail`](crate::rooms::RoomDetail), or 404 |
+//! | `/api/rooms`           | GET, HEAD, POST | [`RoomSummary`] list; POST `{name}` → 201 room |
+//! | `/api/rooms/{id}`      | GET, HEAD       | [`RoomDetail`], or 404 |
 //! | `/ws`                  | (upgrade only)  | 426 for a plain request                          |
 //!
 //! Unknown paths are 404, known paths with other methods 405 with an `Allow` header. API errors
@@ -16,7 +16,7 @@
 use sockeye::handshake::Request;
 use sockeye::server::HttpResponse;
 
-use crate::rooms::{Chat, CreateRoom, Effect, ErrorBody};
+use crate::rooms::{Chat, ChatError, CreateRoom, Effect, ErrorBody, Room, RoomDetail, RoomSummary};
 
 pub const INDEX_HTML: &str = include_str!("../web/index.html");
 pub const ROOM_HTML: &str = include_str!("../web/room.html");
@@ -40,6 +40,45 @@ const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'sel
 /// The largest `POST /api/rooms` body read.
 const MAX_BODY: usize = 4096;
 
+/// What the HTTP surface reads and changes: a [`Chat`], or an application's rooms spread over
+/// several (see [`Chat::split`]).
+pub trait Rooms {
+    /// Every room, oldest first.
+    fn summaries(&self) -> Vec<RoomSummary>;
+    /// One room, members and history.
+    fn detail(&self, id: &str) -> Option<RoomDetail>;
+    /// Whether there is a room `id`.
+    fn exists(&self, id: &str) -> bool;
+    /// See [`Chat::create_room`].
+    fn create_room(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<(RoomSummary, Vec<Effect>), ChatError>;
+}
+
+impl Rooms for Chat {
+    fn summaries(&self) -> Vec<RoomSummary> {
+        Chat::summaries(self)
+    }
+
+    fn detail(&self, id: &str) -> Option<RoomDetail> {
+        self.room(id).map(Room::detail)
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        self.room(id).is_some()
+    }
+
+    fn create_room(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<(RoomSummary, Vec<Effect>), ChatError> {
+        Chat::create_room(self, name, now_ms)
+    }
+}
+
 /// What to send back, and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -58,12 +97,23 @@ impl From<HttpResponse> for Reply {
 }
 
 /// Answers a plain HTTP request (the engine's `Handler::on_http`).
-pub fn handle_request(chat: &mut Chat, req: &Request<'_, '_>, body: &[u8], now_ms: u64) -> Reply {
+pub fn handle_request<R: Rooms + ?Sized>(
+    chat: &mut R,
+    req: &Request<'_, '_>,
+    body: &[u8],
+    now_ms: u64,
+) -> Reply {
     handle(chat, req.method, req.target, body, now_ms)
 }
 
 /// Answers `method target` (the query, if any, is ignored) with `body`.
-pub fn handle(chat: &mut Chat, method: &str, target: &str, body: &[u8], now_ms: u64) -> Reply {
+pub fn handle<R: Rooms + ?Sized>(
+    chat: &mut R,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    now_ms: u64,
+) -> Reply {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let head = method == "HEAD";
     let mut reply = route(chat, method, path, body, now_ms);
@@ -73,7 +123,13 @@ pub fn handle(chat: &mut Chat, method: &str, target: &str, body: &[u8], now_ms: 
     reply
 }
 
-fn route(chat: &mut Chat, method: &str, path: &str, body: &[u8], now_ms: u64) -> Reply {
+fn route<R: Rooms + ?Sized>(
+    chat: &mut R,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now_ms: u64,
+) -> Reply {
     let get = matches!(method, "GET" | "HEAD");
     const GET: &str = "GET, HEAD";
     if let Some(rest) = path.strip_prefix("/api/") {
@@ -87,8 +143,8 @@ fn route(chat: &mut Chat, method: &str, path: &str, body: &[u8], now_ms: u64) ->
                 if !get {
                     return method_not_allowed(GET, true).into();
                 }
-                match chat.room(id) {
-                    Some(room) => json(200, &room.detail()).into(),
+                match chat.detail(id) {
+                    Some(detail) => json(200, &detail).into(),
                     None => api_error(404, &format!("no room {id:?}")).into(),
                 }
             }
@@ -115,9 +171,9 @@ fn route(chat: &mut Chat, method: &str, path: &str, body: &[u8], now_ms: u64) ->
             if !get {
                 return method_not_allowed(GET, false).into();
             }
-            return match chat.room(id) {
-                Some(_) => page(200, HTML, ROOM_HTML).into(),
-                None => not_found_page().into(),
+            return match chat.exists(id) {
+                true => page(200, HTML, ROOM_HTML).into(),
+                false => not_found_page().into(),
             };
         }
     }
@@ -134,7 +190,7 @@ fn is_segment(s: &str) -> bool {
     !s.is_empty() && !s.contains('/')
 }
 
-fn create_room(chat: &mut Chat, body: &[u8], now_ms: u64) -> Reply {
+fn create_room<R: Rooms + ?Sized>(chat: &mut R, body: &[u8], now_ms: u64) -> Reply {
     if body.len() > MAX_BODY {
         return api_error(400, &format!("body larger than {MAX_BODY} bytes")).into();
     }

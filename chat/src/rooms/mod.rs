@@ -377,6 +377,36 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// The JSON body of an application message (`/app/chat.*`), within `config`'s size limit.
+pub fn parse_app_body(config: &ChatConfig, body: &[u8]) -> Result<ClientMessage, ChatError> {
+    if body.len() > config.max_body_bytes {
+        return Err(ChatError::InvalidBody(format!(
+            "larger than {} bytes",
+            config.max_body_bytes
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| ChatError::InvalidBody(e.to_string()))
+}
+
+/// The shard of `room_id` among `n` (see [`Chat::split`]): FNV-1a of the id.
+pub fn shard_of(room_id: &str, n: usize) -> usize {
+    let hash = room_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % n.max(1) as u64) as usize
+}
+
+/// A new room's id: a slug of its name and a number (`General Chat`, 3 → `general-chat-3`).
+pub fn room_id(name: &str, number: u64) -> String {
+    let base = slug(name);
+    let base = if base.is_empty() {
+        "room"
+    } else {
+        base.as_str()
+    };
+    format!("{base}-{number}")
+}
+
 /// A `clientId` is used only when it is 1..=128 printable ASCII characters.
 fn client_token(raw: Option<&str>) -> Option<String> {
     raw.filter(|c| !c.is_empty() && c.len() <= 128 && c.bytes().all(|b| b.is_ascii_graphic()))
@@ -395,6 +425,10 @@ pub struct Chat {
     /// Single-node counters (cluster mode numbers from [`cluster::ClusterState`]).
     next_room: u64,
     next_message: u64,
+    /// Single-node message ids are `next_message × step + offset` (1 and 0, except in the
+    /// shards of [`Chat::split`], whose ids never meet).
+    id_step: u64,
+    id_offset: u64,
     /// Cluster mode (see [`cluster`]); `None`: this node is alone.
     cluster: Option<cluster::ClusterState>,
 }
@@ -414,8 +448,60 @@ impl Chat {
             sessions: HashMap::new(),
             next_room: 1,
             next_message: 1,
+            id_step: 1,
+            id_offset: 0,
             cluster: None,
         }
+    }
+
+    /// Splits a chat without a cluster into `n` (≥ 1) shards, shard `i` holding the rooms
+    /// [`shard_of`] puts there, with their members: so that an application can lock one
+    /// room's shard per message instead of the whole chat. Each shard numbers messages apart
+    /// from the others (ids `k × n + i`, above every id so far) and keeps this chat's limits;
+    /// creating a room across shards is the caller's (see [`Chat::new_room_name`],
+    /// [`Chat::has_room_named`] and [`Chat::add_room`]), and so is the limit on their number.
+    /// In cluster mode the chat stays whole: one shard.
+    pub fn split(self, n: usize) -> Vec<Chat> {
+        if self.cluster.is_some() || n <= 1 {
+            return vec![self];
+        }
+        let step = n as u64;
+        let used = self.next_message_id_bound();
+        let mut shards: Vec<Chat> = (0..n)
+            .map(|i| {
+                let mut shard = Chat::new(self.config.clone());
+                shard.next_room = self.next_room;
+                shard.id_step = step;
+                shard.id_offset = i as u64;
+                // The first id, k × n + i, is at or above every id used so far.
+                shard.next_message = used.saturating_sub(i as u64).div_ceil(step).max(1);
+                shard
+            })
+            .collect();
+        for room in self.rooms {
+            let shard = &mut shards[shard_of(&room.id, n)];
+            for &session in room.members.keys() {
+                shard
+                    .sessions
+                    .entry(session)
+                    .or_default()
+                    .insert(room.id.clone());
+            }
+            shard.insert_room(room);
+        }
+        shards
+    }
+
+    /// Every single-node message id so far is below this.
+    fn next_message_id_bound(&self) -> u64 {
+        self.next_message
+            .saturating_mul(self.id_step)
+            .saturating_add(self.id_offset)
+    }
+
+    /// The number the next room created here would get (single node).
+    pub fn next_room(&self) -> u64 {
+        self.next_room
     }
 
     /// The chat as the [`Store`] loaded it (rooms with their history, nobody in them).
@@ -489,25 +575,42 @@ impl Chat {
         name: &str,
         now_ms: u64,
     ) -> Result<(RoomSummary, Vec<Effect>), ChatError> {
-        let name =
-            validate_name(name, self.config.max_room_name_chars).map_err(ChatError::RoomName)?;
+        let name = self.new_room_name(name)?;
         if self.rooms.len() >= self.config.max_rooms {
             return Err(ChatError::TooManyRooms(self.config.max_rooms));
         }
-        let folded = validate::fold(&name);
-        if self.rooms.iter().any(|r| validate::fold(&r.name) == folded) {
+        if self.has_room_named(&name) {
             return Err(ChatError::DuplicateRoomName(name));
         }
-        let mut base = slug(&name);
-        if base.is_empty() {
-            base = "room".to_owned();
-        }
         let id = loop {
-            let candidate = format!("{base}-{}", self.next_room_number());
+            let candidate = room_id(&name, self.next_room_number());
             if !self.index.contains_key(&candidate) {
                 break candidate;
             }
         };
+        Ok(self.add_room(id, name, now_ms))
+    }
+
+    /// A new room's name, trimmed and validated against the limits ([`Chat::create_room`]'s
+    /// first check).
+    pub fn new_room_name(&self, name: &str) -> Result<String, ChatError> {
+        validate_name(name, self.config.max_room_name_chars).map_err(ChatError::RoomName)
+    }
+
+    /// Whether a room here has this name, compared case-insensitively.
+    pub fn has_room_named(&self, name: &str) -> bool {
+        let folded = validate::fold(name);
+        self.rooms.iter().any(|r| validate::fold(&r.name) == folded)
+    }
+
+    /// Adds a room whose name and id were checked (the id is new): its summary, and the
+    /// effects to carry out ([`Chat::create_room`]'s last step).
+    pub fn add_room(
+        &mut self,
+        id: String,
+        name: String,
+        now_ms: u64,
+    ) -> (RoomSummary, Vec<Effect>) {
         let room = Room::new(id.clone(), name.clone(), now_ms, VecDeque::new());
         let summary = room.summary();
         self.insert_room(room);
@@ -519,7 +622,7 @@ impl Chat {
         if let Some(announce) = self.announce_room(id, name, now_ms) {
             effects.push(announce);
         }
-        Ok((summary, effects))
+        (summary, effects)
     }
 
     /// The number of a new room's id: a counter alone, or in cluster mode unique across
@@ -540,7 +643,7 @@ impl Chat {
             Some(cluster) => cluster.next_message_id(),
             None => {
                 self.next_message += 1;
-                self.next_message - 1
+                (self.next_message - 1) * self.id_step + self.id_offset
             }
         }
     }
@@ -548,6 +651,18 @@ impl Chat {
     /// A SEND to an application destination. Destinations outside `/chat.` are not the chat's:
     /// no effects.
     pub fn handle_app(&mut self, msg: &AppMessage, now_ms: u64) -> Vec<Effect> {
+        let body = parse_app_body(&self.config, &msg.body);
+        self.handle_app_body(msg, body, now_ms)
+    }
+
+    /// [`Chat::handle_app`] with the body already read ([`parse_app_body`]): an application
+    /// that routes by room reads it once.
+    pub fn handle_app_body(
+        &mut self,
+        msg: &AppMessage,
+        body: Result<ClientMessage, ChatError>,
+        now_ms: u64,
+    ) -> Vec<Effect> {
         let kind = match msg.destination.as_str() {
             "/chat.join" => MessageType::Join,
             "/chat.send" => MessageType::Talk,
@@ -559,7 +674,7 @@ impl Chat {
             _ => return Vec::new(),
         };
         let mut effects = Vec::new();
-        let body = match self.parse_body(&msg.body) {
+        let body = match body {
             Ok(body) => body,
             Err(e) => return vec![self.error_effect(msg.session, &e, None)],
         };
@@ -629,16 +744,6 @@ impl Chat {
         }
         self.sessions.remove(&session);
         effects
-    }
-
-    fn parse_body(&self, body: &[u8]) -> Result<ClientMessage, ChatError> {
-        if body.len() > self.config.max_body_bytes {
-            return Err(ChatError::InvalidBody(format!(
-                "larger than {} bytes",
-                self.config.max_body_bytes
-            )));
-        }
-        serde_json::from_slice(body).map_err(|e| ChatError::InvalidBody(e.to_string()))
     }
 
     fn error_effect(&self, session: SessionId, error: &ChatError, room_id: Option<&str>) -> Effect {

@@ -36,7 +36,9 @@ impl MessageType {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
-    /// Server-assigned, increasing across all rooms (and restarts).
+    /// Server-assigned: unique, and increasing within a room (across restarts too). Without a
+    /// cluster each shard of the application's rooms numbers its own (see `Chat::split`), so
+    /// ids of different rooms do not say which came first.
     pub id: u64,
     pub room_id: String,
     #[serde(rename = "type")]

@@ -1,5 +1,7 @@
 //! The chat domain, effect by effect.
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -1406,4 +1408,56 @@ fn cluster_events_read_as_documented() {
     );
     assert_eq!(cluster_id(3, 3), 196_611);
     assert_eq!(node_of(196_611), 3);
+}
+
+/// `split` spreads the rooms over shards by id, with their members and history; each shard
+/// numbers messages apart from the others, above every id so far; a session's close in each
+/// shard leaves the rooms it holds there.
+#[test]
+fn a_chat_splits_into_shards_that_never_share_an_id() {
+    let mut chat = Chat::default();
+    let ids: Vec<String> = (0..10)
+        .map(|i| chat.create_room(&format!("room {i}"), T0).unwrap().0.id)
+        .collect();
+    for id in &ids {
+        join(&mut chat, 7, id, "ann");
+        talk(&mut chat, 7, id, "before");
+    }
+    let used = chat.next_message_id_bound();
+    let mut shards = chat.split(4);
+    assert_eq!(shards.len(), 4);
+    for (i, shard) in shards.iter().enumerate() {
+        for room in shard.rooms() {
+            assert_eq!(shard_of(room.id(), 4), i, "{} in shard {i}", room.id());
+            assert_eq!(room.nicknames(), ["ann"]);
+            assert_eq!(room.history().len(), 2);
+        }
+    }
+    let total: usize = shards.iter().map(|s| s.rooms().len()).sum();
+    assert_eq!(total, 10);
+    let mut seen = BTreeSet::new();
+    for id in &ids {
+        let shard = &mut shards[shard_of(id, 4)];
+        for _ in 0..3 {
+            let (_, m) = published(&talk(shard, 7, id, "after"))
+                .pop()
+                .expect("a message");
+            assert!(m.id >= used, "id {} not above the {used} used", m.id);
+            assert!(seen.insert(m.id), "id {} given twice", m.id);
+        }
+    }
+    // Ann's close, shard by shard: she leaves the rooms each holds.
+    let mut left = 0;
+    for shard in &mut shards {
+        let here = shard.rooms().len();
+        let gone = published(&shard.session_closed(7, T0 + 3));
+        assert_eq!(gone.len(), here, "one LEAVE per room of the shard");
+        assert!(shard.rooms_of(7).is_empty());
+        left += gone.len();
+    }
+    assert_eq!(left, 10);
+    // A chat in cluster mode stays whole.
+    let mut clustered = Chat::default();
+    clustered.enable_cluster(ClusterConfig::new(3));
+    assert_eq!(clustered.split(4).len(), 1);
 }

@@ -21,7 +21,9 @@
 //!   checks it against its [`Ticket`](crate::link::Ticket) and the broker's fixed rules, and
 //!   the message is posted once to each worker holding topic subscriptions, which delivers it
 //!   from its own table. Per worker per publish: one atomic load (any topic subscriptions
-//!   there?) and, for each worker posted to, its inbox mutex for one push.
+//!   there?) and, for each worker posted to, its inbox mutex for one push. An `/app` message
+//!   is the application's: the chat ([`crate::app`]) locks the shard of the message's room
+//!   only.
 //! * No broker lock for a SUBSCRIBE or UNSUBSCRIBE either: the session's worker checks it
 //!   with the broker's rules and keeps it, a topic's in its own table, a queue's or a users'
 //!   destination's in the shards below, listed in the session's `Ticket` (duplicate ids and
