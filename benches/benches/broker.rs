@@ -260,9 +260,107 @@ fn acks_of_session(out: &[Action], session: SessionId, into: &mut VecDeque<Strin
     }
 }
 
+/// Chat messages (a TALK in the session's own room) from `threads` threads at once, each in
+/// its own room: through one mutex around the whole chat (what the chat application did
+/// before its rooms had shards), or through the mutex of the room's shard (`Chat::split`, what
+/// it does now). The domain's work alone (read the JSON, check the member, number, keep and
+/// encode the message); the server publishes under the same lock, which only lengthens what
+/// one lock serialises. Compare each variant at 2 threads with itself at 1.
+fn chat_threads(c: &mut Criterion) {
+    use std::sync::{Arc, Barrier, Mutex};
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use sockeye_chat::broker::AppMessage;
+    use sockeye_chat::rooms::{shard_of, Chat, ChatConfig};
+
+    const SHARDS: usize = 64;
+    let message = |session: SessionId, destination: &str, body: String| AppMessage {
+        session,
+        user: None,
+        destination: destination.into(),
+        headers: Vec::new(),
+        body: Bytes::from(body),
+    };
+    let mut group = c.benchmark_group("chat-threads");
+    group.throughput(Throughput::Elements(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, 2, 4].into_iter().filter(|&t| t == 1 || t <= cores) {
+        for sharded in [false, true] {
+            let mut chat = Chat::new(ChatConfig::default());
+            // One room per thread, each in a shard of its own.
+            let mut rooms: Vec<String> = Vec::new();
+            let mut used = std::collections::HashSet::new();
+            let mut n = 0;
+            while rooms.len() < threads {
+                let (room, _) = chat.create_room(&format!("room {n}"), 1).expect("a room");
+                n += 1;
+                if used.insert(shard_of(&room.id, SHARDS)) {
+                    rooms.push(room.id);
+                }
+            }
+            for (t, room) in rooms.iter().enumerate() {
+                let join =
+                    format!("{{\"roomId\":\"{room}\",\"type\":\"JOIN\",\"sender\":\"u{t}\"}}");
+                chat.handle_app(&message(t as SessionId, "/chat.join", join), 2);
+            }
+            let shards: Arc<Vec<Mutex<Chat>>> = Arc::new(
+                chat.split(if sharded { SHARDS } else { 1 })
+                    .into_iter()
+                    .map(Mutex::new)
+                    .collect(),
+            );
+            let name = format!(
+                "{}/{threads}-threads",
+                if sharded { "room-shards" } else { "one-lock" }
+            );
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let each = iters.div_ceil(threads as u64);
+                    let start = Arc::new(Barrier::new(threads + 1));
+                    let workers: Vec<_> = rooms
+                        .iter()
+                        .enumerate()
+                        .map(|(t, room)| {
+                            let (shards, start, room) =
+                                (Arc::clone(&shards), Arc::clone(&start), room.clone());
+                            std::thread::spawn(move || {
+                                let shard = &shards[shard_of(&room, shards.len())];
+                                let talk = message(
+                                    t as SessionId,
+                                    "/chat.send",
+                                    format!(
+                                        "{{\"roomId\":\"{room}\",\"type\":\"TALK\",\"message\":\"hello\"}}"
+                                    ),
+                                );
+                                start.wait();
+                                let began = Instant::now();
+                                for i in 0..each {
+                                    let effects = shard.lock().unwrap().handle_app(&talk, 3 + i);
+                                    assert_eq!(effects.len(), 2, "a persist and a publish");
+                                    black_box(effects);
+                                }
+                                began.elapsed()
+                            })
+                        })
+                        .collect();
+                    start.wait();
+                    let longest = workers
+                        .into_iter()
+                        .map(|w| w.join().expect("bench thread"))
+                        .max()
+                        .unwrap_or(Duration::ZERO);
+                    longest.mul_f64(iters as f64 / (each * threads as u64) as f64)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::quick();
-    targets = broker, threads
+    targets = broker, threads, chat_threads
 }
 criterion_main!(benches);
