@@ -423,19 +423,28 @@ impl Application for ChatApp {
             self.apply(reply.effects, messaging);
             return reply.response;
         }
-        let reply = http::handle_request(&mut Sharded(self), req, body, messaging.now_ms());
+        let mut rooms = Sharded {
+            app: self,
+            messaging,
+        };
+        let reply = http::handle_request(&mut rooms, req, body, messaging.now_ms());
         self.apply(reply.effects, messaging);
         reply.response
     }
 }
 
-/// The HTTP surface's view of rooms spread over shards (see the module docs).
-struct Sharded<'a>(&'a ChatApp);
+/// The HTTP surface's view of rooms spread over shards (see the module docs). A room it
+/// creates has its effects carried out under its shard's lock, before anything else can
+/// happen in it.
+struct Sharded<'a> {
+    app: &'a ChatApp,
+    messaging: &'a Messaging,
+}
 
 impl http::Rooms for Sharded<'_> {
     fn summaries(&self) -> Vec<RoomSummary> {
         let mut all: Vec<RoomSummary> = self
-            .0
+            .app
             .shards
             .iter()
             .flat_map(|s| lock(s).summaries())
@@ -446,11 +455,11 @@ impl http::Rooms for Sharded<'_> {
     }
 
     fn detail(&self, id: &str) -> Option<RoomDetail> {
-        lock(self.0.shard(id)).room(id).map(|r| r.detail())
+        lock(self.app.shard(id)).room(id).map(|r| r.detail())
     }
 
     fn exists(&self, id: &str) -> bool {
-        lock(self.0.shard(id)).room(id).is_some()
+        lock(self.app.shard(id)).room(id).is_some()
     }
 
     fn create_room(
@@ -458,7 +467,7 @@ impl http::Rooms for Sharded<'_> {
         name: &str,
         now_ms: u64,
     ) -> Result<(RoomSummary, Vec<Effect>), ChatError> {
-        let app = self.0;
+        let app = self.app;
         let mut next = lock(&app.creating);
         // The checks of Chat::create_room, in its order, over every shard.
         let name =
@@ -480,7 +489,9 @@ impl http::Rooms for Sharded<'_> {
             *next += 1;
             let mut chat = lock(app.shard(&id));
             if chat.room(&id).is_none() {
-                return Ok(chat.add_room(id, name, now_ms));
+                let (summary, effects) = chat.add_room(id, name, now_ms);
+                app.apply(effects, self.messaging);
+                return Ok((summary, Vec::new()));
             }
         }
     }

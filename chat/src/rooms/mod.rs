@@ -651,6 +651,9 @@ impl Chat {
     /// A SEND to an application destination. Destinations outside `/chat.` are not the chat's:
     /// no effects.
     pub fn handle_app(&mut self, msg: &AppMessage, now_ms: u64) -> Vec<Effect> {
+        if !msg.destination.starts_with("/chat.") {
+            return Vec::new();
+        }
         let body = parse_app_body(&self.config, &msg.body);
         self.handle_app_body(msg, body, now_ms)
     }
