@@ -138,8 +138,7 @@ fn broker(c: &mut Criterion) {
 /// (`Broker::queues`, what the server's router does now). Only the second should scale with
 /// threads: compare each variant's time per message at 2 threads with its own at 1.
 fn threads(c: &mut Criterion) {
-    use std::sync::{Arc, Barrier, Mutex};
-    use std::time::{Duration, Instant};
+    use std::sync::{Arc, Mutex};
 
     let mut group = c.benchmark_group("broker-threads");
     group.throughput(Throughput::Elements(1));
@@ -166,7 +165,7 @@ fn threads(c: &mut Criterion) {
                 handle(&mut broker, consumer, &subscribe, &mut out);
             }
             let queues = Arc::clone(broker.queues());
-            let broker = Arc::new(Mutex::new(broker));
+            let broker = Mutex::new(broker);
             let name = format!(
                 "{}/{threads}-threads",
                 if shards {
@@ -177,71 +176,92 @@ fn threads(c: &mut Criterion) {
             );
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
-                    let each = iters.div_ceil(threads as u64);
-                    let start = Arc::new(Barrier::new(threads + 1));
-                    let workers: Vec<_> = (0..threads as u64)
-                        .map(|t| {
-                            let (broker, queues, start) =
-                                (Arc::clone(&broker), Arc::clone(&queues), Arc::clone(&start));
-                            std::thread::spawn(move || {
-                                let (consumer, producer) = (100 + 2 * t, 101 + 2 * t);
-                                let destination = format!("/queue/t{t}");
-                                let send = format!("SEND\ndestination:{destination}\n\nhello\0");
-                                let mut out = Vec::new();
-                                let mut acks = VecDeque::new();
-                                start.wait();
-                                let began = Instant::now();
-                                for _ in 0..each {
-                                    out.clear();
-                                    let Ok(Status::Complete(frame, _)) = parse(
-                                        send.as_bytes(),
-                                        &Limits::default(),
-                                        Some(Version::V1_2),
-                                    ) else {
-                                        unreachable!()
-                                    };
-                                    if shards {
-                                        let body = frame.body.to_vec();
-                                        queues.publish(&destination, Vec::new(), body, &mut out);
-                                    } else {
-                                        let mut broker = broker.lock().unwrap();
-                                        broker.handle(producer, &frame, &mut out);
-                                    }
-                                    acks_of_session(&out, consumer, &mut acks);
-                                    let ack = acks.pop_front().expect("the message delivered");
-                                    if shards {
-                                        queues.settle(consumer, &ack, false, &mut out);
-                                    } else {
-                                        let text = format!("ACK\nid:{ack}\n\n\0");
-                                        let Ok(Status::Complete(frame, _)) = parse(
-                                            text.as_bytes(),
-                                            &Limits::default(),
-                                            Some(Version::V1_2),
-                                        ) else {
-                                            unreachable!()
-                                        };
-                                        broker.lock().unwrap().handle(consumer, &frame, &mut out);
-                                    }
-                                    black_box(&out);
-                                }
-                                began.elapsed()
-                            })
-                        })
-                        .collect();
-                    start.wait();
-                    let longest = workers
-                        .into_iter()
-                        .map(|w| w.join().expect("bench thread"))
-                        .max()
-                        .unwrap_or(Duration::ZERO);
-                    // Time for `iters` messages over all threads.
-                    longest.mul_f64(iters as f64 / (each * threads as u64) as f64)
+                    on_threads(
+                        threads,
+                        iters,
+                        |t| {
+                            let t = t as u64;
+                            let destination = format!("/queue/t{t}");
+                            let send = format!("SEND\ndestination:{destination}\n\nhello\0");
+                            let ids = (100 + 2 * t, 101 + 2 * t);
+                            (ids, destination, send, Vec::new(), VecDeque::new())
+                        },
+                        |((consumer, producer), destination, send, out, acks)| {
+                            let (consumer, producer) = (*consumer, *producer);
+                            out.clear();
+                            let Ok(Status::Complete(frame, _)) =
+                                parse(send.as_bytes(), &Limits::default(), Some(Version::V1_2))
+                            else {
+                                unreachable!()
+                            };
+                            if shards {
+                                let body = frame.body.to_vec();
+                                queues.publish(destination, Vec::new(), body, out);
+                            } else {
+                                let mut broker = broker.lock().unwrap();
+                                broker.handle(producer, &frame, out);
+                            }
+                            acks_of_session(out, consumer, acks);
+                            let ack = acks.pop_front().expect("the message delivered");
+                            if shards {
+                                queues.settle(consumer, &ack, false, out);
+                            } else {
+                                let text = format!("ACK\nid:{ack}\n\n\0");
+                                let Ok(Status::Complete(frame, _)) =
+                                    parse(text.as_bytes(), &Limits::default(), Some(Version::V1_2))
+                                else {
+                                    unreachable!()
+                                };
+                                broker.lock().unwrap().handle(consumer, &frame, out);
+                            }
+                            black_box(&out);
+                        },
+                    )
                 })
             });
             assert_eq!(queues.unacked_count(), 0, "every message acknowledged");
         }
     }
     group.finish();
+}
+
+/// Runs `step` on `threads` threads started together, each `iters / threads` times (rounded
+/// up) on its own state from `prepare` (made before the clock starts), and returns the time
+/// `iters` steps took: the slowest thread's, scaled to `iters`.
+fn on_threads<S: Send>(
+    threads: usize,
+    iters: u64,
+    prepare: impl Fn(usize) -> S + Sync,
+    step: impl Fn(&mut S) + Sync,
+) -> std::time::Duration {
+    use std::sync::Barrier;
+    use std::time::{Duration, Instant};
+
+    let each = iters.div_ceil(threads as u64);
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (prepare, step, start) = (&prepare, &step, &start);
+                scope.spawn(move || {
+                    let mut state = prepare(t);
+                    start.wait();
+                    let began = Instant::now();
+                    for _ in 0..each {
+                        step(&mut state);
+                    }
+                    began.elapsed()
+                })
+            })
+            .collect();
+        start.wait();
+        let longest = workers
+            .into_iter()
+            .map(|w| w.join().expect("bench thread"))
+            .max()
+            .unwrap_or(Duration::ZERO);
+        longest.mul_f64(iters as f64 / (each * threads as u64) as f64)
+    })
 }
 
 /// The `ack` header of every MESSAGE to `session`, in order.
@@ -267,8 +287,7 @@ fn acks_of_session(out: &[Action], session: SessionId, into: &mut VecDeque<Strin
 /// encode the message); the server publishes under the same lock, which only lengthens what
 /// one lock serialises. Compare each variant at 2 threads with itself at 1.
 fn chat_threads(c: &mut Criterion) {
-    use std::sync::{Arc, Barrier, Mutex};
-    use std::time::{Duration, Instant};
+    use std::sync::Mutex;
 
     use bytes::Bytes;
     use sockeye_chat::broker::AppMessage;
@@ -304,53 +323,35 @@ fn chat_threads(c: &mut Criterion) {
                     format!("{{\"roomId\":\"{room}\",\"type\":\"JOIN\",\"sender\":\"u{t}\"}}");
                 chat.handle_app(&message(t as SessionId, "/chat.join", join), 2);
             }
-            let shards: Arc<Vec<Mutex<Chat>>> = Arc::new(
-                chat.split(if sharded { SHARDS } else { 1 })
-                    .into_iter()
-                    .map(Mutex::new)
-                    .collect(),
-            );
+            let shards: Vec<Mutex<Chat>> = chat
+                .split(if sharded { SHARDS } else { 1 })
+                .into_iter()
+                .map(Mutex::new)
+                .collect();
             let name = format!(
                 "{}/{threads}-threads",
                 if sharded { "room-shards" } else { "one-lock" }
             );
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
-                    let each = iters.div_ceil(threads as u64);
-                    let start = Arc::new(Barrier::new(threads + 1));
-                    let workers: Vec<_> = rooms
-                        .iter()
-                        .enumerate()
-                        .map(|(t, room)| {
-                            let (shards, start, room) =
-                                (Arc::clone(&shards), Arc::clone(&start), room.clone());
-                            std::thread::spawn(move || {
-                                let shard = &shards[shard_of(&room, shards.len())];
-                                let talk = message(
-                                    t as SessionId,
-                                    "/chat.send",
-                                    format!(
-                                        "{{\"roomId\":\"{room}\",\"type\":\"TALK\",\"message\":\"hello\"}}"
-                                    ),
-                                );
-                                start.wait();
-                                let began = Instant::now();
-                                for i in 0..each {
-                                    let effects = shard.lock().unwrap().handle_app(&talk, 3 + i);
-                                    assert_eq!(effects.len(), 2, "a persist and a publish");
-                                    black_box(effects);
-                                }
-                                began.elapsed()
-                            })
-                        })
-                        .collect();
-                    start.wait();
-                    let longest = workers
-                        .into_iter()
-                        .map(|w| w.join().expect("bench thread"))
-                        .max()
-                        .unwrap_or(Duration::ZERO);
-                    longest.mul_f64(iters as f64 / (each * threads as u64) as f64)
+                    on_threads(
+                        threads,
+                        iters,
+                        |t| {
+                            let room = &rooms[t];
+                            let body = format!(
+                                "{{\"roomId\":\"{room}\",\"type\":\"TALK\",\"message\":\"hello\"}}"
+                            );
+                            let shard = &shards[shard_of(room, shards.len())];
+                            (shard, message(t as SessionId, "/chat.send", body), 3)
+                        },
+                        |(shard, talk, now)| {
+                            *now += 1;
+                            let effects = shard.lock().unwrap().handle_app(talk, *now);
+                            assert_eq!(effects.len(), 2, "a persist and a publish");
+                            black_box(effects);
+                        },
+                    )
                 })
             });
         }
